@@ -1,0 +1,67 @@
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import { requestId } from "hono/request-id";
+import type { AppEnv } from "./lib/app-env.ts";
+import { AppError, internalErrorBody } from "./lib/app-error.ts";
+import { describeError, log } from "./lib/log.ts";
+import { Limits, type ErrorResponse } from "./protocol/index.ts";
+import { authRoutes } from "./routes/auth.ts";
+import { chatRoutes } from "./routes/chats.ts";
+import { deviceRoutes } from "./routes/devices.ts";
+import { meRoutes } from "./routes/me.ts";
+import { socketRoutes } from "./routes/sockets.ts";
+import { userRoutes } from "./routes/users.ts";
+
+/** The HTTP API. Every error leaves through `onError` as `{error: {code, message, retryable}}`. */
+export const app = new Hono<AppEnv>();
+
+app.use(requestId());
+app.use(async (c, next) => {
+  const started = Date.now();
+  await next();
+  log.info("request", {
+    requestId: c.get("requestId"),
+    method: c.req.method,
+    path: c.req.path,
+    status: c.res.status,
+    ms: Date.now() - started,
+  });
+});
+app.use(
+  "/api/*",
+  bodyLimit({
+    maxSize: Limits.maxFrameBytes,
+    onError: () => {
+      throw new AppError("too_large", 413, `request bodies are at most ${Limits.maxFrameBytes} bytes`, { retryable: false });
+    },
+  }),
+);
+
+app.get("/healthz", (c) => c.json({ ok: true }));
+app.route("/api", authRoutes);
+app.route("/api/me", meRoutes);
+app.route("/api/devices", deviceRoutes);
+app.route("/api/users", userRoutes);
+app.route("/api/chats", chatRoutes);
+app.route("/", socketRoutes);
+
+app.notFound((c) => {
+  const body: ErrorResponse = { error: { code: "not_found", message: "no such endpoint", retryable: false } };
+  return c.json(body, 404);
+});
+
+app.onError((error, c) => {
+  if (error instanceof AppError) {
+    if (error.status >= 500) log.error("request failed", { requestId: c.get("requestId"), code: error.code, error: error.message });
+    const body: ErrorResponse = { error: error.toBody() };
+    return c.json(body, error.status);
+  }
+  if (error instanceof HTTPException && error.status < 500) {
+    const body: ErrorResponse = { error: { code: "validation_failed", message: error.message || "bad request", retryable: false } };
+    return c.json(body, error.status);
+  }
+  log.error("unhandled error", { requestId: c.get("requestId"), ...describeError(error) });
+  const body: ErrorResponse = { error: internalErrorBody };
+  return c.json(body, 500);
+});

@@ -1,0 +1,330 @@
+import { DurableObject } from "cloudflare:workers";
+import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import { migrate } from "drizzle-orm/durable-sqlite/migrator";
+import migrations from "../../migrations/chat-room/migrations.js";
+import * as schema from "../db/chat-room-schema.ts";
+import { AppError, internalErrorBody, validationError } from "../lib/app-error.ts";
+import { configFrom, type Config } from "../lib/config.ts";
+import { describeError, log } from "../lib/log.ts";
+import { attempt, type Outcome } from "../lib/result.ts";
+import { countInstanceStart } from "../lib/instance-starts.ts";
+import {
+  ClientFrame,
+  CloseCode,
+  Heartbeat,
+  Limits,
+  type Chat,
+  type ChatKind,
+  type ChatSummary,
+  type ErrorBody,
+  type HistoryPage,
+  type HistoryQuery,
+  type SendMessageRequest,
+  type SendResult,
+} from "../protocol/index.ts";
+import { commands, type RoomCommands } from "./commands.ts";
+import { EventLog, type Sender } from "./event-log.ts";
+import { Membership } from "./membership.ts";
+import { SendRateLimiter } from "./send-rate.ts";
+import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
+import { ForwardedIdentity, WS_SUBPROTOCOL } from "../lib/forwarded-identity.ts";
+
+export type CreateChatInput = {
+  chatId: string;
+  kind: ChatKind;
+  name: string;
+  description: string;
+  creatorId: string;
+  /** The other initial members (the creator excluded). */
+  memberIds: string[];
+};
+
+/** Retry delay for telling members' User objects about the chat after a failure. */
+const INDEX_RETRY_MS = 30_000;
+
+/**
+ * One object per chat (`idFromName(chatId)`): the source of truth for the chat's
+ * members and its event log, and the sequencer that gives every event its `seq`.
+ * It holds the hibernatable sockets of the clients that have the chat open.
+ */
+export class ChatRoom extends DurableObject<Env> implements RoomCommands {
+  readonly #db: DrizzleSqliteDODatabase<typeof schema>;
+  readonly #config: Config;
+  readonly #sendRate: SendRateLimiter;
+  readonly #sessions: Sessions;
+  #log!: EventLog;
+  #membership!: Membership;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    countInstanceStart("ChatRoom");
+    this.#db = drizzle(ctx.storage, { schema });
+    this.#config = configFrom(env);
+    this.#sendRate = new SendRateLimiter(this.#config.send.ratePerSecond, this.#config.send.burst);
+    this.#sessions = new Sessions(ctx, () => this.#membership.chat?.chatId ?? "");
+    // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
+    void ctx.blockConcurrencyWhile(async () => {
+      await migrate(this.#db, migrations);
+      this.#log = new EventLog(ctx.storage.sql);
+      this.#membership = new Membership(this.#db);
+    });
+  }
+
+  // ---- RPC from the Worker ----
+
+  /** Creates the chat with its first event; a direct chat that exists is returned as is. */
+  async create(input: CreateChatInput, now = Date.now()): Promise<Outcome<{ chat: Chat; created: boolean }>> {
+    const existing = this.#membership.chat;
+    if (existing) {
+      return attempt(() => {
+        if (existing.kind !== "direct" || input.kind !== "direct") {
+          throw new AppError("internal", 500, "chat id collision");
+        }
+        return { chat: this.#membership.describe(this.#log.headSeq), created: false };
+      });
+    }
+    const members = [
+      { userId: input.creatorId, role: input.kind === "direct" ? ("member" as const) : ("admin" as const), joinedSeq: 1 },
+      ...input.memberIds.map((userId) => ({ userId, role: "member" as const, joinedSeq: 1 })),
+    ];
+    this.#membership.create(
+      { chatId: input.chatId, kind: input.kind, name: input.name, description: input.description, createdBy: input.creatorId, createdAt: now },
+      members,
+    );
+    this.#log.append(
+      { type: "chat.created", actorId: input.creatorId, kind: input.kind, name: input.name, members: members.map(({ userId, role }) => ({ userId, role })) },
+      now,
+    );
+    // Committed with the rows above: if this object dies before every member's
+    // User object has the chat in its list, the alarm finishes the job.
+    void this.ctx.storage.setAlarm(now + INDEX_RETRY_MS);
+    await this.#indexInMemberAccounts();
+    return { ok: true, value: { chat: this.#membership.describe(this.#log.headSeq), created: true } };
+  }
+
+  getChat(userId: string): Outcome<Chat> {
+    return attempt(() => {
+      this.#membership.requireMember(userId);
+      return this.#membership.describe(this.#log.headSeq);
+    });
+  }
+
+  /** The REST path of a send (bots, tests, clients without the chat open). */
+  send(sender: Sender, input: SendMessageRequest): Outcome<SendResult> {
+    return attempt(() => this.sendMessage(sender, input));
+  }
+
+  history(userId: string, query: HistoryQuery): Outcome<HistoryPage> {
+    return attempt(() => {
+      const member = this.#membership.requireMember(userId);
+      const headSeq = this.#log.headSeq;
+      const floor = member.joinedSeq;
+      if (query.after !== undefined) {
+        const events = this.#log.after(Math.max(query.after, floor - 1), query.limit);
+        const last = events.at(-1)?.seq ?? headSeq;
+        return { events, hasMore: last < headSeq, headSeq };
+      }
+      const before = query.before ?? headSeq + 1;
+      const events = this.#log.before(before, floor, query.limit);
+      const first = events[0]?.seq ?? floor;
+      return { events, hasMore: first > floor, headSeq };
+    });
+  }
+
+  /** A revoked device's sockets close at once. */
+  closeDeviceSockets(deviceId: string): number {
+    return this.#sessions.closeTagged(deviceTag(deviceId), CloseCode.deviceRevoked, "device_revoked");
+  }
+
+  override async alarm(): Promise<void> {
+    if (!(await this.#indexInMemberAccounts())) {
+      await this.ctx.storage.setAlarm(Date.now() + INDEX_RETRY_MS);
+    }
+  }
+
+  // ---- Sockets ----
+
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({ error: { code: "validation_failed", message: "expected a WebSocket upgrade", retryable: false } }, { status: 426 });
+    }
+    const identity = ForwardedIdentity.read(request.headers);
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    const headers = new Headers();
+    if (ForwardedIdentity.offeredSubprotocol(request.headers)) headers.set("Sec-WebSocket-Protocol", WS_SUBPROTOCOL);
+
+    const opened = attempt(() => this.#openSession(identity, new URL(request.url).searchParams.get("after")));
+    if (!opened.ok) {
+      // Refused after the upgrade, with a close code, because a browser cannot read
+      // the HTTP status of a failed upgrade.
+      server.accept();
+      sendErrorFrame(server, opened.error);
+      server.close(closeCodeFor(opened.error), opened.error.code);
+      return new Response(null, { status: 101, webSocket: client, headers });
+    }
+    const session = opened.value;
+    this.#sessions.accept(server, session);
+    const member = this.#membership.requireMember(identity.userId);
+    sendFrame(server, {
+      type: "ready",
+      chatId: this.#membership.requireChat().chatId,
+      userId: identity.userId,
+      deviceId: identity.deviceId,
+      role: member.role,
+      headSeq: this.#log.headSeq,
+      catchingUp: !session.live,
+    });
+    if (!session.live) this.sendNextPage(server, session);
+    return new Response(null, { status: 101, webSocket: client, headers });
+  }
+
+  #openSession(identity: ForwardedIdentity, afterParam: string | null): SessionState {
+    const member = this.#membership.requireMember(identity.userId);
+    const headSeq = this.#log.headSeq;
+    if (afterParam === null) return { ...identity, cursor: headSeq, live: true };
+    const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
+    if (!Number.isSafeInteger(after) || after > headSeq) {
+      throw new AppError("invalid_cursor", 400, `after must be a seq between 0 and ${headSeq}`, { retryable: false });
+    }
+    // A member sees the chat from the event that made them a member.
+    const cursor = Math.max(after, member.joinedSeq - 1);
+    return { ...identity, cursor, live: cursor >= headSeq };
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const session = this.#sessions.get(ws);
+    if (!session) return closeQuietly(ws, CloseCode.tryAgain, "unknown session");
+    if (typeof message !== "string") {
+      return sendErrorFrame(ws, { code: "binary_not_supported", message: "frames are JSON text", retryable: false });
+    }
+    if (message.length > Limits.maxFrameBytes) {
+      return sendErrorFrame(ws, { code: "too_large", message: `frames are at most ${Limits.maxFrameBytes} bytes`, retryable: false });
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(message);
+    } catch {
+      return sendErrorFrame(ws, { code: "invalid_json", message: "the frame is not JSON", retryable: false });
+    }
+    const id = typeof raw === "object" && raw !== null && "id" in raw && typeof raw.id === "string" ? raw.id : null;
+    const parsed = ClientFrame.safeParse(raw);
+    if (!parsed.success) {
+      const error = knownType(raw) ? validationError(parsed.error.issues).toBody() : unknownFrame(raw);
+      return id === null ? sendErrorFrame(ws, error) : sendFrame(ws, { type: "reply", id, ok: false, error });
+    }
+    const frame = parsed.data;
+    try {
+      const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame) => unknown;
+      const result = handler(this, ws, session, frame);
+      sendFrame(ws, { type: "reply", id: frame.id, ok: true, result });
+    } catch (error) {
+      sendFrame(ws, { type: "reply", id: frame.id, ok: false, error: errorBodyOf(error) });
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.#sessions.forget(ws);
+    // Always answer a close; 1005/1006 are reserved and cannot be sent back.
+    closeQuietly(ws, code === 1005 || code === 1006 ? CloseCode.normal : code, "closed");
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    log.warn("socket error", describeError(error));
+    this.#sessions.forget(ws);
+  }
+
+  // ---- Commands (RoomCommands) ----
+
+  sendMessage(sender: Sender, input: SendMessageRequest): SendResult {
+    const member = this.#membership.requireMember(sender.userId);
+    const chat = this.#membership.requireChat();
+    if (chat.kind === "broadcast" && member.role !== "admin") {
+      throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
+    }
+    const now = Date.now();
+    const waitMs = this.#sendRate.waitMs(sender.userId, now);
+    if (waitMs > 0) {
+      // A retry of a stored message is answered even when the sender is over its rate.
+      const original = this.#log.findByClientId(sender.deviceId, input.clientId);
+      if (!original) throw new AppError("rate_limited", 429, "sending too fast", { retryAfterMs: waitMs });
+    }
+    if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq);
+    const { event, duplicate } = this.#log.appendMessage(sender, input, now);
+    if (!duplicate) {
+      this.#sendRate.take(sender.userId, now);
+      this.#sessions.broadcast([event]);
+    }
+    return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
+  }
+
+  sendNextPage(ws: WebSocket, session: SessionState): number {
+    const headSeq = this.#log.headSeq;
+    if (session.live) return headSeq;
+    const events = this.#log.after(session.cursor, this.#config.catchUpPageSize);
+    const cursor = events.at(-1)?.seq ?? headSeq;
+    // Decided in the same turn as the read: an event stored after this page is either
+    // in the next page (more) or pushed live, never both and never neither.
+    const live = cursor >= headSeq;
+    this.#sessions.save(ws, { ...session, cursor, live });
+    sendFrame(ws, { type: "events", chatId: this.#membership.requireChat().chatId, events, more: !live });
+    return cursor;
+  }
+
+  #checkReplyTarget(replyToSeq: number, visibleFrom: number): void {
+    if (replyToSeq < visibleFrom || this.#log.typeAt(replyToSeq) !== "message") {
+      throw new AppError("invalid_reply", 400, `replyToSeq ${replyToSeq} is not a message of this chat`, { retryable: false });
+    }
+  }
+
+  /** Adds the chat to the list of every member whose User object does not have it yet. */
+  async #indexInMemberAccounts(): Promise<boolean> {
+    const chat = this.#membership.chat;
+    if (!chat) return true;
+    const pending = this.#membership.notifiedBelow(1);
+    const memberIds = this.#membership.current().map((m) => m.userId);
+    const results = await Promise.allSettled(
+      pending.map(async (member) => {
+        const summary: ChatSummary = { chatId: chat.chatId, kind: chat.kind, name: chat.name, addedAt: chat.createdAt };
+        if (chat.kind === "direct") {
+          const peerId = memberIds.find((id) => id !== member.userId);
+          if (peerId) summary.peerId = peerId;
+        }
+        await this.env.USER.get(this.env.USER.idFromName(member.userId)).addChat(summary);
+        this.#membership.markNotified(member.userId, member.joinedSeq);
+      }),
+    );
+    const failures = results.filter((r) => r.status === "rejected");
+    for (const failure of failures) log.warn("could not add a chat to a member's list", describeError(failure.reason));
+    return failures.length === 0;
+  }
+}
+
+function closeCodeFor(error: ErrorBody): number {
+  switch (error.code) {
+    case "not_a_member":
+      return CloseCode.notAMember;
+    case "chat_not_found":
+      return CloseCode.chatNotFound;
+    case "invalid_cursor":
+      return CloseCode.badRequest;
+    default:
+      return CloseCode.tryAgain;
+  }
+}
+
+function errorBodyOf(error: unknown): ErrorBody {
+  if (error instanceof AppError) return error.toBody();
+  log.error("command failed", describeError(error));
+  return internalErrorBody;
+}
+
+const KNOWN_TYPES = new Set(Object.keys(commands));
+function knownType(raw: unknown): boolean {
+  return typeof raw === "object" && raw !== null && "type" in raw && KNOWN_TYPES.has(String(raw.type));
+}
+
+function unknownFrame(raw: unknown): ErrorBody {
+  const type = typeof raw === "object" && raw !== null && "type" in raw ? String(raw.type) : "(none)";
+  return { code: "unknown_frame", message: `unknown frame type ${type.slice(0, 40)}`, retryable: false };
+}

@@ -1,0 +1,106 @@
+import { z } from "zod";
+import { AppError } from "./app-error.ts";
+import { log } from "./log.ts";
+
+/**
+ * Every setting the deployment can change, read from the Worker's vars and secrets
+ * (wrangler.toml [vars], `.dev.vars`, `wrangler secret put`). Documented in the
+ * README's Configuration section; defaults here are the production defaults.
+ */
+const intVar = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const EnvSettings = z.object({
+  DEV_MODE: z
+    .enum(["true", "false", ""])
+    .optional()
+    .transform((value) => value === "true"),
+  JWT_SECRET: z.string().optional(),
+  HMAC_SECRET: z.string().optional(),
+  OTP_SENDER: z.enum(["console", "webhook"]).default("webhook"),
+  OTP_WEBHOOK_URL: z.string().default(""),
+  OTP_WEBHOOK_TOKEN: z.string().optional(),
+  ACCESS_TOKEN_TTL_SECONDS: intVar(900, 30, 900),
+  OTP_TTL_SECONDS: intVar(300, 30, 3600),
+  OTP_MAX_ATTEMPTS: intVar(5, 1, 20),
+  OTP_RESEND_SECONDS: intVar(30, 0, 3600),
+  OTP_MAX_PER_HOUR: intVar(5, 1, 1000),
+  OTP_MAX_PER_DAY: intVar(10, 1, 10000),
+  SEND_RATE_PER_SECOND: intVar(20, 1, 100000),
+  SEND_BURST: intVar(60, 1, 100000),
+  HISTORY_PAGE_SIZE: intVar(200, 1, 200),
+});
+
+export type Config = {
+  devMode: boolean;
+  jwtSecret: string;
+  hmacSecret: string;
+  otp: {
+    sender: "console" | "webhook";
+    webhookUrl: string;
+    webhookToken: string | undefined;
+    ttlSeconds: number;
+    maxAttempts: number;
+    resendSeconds: number;
+    maxPerHour: number;
+    maxPerDay: number;
+  };
+  accessTokenTtlSeconds: number;
+  send: { ratePerSecond: number; burst: number };
+  /** Events per catch-up page. */
+  catchUpPageSize: number;
+};
+
+// Known only to development: anyone could forge tokens with it, so it is refused
+// unless DEV_MODE is on.
+const DEV_SECRET = "edgechat-development-only-secret-do-not-deploy";
+const MIN_SECRET_LENGTH = 32;
+
+const cache = new WeakMap<object, Config>();
+
+/** Reads and checks the environment once per isolate. Fails closed on a missing secret. */
+export function configFrom(env: object): Config {
+  const cached = cache.get(env);
+  if (cached) return cached;
+  const parsed = EnvSettings.safeParse(env);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw misconfigured(`invalid configuration: ${detail}`);
+  }
+  const settings = parsed.data;
+  const secret = (name: "JWT_SECRET" | "HMAC_SECRET"): string => {
+    const value = settings[name];
+    if (value && value.length >= MIN_SECRET_LENGTH) return value;
+    if (settings.DEV_MODE) return `${DEV_SECRET}:${name}`;
+    throw misconfigured(
+      `${name} is ${value ? `shorter than ${MIN_SECRET_LENGTH} characters` : "not set"}: ` +
+        `set it with \`wrangler secret put ${name}\` (or in .dev.vars for local runs)`,
+    );
+  };
+  const config: Config = {
+    devMode: settings.DEV_MODE,
+    jwtSecret: secret("JWT_SECRET"),
+    hmacSecret: secret("HMAC_SECRET"),
+    otp: {
+      sender: settings.OTP_SENDER,
+      webhookUrl: settings.OTP_WEBHOOK_URL,
+      webhookToken: settings.OTP_WEBHOOK_TOKEN,
+      ttlSeconds: settings.OTP_TTL_SECONDS,
+      maxAttempts: settings.OTP_MAX_ATTEMPTS,
+      resendSeconds: settings.OTP_RESEND_SECONDS,
+      maxPerHour: settings.OTP_MAX_PER_HOUR,
+      maxPerDay: settings.OTP_MAX_PER_DAY,
+    },
+    accessTokenTtlSeconds: settings.ACCESS_TOKEN_TTL_SECONDS,
+    send: { ratePerSecond: settings.SEND_RATE_PER_SECOND, burst: settings.SEND_BURST },
+    catchUpPageSize: settings.HISTORY_PAGE_SIZE,
+  };
+  if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
+  cache.set(env, config);
+  return config;
+}
+
+function misconfigured(message: string): AppError {
+  log.error("misconfigured", { detail: message });
+  return new AppError("misconfigured", 500, message, { retryable: false });
+}

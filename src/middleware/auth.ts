@@ -1,0 +1,37 @@
+import { createMiddleware } from "hono/factory";
+import { verifyAccessToken } from "../auth/access-token.ts";
+import type { AppEnv, Caller } from "../lib/app-env.ts";
+import { AppError } from "../lib/app-error.ts";
+import { configFrom } from "../lib/config.ts";
+import { ForwardedIdentity, WS_BEARER_PREFIX } from "../lib/forwarded-identity.ts";
+import { unwrap } from "../lib/result.ts";
+import { userObject } from "../lib/stubs.ts";
+
+/**
+ * Requires a valid access token from a device that is still logged in. The token
+ * comes from `Authorization: Bearer`, or for WebSocket upgrades from the offered
+ * subprotocol `bearer.<token>` (browsers cannot set headers on a WebSocket).
+ */
+export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
+  c.set("caller", await authenticate(c.env, c.req.raw.headers));
+  await next();
+});
+
+export async function authenticate(env: Env, headers: Headers): Promise<Caller> {
+  const token = bearerToken(headers);
+  if (!token) throw new AppError("unauthorized", 401, "send Authorization: Bearer <credentials>", { retryable: false });
+  const claims = await verifyAccessToken(configFrom(env), token);
+  // Checked on every request so that a revoked device is refused at once.
+  unwrap(await userObject(env, claims.sub).checkDevice(claims.deviceId));
+  return { userId: claims.sub, deviceId: claims.deviceId };
+}
+
+function bearerToken(headers: Headers): string | null {
+  const authorization = headers.get("authorization");
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)$/i.exec(authorization);
+    return match?.[1] ?? null;
+  }
+  const offered = ForwardedIdentity.offeredSubprotocols(headers).find((p) => p.startsWith(WS_BEARER_PREFIX));
+  return offered ? offered.slice(WS_BEARER_PREFIX.length) : null;
+}

@@ -1,0 +1,108 @@
+import { z } from "zod";
+import { Limits } from "./limits.ts";
+
+/** E.164: a plus sign, a non-zero country digit, 7 to 15 digits in all. */
+export const PhoneNumber = z
+  .string()
+  .regex(/^\+[1-9]\d{6,14}$/, "must be an E.164 number such as +14155550123");
+export type PhoneNumber = z.infer<typeof PhoneNumber>;
+
+export const UserId = z.string().regex(/^u_[A-Za-z0-9_-]{16,40}$/, "not a user id");
+export type UserId = z.infer<typeof UserId>;
+export const DeviceId = z.string().regex(/^dv_[A-Za-z0-9_-]{16,40}$/, "not a device id");
+export type DeviceId = z.infer<typeof DeviceId>;
+
+/** POST /api/otp */
+export const OtpRequest = z.strictObject({ phone: PhoneNumber });
+export type OtpRequest = z.infer<typeof OtpRequest>;
+
+/** 201 from POST /api/otp. The same whether or not the phone has an account. */
+export const OtpResponse = z.object({
+  sent: z.literal(true),
+  expiresInSeconds: z.number().int().positive(),
+  /** Seconds before another code may be requested for this phone. */
+  resendAfterSeconds: z.number().int().nonnegative(),
+  /** Development mode only: the code itself, so no SMS provider is needed. */
+  devCode: z.string().regex(/^\d{6}$/).optional(),
+});
+export type OtpResponse = z.infer<typeof OtpResponse>;
+
+/** POST /api/auth/login */
+export const LoginRequest = z.strictObject({
+  phone: PhoneNumber,
+  code: z.string().regex(/^\d{6}$/, "must be 6 digits"),
+  /** Shown in the device list, for example "Pixel 9" or "Firefox on Linux". */
+  deviceName: z.string().trim().min(1).max(64).optional(),
+});
+export type LoginRequest = z.infer<typeof LoginRequest>;
+
+export const Profile = z.object({
+  userId: UserId,
+  displayName: z.string(),
+  about: z.string(),
+  createdAt: z.number().int(),
+});
+export type Profile = z.infer<typeof Profile>;
+
+/** What GET /api/me returns: the profile plus the phone, which only its owner sees. */
+export const Me = Profile.extend({ phone: PhoneNumber });
+export type Me = z.infer<typeof Me>;
+
+/** PATCH /api/me */
+export const ProfilePatch = z
+  .strictObject({
+    displayName: z.string().trim().min(1).max(Limits.maxDisplayNameLength).optional(),
+    about: z.string().trim().max(Limits.maxAboutLength).optional(),
+  })
+  .refine((patch) => patch.displayName !== undefined || patch.about !== undefined, {
+    message: "give displayName or about",
+  });
+export type ProfilePatch = z.infer<typeof ProfilePatch>;
+
+export const Device = z.object({
+  deviceId: DeviceId,
+  name: z.string(),
+  createdAt: z.number().int(),
+  lastActiveAt: z.number().int(),
+  /** True for the device whose token made the request. */
+  current: z.boolean(),
+});
+export type Device = z.infer<typeof Device>;
+
+/** GET /api/devices */
+export const DeviceList = z.object({ devices: z.array(Device) });
+export type DeviceList = z.infer<typeof DeviceList>;
+
+/** 200 from POST /api/auth/login and POST /api/auth/refresh. */
+export const TokenResponse = z.object({
+  /** The access token: a JWS (HS256) with `sub` = userId and `deviceId`. */
+  credentials: z.string(),
+  /** Seconds until `credentials` expires. */
+  expiresIn: z.number().int().positive(),
+  /** Single use: each refresh returns a new one; presenting a used one revokes the device. */
+  refreshToken: z.string(),
+  user: Me,
+  device: Device,
+});
+export type TokenResponse = z.infer<typeof TokenResponse>;
+
+/** POST /api/auth/refresh */
+export const RefreshRequest = z.strictObject({ refreshToken: z.string().min(1).max(200) });
+export type RefreshRequest = z.infer<typeof RefreshRequest>;
+
+/** GET /api/users/lookup?phone=... */
+export const UserLookupQuery = z.strictObject({ phone: PhoneNumber });
+export type UserLookupQuery = z.infer<typeof UserLookupQuery>;
+
+/** 200 from the lookup: a public profile. Unknown numbers get 404 not_found. */
+export const UserLookupResponse = z.object({ user: Profile });
+export type UserLookupResponse = z.infer<typeof UserLookupResponse>;
+
+/** The claims of an access token. */
+export const AccessClaims = z.object({
+  sub: UserId,
+  deviceId: DeviceId,
+  iat: z.number().int(),
+  exp: z.number().int(),
+});
+export type AccessClaims = z.infer<typeof AccessClaims>;

@@ -1,0 +1,109 @@
+import { z } from "zod";
+import { Limits, bodyFitsLimit } from "./limits.ts";
+import { UserId } from "./auth.ts";
+import { ChatEvent, ChatKind, MemberRole, Seq } from "./events.ts";
+
+/** Direct chat ids are derived from the pair (`d_`), group ids are random (`g_`). */
+export const ChatId = z.string().regex(/^[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat id");
+export type ChatId = z.infer<typeof ChatId>;
+
+/** A client-chosen id: frame ids and message clientIds. */
+export const ClientChosenId = z.string().min(1).max(Limits.maxIdLength);
+
+export const MessageBody = z
+  .string()
+  .min(1, "must not be empty")
+  .refine(bodyFitsLimit, `must be at most ${Limits.maxBodyBytes} bytes of UTF-8`);
+
+/** POST /api/chats */
+export const CreateChatRequest = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("direct"), peerId: UserId }),
+  z.strictObject({
+    kind: z.enum(["group", "broadcast"]),
+    name: z.string().trim().min(1).max(Limits.maxChatNameLength),
+    description: z.string().max(Limits.maxChatDescriptionLength).optional(),
+    /** The other initial members; the creator is added as admin. */
+    memberIds: z.array(UserId).max(Limits.maxGroupMembers - 1).default([]),
+  }),
+]);
+export type CreateChatRequest = z.infer<typeof CreateChatRequest>;
+
+export const ChatMember = z.object({
+  userId: UserId,
+  role: MemberRole,
+  /** The seq of the event that made them a member: they see events from there on. */
+  joinedSeq: Seq,
+});
+export type ChatMember = z.infer<typeof ChatMember>;
+
+/** GET /api/chats/:chatId, and 201/200 from POST /api/chats. */
+export const Chat = z.object({
+  chatId: ChatId,
+  kind: ChatKind,
+  name: z.string(),
+  description: z.string(),
+  createdBy: UserId,
+  createdAt: z.number().int(),
+  members: z.array(ChatMember),
+  /** The seq of the chat's latest event. */
+  headSeq: Seq,
+});
+export type Chat = z.infer<typeof Chat>;
+
+/** One entry of GET /api/chats. */
+export const ChatSummary = z.object({
+  chatId: ChatId,
+  kind: ChatKind,
+  /** The group name; for a direct chat, empty (clients show the peer's profile). */
+  name: z.string(),
+  /** For a direct chat, the other member. */
+  peerId: UserId.optional(),
+  addedAt: z.number().int(),
+});
+export type ChatSummary = z.infer<typeof ChatSummary>;
+
+export const ChatList = z.object({ chats: z.array(ChatSummary) });
+export type ChatList = z.infer<typeof ChatList>;
+
+/** POST /api/chats/:chatId/messages (and the `send` frame's payload). */
+export const SendMessageRequest = z.strictObject({
+  clientId: ClientChosenId,
+  body: MessageBody,
+  replyToSeq: Seq.min(1).optional(),
+});
+export type SendMessageRequest = z.infer<typeof SendMessageRequest>;
+
+/** The SENT acknowledgement. A retry of the same clientId returns the original. */
+export const SendResult = z.object({
+  seq: Seq,
+  messageId: z.string(),
+  createdAt: z.number().int(),
+  /** True when this clientId had already been stored: nothing new was written. */
+  duplicate: z.boolean(),
+});
+export type SendResult = z.infer<typeof SendResult>;
+
+const optionalSeqParam = z.coerce.number().int().nonnegative().optional();
+/** GET /api/chats/:chatId/messages?before=&after=&limit= (before and after exclusive). */
+export const HistoryQuery = z
+  .strictObject({
+    before: optionalSeqParam,
+    after: optionalSeqParam,
+    limit: z.coerce.number().int().min(1).max(Limits.maxPageSize).default(50),
+  })
+  .refine((q) => q.before === undefined || q.after === undefined, {
+    message: "give before or after, not both",
+  });
+export type HistoryQuery = z.infer<typeof HistoryQuery>;
+
+/**
+ * A page of the event log in ascending seq. With `after` (or nothing: the latest
+ * page), `hasMore` says whether events newer than the page exist for `after`, older
+ * ones for `before`.
+ */
+export const HistoryPage = z.object({
+  events: z.array(ChatEvent),
+  hasMore: z.boolean(),
+  headSeq: Seq,
+});
+export type HistoryPage = z.infer<typeof HistoryPage>;

@@ -1,0 +1,30 @@
+/**
+ * WebSocket close codes the server uses. 4000-4499: do not reconnect with the same
+ * credentials (the client must change something first). 4500-4999 and the standard
+ * 1001/1011/1012/1013: reconnect with backoff and resume from the last seq.
+ */
+export const CloseCode = {
+  /** Normal close, answered to a client's own close. */
+  normal: 1000,
+  /** The server is going away (deploy, restart). Reconnect. */
+  goingAway: 1001,
+  /** The token is missing, invalid or expired. Refresh the token, then reconnect. */
+  unauthorized: 4001,
+  /** The socket request was malformed (for example `?after=` not a seq, or beyond the head). Fix it first. */
+  badRequest: 4400,
+  /** The user is not a member of this chat (never was, or was removed). Do not reconnect. */
+  notAMember: 4003,
+  /** The chat does not exist. Do not reconnect. */
+  chatNotFound: 4004,
+  /** This device was revoked (logged out elsewhere). Log in again. */
+  deviceRevoked: 4009,
+  /** The server could not serve the socket right now. Reconnect with backoff. */
+  tryAgain: 4500,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/** Whether a client should reconnect (with backoff) after a close with this code. */
+export function shouldReconnect(code: number): boolean {
+  if (code >= 4000 && code < 4500) return false;
+  return true;
+}

@@ -1,0 +1,8 @@
+/** The wire protocol: zod schemas only, shared by the server, the SDK, the tests and the benchmark. */
+export * from "./errors.ts";
+export * from "./close-codes.ts";
+export * from "./limits.ts";
+export * from "./auth.ts";
+export * from "./events.ts";
+export * from "./chats.ts";
+export * from "./frames.ts";

@@ -1,0 +1,75 @@
+import { Hono } from "hono";
+import { issueAccessToken } from "../auth/access-token.ts";
+import type { AppEnv } from "../lib/app-env.ts";
+import { AppError } from "../lib/app-error.ts";
+import { configFrom } from "../lib/config.ts";
+import { unwrap } from "../lib/result.ts";
+import { phoneObject, userObject } from "../lib/stubs.ts";
+import { jsonBody } from "../lib/validate.ts";
+import { requireAuth } from "../middleware/auth.ts";
+import { clientIp, enforceRateLimit } from "../middleware/rate-limit.ts";
+import { otpSenderFor } from "../otp/sender.ts";
+import { LoginRequest, OtpRequest, RefreshRequest, type OtpResponse, type TokenResponse } from "../protocol/index.ts";
+import { userIdOfRefreshToken, type IssuedDevice } from "../user/user.ts";
+
+/** Phone + OTP login, token refresh and logout. */
+export const authRoutes = new Hono<AppEnv>()
+  .post("/otp", async (c) => {
+    await enforceRateLimit(c.env.OTP_IP_LIMITER, clientIp(c.req.raw.headers));
+    const { phone } = await jsonBody(c, OtpRequest);
+    const config = configFrom(c.env);
+    const sender = otpSenderFor(config); // fails closed before a code is spent
+    const issued = unwrap(await phoneObject(c.env, phone).requestCode(phone));
+    await sender.send(phone, issued.code);
+    // The same answer whether or not the number has an account.
+    const body: OtpResponse = {
+      sent: true,
+      expiresInSeconds: issued.expiresInSeconds,
+      resendAfterSeconds: issued.resendAfterSeconds,
+    };
+    if (config.devMode) body.devCode = issued.code;
+    return c.json(body, 201);
+  })
+
+  .post("/auth/login", async (c) => {
+    await enforceRateLimit(c.env.LOGIN_IP_LIMITER, clientIp(c.req.raw.headers));
+    const { phone, code, deviceName } = await jsonBody(c, LoginRequest);
+    const { accountId } = unwrap(await phoneObject(c.env, phone).verifyCode(phone, code));
+    const user = userObject(c.env, accountId);
+    const me = await user.ensureAccount(accountId, phone);
+    const issued = await user.createDevice(deviceName ?? describeClient(c.req.header("user-agent")));
+    return c.json(await tokenResponse(c.env, me, issued), 200);
+  })
+
+  .post("/auth/refresh", async (c) => {
+    await enforceRateLimit(c.env.LOGIN_IP_LIMITER, clientIp(c.req.raw.headers));
+    const { refreshToken } = await jsonBody(c, RefreshRequest);
+    const userId = userIdOfRefreshToken(refreshToken);
+    if (!userId) throw new AppError("invalid_refresh_token", 401, "unknown refresh token", { retryable: false });
+    const user = userObject(c.env, userId);
+    const issued = unwrap(await user.rotateRefreshToken(refreshToken));
+    return c.json(await tokenResponse(c.env, await user.me(), issued), 200);
+  })
+
+  .post("/auth/logout", requireAuth, async (c) => {
+    const { userId, deviceId } = c.get("caller");
+    unwrap(await userObject(c.env, userId).revokeDevice(deviceId));
+    return c.body(null, 204);
+  });
+
+async function tokenResponse(env: Env, me: TokenResponse["user"], issued: IssuedDevice): Promise<TokenResponse> {
+  const config = configFrom(env);
+  return {
+    credentials: await issueAccessToken(config, me.userId, issued.device.deviceId),
+    expiresIn: config.accessTokenTtlSeconds,
+    refreshToken: issued.refreshToken,
+    user: me,
+    device: issued.device,
+  };
+}
+
+/** A short device name from the User-Agent when the client gives none. */
+function describeClient(userAgent: string | undefined): string {
+  if (!userAgent) return "Unnamed device";
+  return userAgent.slice(0, 64);
+}

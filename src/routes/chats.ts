@@ -1,0 +1,84 @@
+import { Hono } from "hono";
+import type { AppEnv } from "../lib/app-env.ts";
+import { AppError } from "../lib/app-error.ts";
+import { configFrom } from "../lib/config.ts";
+import { base64url, hmacSha256, randomId } from "../lib/crypto.ts";
+import { unwrap } from "../lib/result.ts";
+import { chatRoomObject, userObject } from "../lib/stubs.ts";
+import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
+import { requireAuth } from "../middleware/auth.ts";
+import { ChatId, CreateChatRequest, HistoryQuery, SendMessageRequest, type ChatList } from "../protocol/index.ts";
+import type { CreateChatInput } from "../chat-room/chat-room.ts";
+
+/** Chats: creation, the caller's list, details, history and the REST send. */
+export const chatRoutes = new Hono<AppEnv>()
+  .use(requireAuth)
+  .post("/", async (c) => {
+    const request = await jsonBody(c, CreateChatRequest);
+    const { userId } = c.get("caller");
+    const input = await creationInput(c.env, userId, request);
+    const { chat, created } = unwrap(await chatRoomObject(c.env, input.chatId).create(input));
+    return c.json(chat, created ? 201 : 200);
+  })
+  .get("/", async (c) => {
+    const body: ChatList = { chats: await userObject(c.env, c.get("caller").userId).listChats() };
+    return c.json(body);
+  })
+  .get("/:chatId", async (c) => {
+    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    return c.json(unwrap(await chatRoomObject(c.env, chatId).getChat(c.get("caller").userId)));
+  })
+  .get("/:chatId/messages", async (c) => {
+    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const query = queryParams(c, HistoryQuery);
+    return c.json(unwrap(await chatRoomObject(c.env, chatId).history(c.get("caller").userId, query)));
+  })
+  .post("/:chatId/messages", async (c) => {
+    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const input = await jsonBody(c, SendMessageRequest);
+    const result = unwrap(await chatRoomObject(c.env, chatId).send(c.get("caller"), input));
+    return c.json(result, result.duplicate ? 200 : 201);
+  });
+
+async function creationInput(env: Env, creatorId: string, request: CreateChatRequest): Promise<CreateChatInput> {
+  if (request.kind === "direct") {
+    if (request.peerId === creatorId) throw new AppError("invalid_member", 400, "a direct chat needs another user", { retryable: false });
+    await requireAccounts(env, [request.peerId]);
+    return {
+      chatId: await directChatId(configFrom(env).hmacSecret, creatorId, request.peerId),
+      kind: "direct",
+      name: "",
+      description: "",
+      creatorId,
+      memberIds: [request.peerId],
+    };
+  }
+  const memberIds = [...new Set(request.memberIds)].filter((id) => id !== creatorId);
+  await requireAccounts(env, memberIds);
+  return {
+    chatId: randomId("g"),
+    kind: request.kind,
+    name: request.name,
+    description: request.description ?? "",
+    creatorId,
+    memberIds,
+  };
+}
+
+/**
+ * The same pair always gets the same direct chat, and nobody can compute the id of
+ * a pair's chat without the server's secret.
+ */
+export async function directChatId(secret: string, a: string, b: string): Promise<string> {
+  const [first, second] = a < b ? [a, b] : [b, a];
+  const digest = await hmacSha256(secret, `direct-chat\n${first}\n${second}`);
+  return `d_${base64url(digest.slice(0, 24))}`;
+}
+
+async function requireAccounts(env: Env, userIds: string[]): Promise<void> {
+  const profiles = await Promise.all(userIds.map((id) => userObject(env, id).publicProfile()));
+  const missing = userIds.filter((_, index) => profiles[index] === null);
+  if (missing.length > 0) {
+    throw new AppError("invalid_member", 400, `no account for ${missing.slice(0, 5).join(", ")}`, { retryable: false });
+  }
+}

@@ -1,0 +1,24 @@
+import { Hono } from "hono";
+import type { AppEnv } from "../lib/app-env.ts";
+import { AppError } from "../lib/app-error.ts";
+import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
+import { chatRoomObject } from "../lib/stubs.ts";
+import { parseWith } from "../lib/validate.ts";
+import { authenticate } from "../middleware/auth.ts";
+import { ChatId } from "../protocol/index.ts";
+
+/**
+ * `GET /chat/:chatId`: a chat socket. The Worker verifies the token and forwards the
+ * raw upgrade to the chat's object, which checks membership and keeps the socket
+ * (hibernatable). The object answers with the `chat.v1` subprotocol when offered.
+ */
+export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) => {
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+    throw new AppError("validation_failed", 426, "this endpoint takes a WebSocket upgrade", { retryable: false });
+  }
+  const chatId = parseWith(ChatId, c.req.param("chatId"));
+  const caller = await authenticate(c.env, c.req.raw.headers);
+  const headers = new Headers(c.req.raw.headers);
+  ForwardedIdentity.write(headers, caller); // overwrites anything the client sent
+  return chatRoomObject(c.env, chatId).fetch(new Request(c.req.raw, { headers }));
+});

@@ -1,0 +1,198 @@
+import { DurableObject } from "cloudflare:workers";
+import { and, desc, eq, isNull } from "drizzle-orm";
+import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import { migrate } from "drizzle-orm/durable-sqlite/migrator";
+import migrations from "../../migrations/user/migrations.js";
+import * as schema from "../db/user-schema.ts";
+import { AppError } from "../lib/app-error.ts";
+import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
+import { describeError, log } from "../lib/log.ts";
+import { attempt, succeed, type Outcome } from "../lib/result.ts";
+import type { ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+
+/** A device's last-active time is written at most this often, not on every request. */
+const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
+
+export type IssuedDevice = { device: Device; refreshToken: string };
+
+/**
+ * One object per account (`idFromName(userId)`): profile, devices with their hashed
+ * refresh tokens, and the index of the account's chats. Later: the device stream,
+ * presence and the inbox.
+ */
+export class User extends DurableObject<Env> {
+  readonly #db: DrizzleSqliteDODatabase<typeof schema>;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#db = drizzle(ctx.storage, { schema });
+    void ctx.blockConcurrencyWhile(async () => {
+      await migrate(this.#db, migrations);
+    });
+  }
+
+  /** Creates the account on its first login; returns it either way. */
+  ensureAccount(userId: string, phone: string, now = Date.now()): Me {
+    this.#db.insert(schema.profile).values({ userId, phone, createdAt: now }).onConflictDoNothing().run();
+    return this.me();
+  }
+
+  me(): Me {
+    const row = this.#db.select().from(schema.profile).get();
+    if (!row) throw new Error("the account has no profile yet");
+    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+  }
+
+  /** What other users may see. Null when this id has no account. */
+  publicProfile(): Profile | null {
+    const row = this.#db.select().from(schema.profile).get();
+    if (!row) return null;
+    return { userId: row.userId, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+  }
+
+  updateProfile(patch: ProfilePatch): Me {
+    this.#db.update(schema.profile).set(patch).run();
+    return this.me();
+  }
+
+  /** A new login: a device and its first refresh token. */
+  async createDevice(name: string, now = Date.now()): Promise<IssuedDevice> {
+    const deviceId = randomId("dv");
+    const { token, tokenHash } = await newRefreshToken(this.me().userId);
+    this.#db.insert(schema.devices).values({ deviceId, name, createdAt: now, lastActiveAt: now }).run();
+    this.#db.insert(schema.refreshTokens).values({ tokenHash, deviceId, createdAt: now }).run();
+    return { device: this.#device(deviceId, deviceId), refreshToken: token };
+  }
+
+  /**
+   * Trades a refresh token for a new one. A token already used is a sign of theft:
+   * the device is revoked, so both the thief and the owner must log in again.
+   */
+  async rotateRefreshToken(token: string, now = Date.now()): Promise<Outcome<IssuedDevice>> {
+    const tokenHash = await sha256Hex(token);
+    const replacement = await newRefreshToken(this.me().userId);
+    let reusedBy: string | null = null;
+    const outcome = attempt(() => {
+      const stored = this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, tokenHash)).get();
+      if (!stored) throw new AppError("invalid_refresh_token", 401, "unknown refresh token");
+      const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, stored.deviceId)).get();
+      if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
+      if (stored.usedAt !== null) {
+        this.#revokeRows(stored.deviceId, now);
+        reusedBy = stored.deviceId;
+        throw new AppError("refresh_token_reused", 401, "refresh token reused: the device was logged out");
+      }
+      this.#db.update(schema.refreshTokens).set({ usedAt: now }).where(eq(schema.refreshTokens.tokenHash, tokenHash)).run();
+      this.#db.insert(schema.refreshTokens).values({ tokenHash: replacement.tokenHash, deviceId: stored.deviceId, createdAt: now }).run();
+      this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, stored.deviceId)).run();
+      return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token };
+    });
+    if (reusedBy) await this.#closeDeviceSockets(reusedBy);
+    return outcome;
+  }
+
+  /** Called on every authenticated request: a revoked device is refused at once. */
+  checkDevice(deviceId: string, now = Date.now()): Outcome<null> {
+    return attempt(() => {
+      const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get();
+      if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
+      if (now - device.lastActiveAt > ACTIVITY_WRITE_INTERVAL_MS) {
+        this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
+      }
+      return null;
+    });
+  }
+
+  listDevices(currentDeviceId: string): Device[] {
+    return this.#db
+      .select()
+      .from(schema.devices)
+      .where(isNull(schema.devices.revokedAt))
+      .orderBy(desc(schema.devices.lastActiveAt))
+      .all()
+      .map((row) => toDevice(row, currentDeviceId));
+  }
+
+  /** Logs a device out everywhere: its tokens are refused and its open sockets closed. */
+  async revokeDevice(deviceId: string, now = Date.now()): Promise<Outcome<null>> {
+    const outcome = attempt(() => {
+      const device = this.#db
+        .select()
+        .from(schema.devices)
+        .where(and(eq(schema.devices.deviceId, deviceId), isNull(schema.devices.revokedAt)))
+        .get();
+      if (!device) throw new AppError("not_found", 404, "no such device");
+      this.#revokeRows(deviceId, now);
+      return null;
+    });
+    if (outcome.ok) await this.#closeDeviceSockets(deviceId);
+    return outcome;
+  }
+
+  /** Records that this account belongs to a chat (idempotent). */
+  addChat(summary: ChatSummary): void {
+    this.#db
+      .insert(schema.chats)
+      .values({ chatId: summary.chatId, kind: summary.kind, name: summary.name, peerId: summary.peerId ?? null, addedAt: summary.addedAt })
+      .onConflictDoNothing()
+      .run();
+  }
+
+  listChats(): ChatSummary[] {
+    return this.#db
+      .select()
+      .from(schema.chats)
+      .orderBy(desc(schema.chats.addedAt))
+      .all()
+      .map((row) => ({
+        chatId: row.chatId,
+        kind: row.kind,
+        name: row.name,
+        addedAt: row.addedAt,
+        ...(row.peerId ? { peerId: row.peerId } : {}),
+      }));
+  }
+
+  #revokeRows(deviceId: string, now: number): void {
+    this.#db.update(schema.devices).set({ revokedAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
+    this.#db.delete(schema.refreshTokens).where(eq(schema.refreshTokens.deviceId, deviceId)).run();
+  }
+
+  /** Tells every chat of this account to close the device's sockets. */
+  async #closeDeviceSockets(deviceId: string): Promise<void> {
+    const chatIds = this.#db.select({ chatId: schema.chats.chatId }).from(schema.chats).all();
+    const results = await Promise.allSettled(
+      chatIds.map(({ chatId }) => this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).closeDeviceSockets(deviceId)),
+    );
+    for (const result of results) {
+      if (result.status === "rejected") log.warn("could not close a revoked device's sockets", describeError(result.reason));
+    }
+  }
+
+  #device(deviceId: string, currentDeviceId: string): Device {
+    const row = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get();
+    if (!row) throw new Error(`device ${deviceId} vanished`);
+    return toDevice(row, currentDeviceId);
+  }
+}
+
+function toDevice(row: typeof schema.devices.$inferSelect, currentDeviceId: string): Device {
+  return {
+    deviceId: row.deviceId,
+    name: row.name,
+    createdAt: row.createdAt,
+    lastActiveAt: row.lastActiveAt,
+    current: row.deviceId === currentDeviceId,
+  };
+}
+
+/** `rt1.<userId>.<random>`: the user id routes the refresh to this object; only the hash is stored. */
+async function newRefreshToken(userId: string): Promise<{ token: string; tokenHash: string }> {
+  const token = `rt1.${userId}.${base64url(randomBytes(32))}`;
+  return { token, tokenHash: await sha256Hex(token) };
+}
+
+export function userIdOfRefreshToken(token: string): string | null {
+  const match = /^rt1\.(u_[A-Za-z0-9_-]{16,40})\.[A-Za-z0-9_-]{43}$/.exec(token);
+  return match?.[1] ?? null;
+}

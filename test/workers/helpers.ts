@@ -1,0 +1,121 @@
+import { exports } from "cloudflare:workers";
+import { expect } from "vitest";
+import { ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+
+let counter = 0;
+/** A phone number and client address no other test uses (storage is shared per file). */
+export function uniquePhone(): string {
+  counter += 1;
+  return `+1555${String(Date.now() % 1_000_000).padStart(6, "0")}${String(counter).padStart(3, "0")}`.slice(0, 16);
+}
+export function uniqueIp(): string {
+  counter += 1;
+  return `10.${(counter >> 16) & 255}.${(counter >> 8) & 255}.${counter & 255}`;
+}
+
+export type RequestOptions = { method?: string; body?: unknown; token?: string; ip?: string; headers?: Record<string, string> };
+
+/** Calls the Worker like a client would. */
+export function api(path: string, options: RequestOptions = {}): Promise<Response> {
+  const headers = new Headers(options.headers);
+  if (options.body !== undefined && !headers.has("content-type")) headers.set("content-type", "application/json");
+  if (options.token) headers.set("authorization", `Bearer ${options.token}`);
+  headers.set("cf-connecting-ip", options.ip ?? uniqueIp());
+  const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+  return exports.default.fetch(new Request(`http://chat.test${path}`, { method: options.method ?? (body ? "POST" : "GET"), headers, body }));
+}
+
+export async function expectError(response: Response, status: number, code: string): Promise<void> {
+  const text = await response.text();
+  expect({ status: response.status, body: text }).toMatchObject({ status });
+  const body = JSON.parse(text) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe(code);
+  expect(text).not.toMatch(/at .*\.(ts|js):\d+/); // never a stack trace
+}
+
+export type Session = TokenResponse & { phone: string };
+
+/** Requests a code and logs in with it (development mode returns the code). */
+export async function login(phone = uniquePhone(), deviceName = "test device"): Promise<Session> {
+  const otp = await api("/api/otp", { body: { phone } });
+  expect(otp.status).toBe(201);
+  const { devCode } = (await otp.json()) as { devCode: string };
+  const response = await api("/api/auth/login", { body: { phone, code: devCode, deviceName } });
+  expect(response.status).toBe(200);
+  return { ...((await response.json()) as TokenResponse), phone };
+}
+
+/** A socket client that queues what it receives, for tests to await frame by frame. */
+export class TestSocket {
+  readonly frames: ServerFrame[] = [];
+  readonly raw: string[] = [];
+  closed: { code: number; reason: string } | null = null;
+  #waiters: (() => void)[] = [];
+
+  constructor(readonly ws: WebSocket) {
+    ws.accept();
+    ws.addEventListener("message", (event) => {
+      const text = String(event.data);
+      this.raw.push(text);
+      if (text !== "pong") this.frames.push(ServerFrame.parse(JSON.parse(text)));
+      this.#wake();
+    });
+    ws.addEventListener("close", (event) => {
+      this.closed = { code: event.code, reason: event.reason };
+      this.#wake();
+    });
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Waits until `predicate` holds over what was received so far. */
+  async until<T>(predicate: () => T | undefined | false, what = "a frame", timeoutMs = 5000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = predicate();
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.frames.slice(-5))}`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 50);
+      });
+    }
+  }
+
+  async reply(id: string) {
+    return this.until(() => this.frames.find((f) => f.type === "reply" && f.id === id) as Extract<ServerFrame, { type: "reply" }> | undefined, `reply ${id}`);
+  }
+
+  async closeEvent() {
+    return this.until(() => this.closed ?? undefined, "close");
+  }
+
+  /** Every event received, in arrival order. */
+  events() {
+    return this.frames.flatMap((f) => (f.type === "events" ? f.events : []));
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+export async function openSocket(chatId: string, token: string, options: { after?: number; protocols?: string[]; headers?: Record<string, string> } = {}): Promise<{ response: Response; socket: TestSocket | null }> {
+  const headers = new Headers({ Upgrade: "websocket", "cf-connecting-ip": uniqueIp(), ...options.headers });
+  if (options.protocols) headers.set("Sec-WebSocket-Protocol", options.protocols.join(", "));
+  else headers.set("authorization", `Bearer ${token}`);
+  const query = options.after === undefined ? "" : `?after=${options.after}`;
+  const response = await exports.default.fetch(new Request(`http://chat.test/chat/${chatId}${query}`, { headers }));
+  return { response, socket: response.webSocket ? new TestSocket(response.webSocket) : null };
+}
+
+export async function connect(chatId: string, token: string, after?: number): Promise<TestSocket> {
+  const { response, socket } = await openSocket(chatId, token, after === undefined ? {} : { after });
+  expect(response.status).toBe(101);
+  await socket!.until(() => socket!.frames.find((f) => f.type === "ready"), "ready");
+  return socket!;
+}

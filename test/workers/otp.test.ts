@@ -1,0 +1,66 @@
+import { describe, expect, it } from "vitest";
+import { api, expectError, uniqueIp, uniquePhone } from "./helpers.ts";
+
+describe("POST /api/otp", () => {
+  it("answers 201 with a 6-digit development code", async () => {
+    const response = await api("/api/otp", { body: { phone: uniquePhone() } });
+    expect(response.status).toBe(201);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ sent: true, expiresInSeconds: 300 });
+    expect(body.devCode).toMatch(/^\d{6}$/);
+  });
+
+  it("answers the same for a new number and for one with an account", async () => {
+    const phone = uniquePhone();
+    const first = await api("/api/otp", { body: { phone } });
+    const { devCode } = (await first.json()) as { devCode: string };
+    expect((await api("/api/auth/login", { body: { phone, code: devCode } })).status).toBe(200);
+    const fresh = await api("/api/otp", { body: { phone: uniquePhone() } });
+    const known = await api("/api/otp", { body: { phone } }); // throttled: resend is 30 s
+    expect(fresh.status).toBe(201);
+    expect(known.status).toBe(429);
+    const freshKeys = Object.keys((await fresh.json()) as object).sort();
+    const anotherFresh = await api("/api/otp", { body: { phone: uniquePhone() } });
+    expect(Object.keys((await anotherFresh.json()) as object).sort()).toEqual(freshKeys);
+  });
+
+  it.each([
+    ["no plus sign", "14155550123"],
+    ["letters", "+1415555abcd"],
+    ["too short", "+12345"],
+    ["too long", "+1234567890123456"],
+    ["leading zero country", "+0415555012"],
+  ])("refuses an invalid phone number (%s)", async (_label, phone) => {
+    await expectError(await api("/api/otp", { body: { phone } }), 400, "validation_failed");
+  });
+
+  it("refuses malformed JSON, a wrong content type, missing and extra fields", async () => {
+    await expectError(await api("/api/otp", { body: "{not json" }), 400, "invalid_json");
+    await expectError(await api("/api/otp", { body: JSON.stringify({ phone: uniquePhone() }), headers: { "content-type": "text/plain" } }), 415, "unsupported_media_type");
+    await expectError(await api("/api/otp", { body: {} }), 400, "validation_failed");
+    await expectError(await api("/api/otp", { body: { phone: uniquePhone(), admin: true } }), 400, "validation_failed");
+    await expectError(await api("/api/otp", { body: { phone: 14155550123 } }), 400, "validation_failed");
+  });
+
+  it("refuses an oversized body with 413", async () => {
+    await expectError(await api("/api/otp", { body: { phone: "+1".padEnd(200_000, "5") } }), 413, "too_large");
+  });
+
+  it("throttles resends to the same phone", async () => {
+    const phone = uniquePhone();
+    expect((await api("/api/otp", { body: { phone } })).status).toBe(201);
+    const again = await api("/api/otp", { body: { phone } });
+    expect(again.status).toBe(429);
+    const body = (await again.json()) as { error: { code: string; retryAfterMs: number; retryable: boolean } };
+    expect(body.error).toMatchObject({ code: "rate_limited", retryable: true });
+    expect(body.error.retryAfterMs).toBeGreaterThan(25_000);
+  });
+
+  it("limits codes per client address", async () => {
+    const ip = uniqueIp();
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push((await api("/api/otp", { body: { phone: uniquePhone() }, ip })).status);
+    expect(statuses.slice(0, 10)).toEqual(Array(10).fill(201));
+    expect(statuses.slice(10)).toEqual([429, 429]);
+  });
+});

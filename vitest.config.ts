@@ -1,0 +1,44 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+/**
+ * One `npm test` for every kind of test:
+ * - workers: inside workerd against real Durable Objects, SQLite and sockets;
+ * - node: plain Node checks (documentation examples, deploy configuration);
+ * - e2e: `wrangler dev` started from Node and driven by the SDK over real sockets.
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              // The tests' own configuration: development mode with known secrets.
+              bindings: {
+                DEV_MODE: "true",
+                OTP_SENDER: "console",
+                JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
+                HMAC_SECRET: "test-hmac-secret-0123456789abcdef012345678",
+                HISTORY_PAGE_SIZE: "200",
+              },
+            },
+          }),
+        ],
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"], silent: "passed-only" },
+      },
+      { test: { name: "node", include: ["test/node/**/*.test.ts"], environment: "node" } },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
