@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, desc, eq, isNull } from "drizzle-orm";
+import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../migrations/user/migrations.js";
@@ -12,6 +12,9 @@ import type { ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol
 
 /** A device's last-active time is written at most this often, not on every request. */
 const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
+
+/** How long a used refresh token is remembered, so presenting it again is caught as reuse. */
+const USED_TOKEN_RETENTION_MS = 30 * 24 * 3_600_000;
 
 export type IssuedDevice = { device: Device; refreshToken: string };
 
@@ -83,6 +86,11 @@ export class User extends DurableObject<Env> {
         throw new AppError("refresh_token_reused", 401, "refresh token reused: the device was logged out");
       }
       this.#db.update(schema.refreshTokens).set({ usedAt: now }).where(eq(schema.refreshTokens.tokenHash, tokenHash)).run();
+      // Used tokens are kept to detect reuse, for a while: one is made every refresh.
+      this.#db
+        .delete(schema.refreshTokens)
+        .where(and(eq(schema.refreshTokens.deviceId, stored.deviceId), lt(schema.refreshTokens.usedAt, now - USED_TOKEN_RETENTION_MS)))
+        .run();
       this.#db.insert(schema.refreshTokens).values({ tokenHash: replacement.tokenHash, deviceId: stored.deviceId, createdAt: now }).run();
       this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, stored.deviceId)).run();
       return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token };
@@ -153,9 +161,9 @@ export class User extends DurableObject<Env> {
       }));
   }
 
+  /** Token rows stay, so a revoked device's refresh tokens answer `device_revoked`. */
   #revokeRows(deviceId: string, now: number): void {
     this.#db.update(schema.devices).set({ revokedAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
-    this.#db.delete(schema.refreshTokens).where(eq(schema.refreshTokens.deviceId, deviceId)).run();
   }
 
   /** Tells every chat of this account to close the device's sockets. */

@@ -1,0 +1,170 @@
+import { env } from "cloudflare:test";
+import { sign } from "hono/jwt";
+import { describe, expect, it } from "vitest";
+import { app } from "../../src/app.ts";
+import { DeviceList, Me, TokenResponse } from "../../src/protocol/index.ts";
+import { api, expectError, login } from "./helpers.ts";
+
+const testSecret = (env as unknown as { JWT_SECRET: string }).JWT_SECRET;
+
+describe("access tokens", () => {
+  it("are required on every API route", async () => {
+    for (const path of ["/api/me", "/api/devices", "/api/chats", "/api/users/lookup?phone=%2B14155550123"]) {
+      await expectError(await api(path), 401, "unauthorized");
+    }
+  });
+
+  it("refuses tampered, foreign, unsigned and expired tokens", async () => {
+    const session = await login();
+    const [header, payload, signature] = session.credentials.split(".");
+    const claims = JSON.parse(atob(payload!.replace(/-/g, "+").replace(/_/g, "/")));
+    const forged = btoa(JSON.stringify({ ...claims, sub: "u_someoneelse0000000000" })).replace(/=+$/, "");
+    await expectError(await api("/api/me", { token: `${header}.${forged}.${signature}` }), 401, "invalid_token");
+    await expectError(await api("/api/me", { token: `${session.credentials.slice(0, -2)}xx` }), 401, "invalid_token");
+    await expectError(await api("/api/me", { token: await sign(claims, "another-secret-another-secret-another", "HS256") }), 401, "invalid_token");
+    const none = `${btoa(JSON.stringify({ alg: "none", typ: "JWT" })).replace(/=+$/, "")}.${payload}.`;
+    await expectError(await api("/api/me", { token: none }), 401, "invalid_token");
+    await expectError(await api("/api/me", { token: await sign(claims, testSecret, "HS512") }), 401, "invalid_token");
+    const now = Math.floor(Date.now() / 1000);
+    await expectError(await api("/api/me", { token: await sign({ ...claims, iat: now - 1000, exp: now - 100 }, testSecret, "HS256") }), 401, "token_expired");
+    await expectError(await api("/api/me", { token: "not-a-jwt" }), 401, "invalid_token");
+    expect((await api("/api/me", { token: session.credentials })).status).toBe(200);
+  });
+
+  it("fail closed when the signing secret is missing outside development", async () => {
+    const productionEnv = { ...env, DEV_MODE: undefined, JWT_SECRET: undefined, OTP_SENDER: "webhook" };
+    const response = await app.request("/api/otp", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ phone: "+14155550100" }) }, productionEnv);
+    expect(response.status).toBe(500);
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("misconfigured");
+    expect(body.error.message).toContain("JWT_SECRET is not set");
+  });
+
+  it("never return a development code outside development mode", async () => {
+    const productionEnv = { ...env, DEV_MODE: undefined, OTP_SENDER: "console" };
+    const response = await app.request("/api/otp", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ phone: "+14155550101" }) }, productionEnv);
+    expect(response.status).toBe(500);
+    const text = await response.text();
+    expect(text).toContain("misconfigured");
+    expect(text).not.toContain("devCode");
+  });
+});
+
+describe("refresh tokens", () => {
+  it("rotate on use: the new one works, the old one is refused and revokes the device", async () => {
+    const session = await login();
+    const refreshed = await api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } });
+    expect(refreshed.status).toBe(200);
+    const next = TokenResponse.parse(await refreshed.json());
+    expect(next.refreshToken).not.toBe(session.refreshToken);
+    expect(next.device.deviceId).toBe(session.device.deviceId);
+    expect((await api("/api/me", { token: next.credentials })).status).toBe(200);
+
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } }), 401, "refresh_token_reused");
+    await expectError(await api("/api/me", { token: next.credentials }), 401, "device_revoked");
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: next.refreshToken } }), 401, "device_revoked");
+  });
+
+  it("refuse unknown and malformed tokens", async () => {
+    const session = await login();
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: "garbage" } }), 401, "invalid_refresh_token");
+    const unknown = session.refreshToken.slice(0, -4) + "AAAA";
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: unknown } }), 401, "invalid_refresh_token");
+    await expectError(await api("/api/auth/refresh", { body: {} }), 400, "validation_failed");
+  });
+});
+
+describe("devices", () => {
+  it("lists the account's devices and revokes one at once", async () => {
+    const phone = (await login()).phone;
+    const { runInDurableObject } = await import("cloudflare:test");
+    const resetThrottle = () =>
+      runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_i, state) => {
+        const stored = (await state.storage.get<{ sentAt: number[] }>("state"))!;
+        stored.sentAt = [];
+        await state.storage.put("state", stored);
+      });
+    await resetThrottle();
+    const phoneSession = await login(phone, "phone");
+    await resetThrottle();
+    const laptop = await login(phone, "laptop");
+
+    const list = DeviceList.parse(await (await api("/api/devices", { token: phoneSession.credentials })).json());
+    const names = list.devices.map((d) => d.name);
+    expect(names).toEqual(expect.arrayContaining(["phone", "laptop"]));
+    expect(list.devices.find((d) => d.current)?.deviceId).toBe(phoneSession.device.deviceId);
+
+    const revoke = await api(`/api/devices/${laptop.device.deviceId}`, { method: "DELETE", token: phoneSession.credentials });
+    expect(revoke.status).toBe(204);
+    await expectError(await api("/api/me", { token: laptop.credentials }), 401, "device_revoked");
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: laptop.refreshToken } }), 401, "device_revoked");
+    const after = DeviceList.parse(await (await api("/api/devices", { token: phoneSession.credentials })).json());
+    expect(after.devices.map((d) => d.deviceId)).not.toContain(laptop.device.deviceId);
+
+    await expectError(await api(`/api/devices/${laptop.device.deviceId}`, { method: "DELETE", token: phoneSession.credentials }), 404, "not_found");
+    await expectError(await api("/api/devices/not-a-device", { method: "DELETE", token: phoneSession.credentials }), 400, "validation_failed");
+  });
+
+  it("cannot revoke another account's device", async () => {
+    const alice = await login();
+    const bob = await login();
+    await expectError(await api(`/api/devices/${bob.device.deviceId}`, { method: "DELETE", token: alice.credentials }), 404, "not_found");
+    expect((await api("/api/me", { token: bob.credentials })).status).toBe(200);
+  });
+
+  it("logout revokes the current device", async () => {
+    const session = await login();
+    expect((await api("/api/auth/logout", { method: "POST", token: session.credentials })).status).toBe(204);
+    await expectError(await api("/api/me", { token: session.credentials }), 401, "device_revoked");
+  });
+});
+
+describe("profile and lookup", () => {
+  it("reads and updates the caller's profile", async () => {
+    const session = await login();
+    const me = Me.parse(await (await api("/api/me", { token: session.credentials })).json());
+    expect(me).toMatchObject({ userId: session.user.userId, phone: session.phone, displayName: "" });
+    const patched = await api("/api/me", { method: "PATCH", token: session.credentials, body: { displayName: "Ada", about: "hi" } });
+    expect(patched.status).toBe(200);
+    expect(Me.parse(await patched.json())).toMatchObject({ displayName: "Ada", about: "hi" });
+    await expectError(await api("/api/me", { method: "PATCH", token: session.credentials, body: { displayName: "" } }), 400, "validation_failed");
+    await expectError(await api("/api/me", { method: "PATCH", token: session.credentials, body: { displayName: "x".repeat(65) } }), 400, "validation_failed");
+    await expectError(await api("/api/me", { method: "PATCH", token: session.credentials, body: {} }), 400, "validation_failed");
+    await expectError(await api("/api/me", { method: "PATCH", token: session.credentials, body: { phone: "+14155550123" } }), 400, "validation_failed");
+  });
+
+  it("finds a user by phone, without revealing the phone or private fields", async () => {
+    const alice = await login();
+    const bob = await login();
+    await api("/api/me", { method: "PATCH", token: bob.credentials, body: { displayName: "Bob" } });
+    const found = await api(`/api/users/lookup?phone=${encodeURIComponent(bob.phone)}`, { token: alice.credentials });
+    expect(found.status).toBe(200);
+    const body = (await found.json()) as { user: Record<string, unknown> };
+    expect(body.user).toMatchObject({ userId: bob.user.userId, displayName: "Bob" });
+    expect(body.user).not.toHaveProperty("phone");
+    await expectError(await api(`/api/users/lookup?phone=%2B19995550000`, { token: alice.credentials }), 404, "not_found");
+    await expectError(await api(`/api/users/lookup?phone=555`, { token: alice.credentials }), 400, "validation_failed");
+    const byId = await api(`/api/users/${bob.user.userId}`, { token: alice.credentials });
+    expect(byId.status).toBe(200);
+  });
+
+  it("limits lookups per account", async () => {
+    const alice = await login();
+    const statuses: number[] = [];
+    for (let i = 0; i < 61; i++) statuses.push((await api(`/api/users/lookup?phone=%2B1999555${String(i).padStart(4, "0")}`, { token: alice.credentials })).status);
+    expect(statuses.slice(0, 60).every((s) => s === 404)).toBe(true);
+    expect(statuses[60]).toBe(429);
+  });
+});
+
+describe("operations", () => {
+  it("answers /healthz and unknown routes with JSON", async () => {
+    expect(await (await api("/healthz")).json()).toEqual({ ok: true });
+    await expectError(await api("/api/nothing-here"), 404, "not_found");
+  });
+
+  it("tags every response with a request id", async () => {
+    const response = await api("/healthz");
+    expect(response.headers.get("x-request-id")).toMatch(/.{8,}/);
+  });
+});
