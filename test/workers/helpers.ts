@@ -119,3 +119,34 @@ export async function connect(chatId: string, token: string, after?: number): Pr
   await socket!.until(() => socket!.frames.find((f) => f.type === "ready"), "ready");
   return socket!;
 }
+
+export async function createGroup(creator: Session, members: Session[], kind: "group" | "broadcast" = "group", name = "Team"): Promise<string> {
+  const response = await api("/api/chats", { token: creator.credentials, body: { kind, name, memberIds: members.map((m) => m.user.userId) } });
+  expect(response.status).toBe(201);
+  return ((await response.json()) as { chatId: string }).chatId;
+}
+
+export async function createDirect(a: Session, b: Session): Promise<string> {
+  const response = await api("/api/chats", { token: a.credentials, body: { kind: "direct", peerId: b.user.userId } });
+  expect([200, 201]).toContain(response.status);
+  return ((await response.json()) as { chatId: string }).chatId;
+}
+
+/** Sends over REST, the path bots use. */
+export async function restSend(session: Session, chatId: string, clientId: string, body: string, replyToSeq?: number) {
+  return api(`/api/chats/${chatId}/messages`, { token: session.credentials, body: replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq } });
+}
+
+export async function history(session: Session, chatId: string, query = "") {
+  const response = await api(`/api/chats/${chatId}/messages${query}`, { token: session.credentials });
+  expect(response.status).toBe(200);
+  return (await response.json()) as { events: { seq: number; type: string; body?: string; clientId?: string }[]; hasMore: boolean; headSeq: number };
+}
+
+let frameCounter = 0;
+/** Sends a message frame and waits for its reply. */
+export async function socketSend(socket: TestSocket, clientId: string, body: string) {
+  const id = `f${++frameCounter}`;
+  socket.send({ type: "send", id, clientId, body });
+  return socket.reply(id);
+}
