@@ -14,6 +14,7 @@ import {
   Heartbeat,
   Limits,
   type Chat,
+  type ChatEvent,
   type ChatKind,
   type ChatSummary,
   type ErrorBody,
@@ -54,6 +55,8 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   readonly #sessions: Sessions;
   #log!: EventLog;
   #membership!: Membership;
+  /** Events stored in this turn, pushed after the sender's reply (ack, then broadcast). */
+  #unbroadcast: ChatEvent[] = [];
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -112,7 +115,9 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
 
   /** The REST path of a send (bots, tests, clients without the chat open). */
   send(sender: Sender, input: SendMessageRequest): Outcome<SendResult> {
-    return attempt(() => this.sendMessage(sender, input));
+    const outcome = attempt(() => this.sendMessage(sender, input));
+    this.#broadcastStored();
+    return outcome;
   }
 
   history(userId: string, query: HistoryQuery): Outcome<HistoryPage> {
@@ -221,6 +226,14 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     } catch (error) {
       sendFrame(ws, { type: "reply", id: frame.id, ok: false, error: errorBodyOf(error) });
     }
+    this.#broadcastStored();
+  }
+
+  #broadcastStored(): void {
+    if (this.#unbroadcast.length === 0) return;
+    const events = this.#unbroadcast;
+    this.#unbroadcast = [];
+    this.#sessions.broadcast(events);
   }
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
@@ -253,7 +266,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     const { event, duplicate } = this.#log.appendMessage(sender, input, now);
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
-      this.#sessions.broadcast([event]);
+      this.#unbroadcast.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
