@@ -1,6 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
-import { ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+import { HistoryPage, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
 let counter = 0;
 /** A phone number and client address no other test uses (storage is shared per file). */
@@ -140,7 +140,7 @@ export async function restSend(session: Session, chatId: string, clientId: strin
 export async function history(session: Session, chatId: string, query = "") {
   const response = await api(`/api/chats/${chatId}/messages${query}`, { token: session.credentials });
   expect(response.status).toBe(200);
-  return (await response.json()) as { events: { seq: number; type: string; body?: string; clientId?: string }[]; hasMore: boolean; headSeq: number };
+  return HistoryPage.parse(await response.json());
 }
 
 let frameCounter = 0;

@@ -1,0 +1,186 @@
+import {
+  Chat,
+  ChatList,
+  DeviceList,
+  ErrorResponse,
+  HistoryPage,
+  Me,
+  OtpResponse,
+  SendResult,
+  TokenResponse,
+  UserLookupResponse,
+  type CreateChatRequest,
+  type ErrorBody,
+  type ProfilePatch,
+  type SendMessageRequest,
+} from "../protocol/index.ts";
+import type { z } from "zod";
+
+/** A failed API call: the HTTP status and the server's error body. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly body: ErrorBody;
+  constructor(status: number, body: ErrorBody) {
+    super(`${status} ${body.code}: ${body.message}`);
+    this.name = "ApiError";
+    this.status = status;
+    this.body = body;
+  }
+  get code(): ErrorBody["code"] {
+    return this.body.code;
+  }
+}
+
+export type ApiClientOptions = {
+  /** For example `https://chat.example.com` or `http://localhost:8787`. */
+  baseUrl: string;
+  /** A session saved from an earlier login. */
+  session?: TokenResponse;
+  /** Called whenever tokens change (login, refresh), so the app can persist them. */
+  onSession?: (session: TokenResponse | null) => void;
+  fetch?: typeof fetch;
+};
+
+/** Refresh this long before the access token expires. */
+const REFRESH_MARGIN_MS = 30_000;
+
+/**
+ * The REST half of the SDK: login, tokens (refreshed before they expire), profile,
+ * devices, chats and history. Responses are validated against the protocol schemas.
+ */
+export class ApiClient {
+  readonly baseUrl: string;
+  #session: TokenResponse | null;
+  #expiresAt = 0;
+  #refreshing: Promise<TokenResponse> | null = null;
+  readonly #fetch: typeof fetch;
+  readonly #onSession: ((session: TokenResponse | null) => void) | undefined;
+
+  constructor(options: ApiClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.#session = options.session ?? null;
+    if (this.#session) this.#expiresAt = tokenExpiry(this.#session.credentials);
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#onSession = options.onSession;
+  }
+
+  get session(): TokenResponse | null {
+    return this.#session;
+  }
+
+  requestOtp(phone: string): Promise<OtpResponse> {
+    return this.#call("POST", "/api/otp", OtpResponse, { body: { phone }, auth: false });
+  }
+
+  async login(phone: string, code: string, deviceName?: string): Promise<TokenResponse> {
+    const body = deviceName ? { phone, code, deviceName } : { phone, code };
+    return this.#adopt(await this.#call("POST", "/api/auth/login", TokenResponse, { body, auth: false }));
+  }
+
+  /** A valid access token, refreshed first when it is about to expire. */
+  async accessToken(): Promise<string> {
+    if (!this.#session) throw new Error("not logged in");
+    if (Date.now() > this.#expiresAt - REFRESH_MARGIN_MS) await this.refresh();
+    return this.#session.credentials;
+  }
+
+  /** Trades the refresh token for new tokens; concurrent callers share one request. */
+  refresh(): Promise<TokenResponse> {
+    const session = this.#session;
+    if (!session) return Promise.reject(new Error("not logged in"));
+    this.#refreshing ??= this.#call("POST", "/api/auth/refresh", TokenResponse, {
+      body: { refreshToken: session.refreshToken },
+      auth: false,
+    })
+      .then((next) => this.#adopt(next))
+      .finally(() => {
+        this.#refreshing = null;
+      });
+    return this.#refreshing;
+  }
+
+  async logout(): Promise<void> {
+    await this.#call("POST", "/api/auth/logout", null);
+    this.#session = null;
+    this.#onSession?.(null);
+  }
+
+  me = () => this.#call("GET", "/api/me", Me);
+  updateProfile = (patch: ProfilePatch) => this.#call("PATCH", "/api/me", Me, { body: patch });
+  devices = () => this.#call("GET", "/api/devices", DeviceList);
+  revokeDevice = (deviceId: string) => this.#call("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`, null);
+  lookupUser = (phone: string) => this.#call("GET", `/api/users/lookup?phone=${encodeURIComponent(phone)}`, UserLookupResponse);
+  createChat = (request: CreateChatRequest) => this.#call("POST", "/api/chats", Chat, { body: request });
+  chats = () => this.#call("GET", "/api/chats", ChatList);
+  chat = (chatId: string) => this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}`, Chat);
+
+  history(chatId: string, query: { before?: number; after?: number; limit?: number } = {}): Promise<HistoryPage> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    const suffix = params.size > 0 ? `?${params}` : "";
+    return this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}/messages${suffix}`, HistoryPage);
+  }
+
+  /** The REST send: for bots and for chats that are not open. Idempotent by clientId. */
+  sendMessage(chatId: string, message: SendMessageRequest): Promise<SendResult> {
+    return this.#call("POST", `/api/chats/${encodeURIComponent(chatId)}/messages`, SendResult, { body: message });
+  }
+
+  /** The WebSocket URL of a chat, resuming after `after` when given. */
+  socketUrl(chatId: string, after?: number): string {
+    const url = new URL(`${this.baseUrl}/chat/${encodeURIComponent(chatId)}`);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (after !== undefined) url.searchParams.set("after", String(after));
+    return url.toString();
+  }
+
+  #adopt(session: TokenResponse): TokenResponse {
+    this.#session = session;
+    this.#expiresAt = tokenExpiry(session.credentials);
+    this.#onSession?.(session);
+    return session;
+  }
+
+  async #call<T>(
+    method: string,
+    path: string,
+    schema: z.ZodType<T> | null,
+    options: { body?: unknown; auth?: boolean } = {},
+  ): Promise<T> {
+    const send = async () => {
+      const headers: Record<string, string> = {};
+      if (options.body !== undefined) headers["content-type"] = "application/json";
+      if (options.auth !== false) headers.authorization = `Bearer ${await this.accessToken()}`;
+      const init: RequestInit = { method, headers };
+      if (options.body !== undefined) init.body = JSON.stringify(options.body);
+      return this.#fetch(`${this.baseUrl}${path}`, init);
+    };
+    let response = await send();
+    if (response.status === 401 && options.auth !== false && this.#session) {
+      const error = await errorOf(response);
+      if (error.body.code !== "token_expired") throw error;
+      await this.refresh();
+      response = await send();
+    }
+    if (!response.ok) throw await errorOf(response);
+    if (schema === null) return undefined as T;
+    return schema.parse(await response.json());
+  }
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  const parsed = ErrorResponse.safeParse(await response.json().catch(() => null));
+  if (parsed.success) return new ApiError(response.status, parsed.data.error);
+  return new ApiError(response.status, { code: "internal", message: `HTTP ${response.status}`, retryable: response.status >= 500 });
+}
+
+/** The `exp` of a JWS, in ms (0 if unreadable: then it is refreshed on first use). */
+function tokenExpiry(token: string): number {
+  try {
+    const payload = token.split(".")[1] ?? "";
+    const json = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))) as { exp?: number };
+    return (json.exp ?? 0) * 1000;
+  } catch {
+    return 0;
+  }
+}

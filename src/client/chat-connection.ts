@@ -1,0 +1,218 @@
+import ReconnectingWebSocket from "partysocket/ws";
+import { CloseCode, Heartbeat, ServerFrame, shouldReconnect, type ChatEvent, type ErrorBody, type SendResult } from "../protocol/index.ts";
+import type { ApiClient } from "./api-client.ts";
+import { Outbox } from "./outbox.ts";
+
+export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
+
+export type ChatConnectionOptions = {
+  api: ApiClient;
+  chatId: string;
+  /** The last seq this client has: every later event is delivered, in order, once. */
+  after?: number;
+  /** A WebSocket constructor (defaults to the global one: browsers, Node 22+). */
+  WebSocket?: unknown;
+  /** Heartbeat interval; the connection is replaced after two without an answer. */
+  heartbeatMs?: number;
+};
+
+type Listeners = {
+  event: (event: ChatEvent) => void;
+  status: (status: ConnectionStatus) => void;
+  /** Error frames and frames the SDK could not read. */
+  error: (error: ErrorBody) => void;
+  /** The server closed the connection for good (4000-4499): the code says why. */
+  closed: (code: number, reason: string) => void;
+};
+
+/**
+ * One open chat: a reconnecting socket that resumes from the last seq it delivered,
+ * pages through catch-up, delivers every event exactly once in seq order, and sends
+ * through an ordered, idempotent outbox.
+ *
+ * @example
+ * const chat = new ChatConnection({ api, chatId, after: lastSeqOnDisk });
+ * chat.on("event", (event) => render(event));
+ * chat.connect();
+ * await chat.send("hello");
+ */
+export class ChatConnection {
+  readonly chatId: string;
+  readonly #api: ApiClient;
+  readonly #options: ChatConnectionOptions;
+  readonly #outbox: Outbox;
+  readonly #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
+    event: new Set(),
+    status: new Set(),
+    error: new Set(),
+    closed: new Set(),
+  };
+  #socket: ReconnectingWebSocket | null = null;
+  #cursor: number | undefined;
+  #status: ConnectionStatus = "closed";
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
+  #lastHeardAt = 0;
+  #syncCounter = 0;
+
+  constructor(options: ChatConnectionOptions) {
+    this.chatId = options.chatId;
+    this.#api = options.api;
+    this.#options = options;
+    this.#cursor = options.after;
+    this.#outbox = new Outbox((frame) => this.#transmit(JSON.stringify(frame)));
+  }
+
+  /** The seq of the last event delivered (undefined before the first connection). */
+  get cursor(): number | undefined {
+    return this.#cursor;
+  }
+
+  get status(): ConnectionStatus {
+    return this.#status;
+  }
+
+  /** Messages waiting for their SENT ack. */
+  get pendingSends(): number {
+    return this.#outbox.size;
+  }
+
+  on<K extends keyof Listeners>(type: K, listener: Listeners[K]): () => void {
+    this.#listeners[type].add(listener);
+    return () => this.#listeners[type].delete(listener);
+  }
+
+  connect(): void {
+    if (this.#socket) return;
+    this.#setStatus("connecting");
+    const socket = new ReconnectingWebSocket(
+      () => this.#api.socketUrl(this.chatId, this.#cursor),
+      async () => ["chat.v1", `bearer.${await this.#api.accessToken()}`],
+      {
+        WebSocket: this.#options.WebSocket,
+        minReconnectionDelay: 200 + Math.random() * 800, // jitter: a herd does not return at once
+        maxReconnectionDelay: 15_000,
+        connectionTimeout: 10_000,
+        maxEnqueuedMessages: 0, // the outbox resends; nothing else is worth replaying
+        shouldReconnectOnClose: (event) => this.#shouldReconnect(event.code, event.reason),
+      },
+    );
+    socket.addEventListener("message", (event) => this.#receive(String(event.data)));
+    socket.addEventListener("close", () => {
+      this.#outbox.disconnected();
+      if (this.#status !== "closed") this.#setStatus("connecting");
+    });
+    this.#socket = socket;
+    this.#startHeartbeat();
+  }
+
+  /** Queues a message; resolves with its SENT ack (seq, id, time). */
+  send(body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
+    return this.#outbox.enqueue(body, options);
+  }
+
+  /** Closes the connection; it does not reconnect. Waiting sends are rejected. */
+  close(): void {
+    this.#stop();
+    this.#outbox.failAll({ code: "unavailable", message: "the connection was closed", retryable: true });
+  }
+
+  #receive(text: string): void {
+    this.#lastHeardAt = Date.now();
+    if (text === Heartbeat.response) return;
+    let frame: ServerFrame;
+    try {
+      frame = ServerFrame.parse(JSON.parse(text));
+    } catch {
+      return this.#emit("error", { code: "internal", message: "unreadable frame from the server", retryable: false });
+    }
+    switch (frame.type) {
+      case "ready":
+        this.#cursor ??= frame.headSeq;
+        this.#setStatus(frame.catchingUp ? "catching-up" : "live");
+        this.#outbox.connected();
+        return;
+      case "events":
+        return this.#deliver(frame.events, frame.more);
+      case "reply":
+        this.#outbox.handleReply(frame);
+        return;
+      case "error":
+        return this.#emit("error", frame.error);
+    }
+  }
+
+  #deliver(events: ChatEvent[], more: boolean): void {
+    for (const event of events) {
+      const cursor = this.#cursor ?? event.seq - 1;
+      if (event.seq <= cursor) continue; // already delivered (a resend after reconnect)
+      if (event.seq !== cursor + 1) {
+        // Never expected from the server; resuming from the cursor repairs it.
+        this.#socket?.reconnect(CloseCode.normal, "gap");
+        return;
+      }
+      this.#cursor = event.seq;
+      this.#emit("event", event);
+    }
+    if (more) this.#transmit(JSON.stringify({ type: "sync", id: `sync${++this.#syncCounter}` }));
+    else this.#setStatus("live");
+  }
+
+  #shouldReconnect(code: number, reason: string): boolean {
+    if (this.#status === "closed") return false;
+    if (shouldReconnect(code)) return true;
+    if (code === CloseCode.unauthorized) {
+      // The token was refused: refresh it once, then try again.
+      this.#api.refresh().then(
+        () => this.#socket?.reconnect(),
+        () => this.#finalClose(code, reason),
+      );
+      return false;
+    }
+    this.#finalClose(code, reason);
+    return false;
+  }
+
+  #finalClose(code: number, reason: string): void {
+    this.#stop();
+    this.#outbox.failAll({ code: "unavailable", message: `the server closed the chat: ${reason || code}`, retryable: false });
+    this.#emit("closed", code, reason);
+  }
+
+  #stop(): void {
+    this.#setStatus("closed");
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    this.#socket?.close(CloseCode.normal, "client closed");
+    this.#socket = null;
+  }
+
+  #startHeartbeat(): void {
+    const interval = this.#options.heartbeatMs ?? 30_000;
+    this.#lastHeardAt = Date.now();
+    this.#heartbeat = setInterval(() => {
+      if (this.#socket?.readyState !== ReconnectingWebSocket.OPEN) return;
+      if (Date.now() - this.#lastHeardAt > 2 * interval) {
+        this.#lastHeardAt = Date.now();
+        this.#socket.reconnect(CloseCode.normal, "heartbeat timeout");
+        return;
+      }
+      this.#socket.send(Heartbeat.request);
+    }, interval);
+  }
+
+  #transmit(text: string): boolean {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== ReconnectingWebSocket.OPEN) return false;
+    return socket.send(text);
+  }
+
+  #setStatus(status: ConnectionStatus): void {
+    if (this.#status === status) return;
+    this.#status = status;
+    this.#emit("status", status);
+  }
+
+  #emit<K extends keyof Listeners>(type: K, ...args: Parameters<Listeners[K]>): void {
+    for (const listener of this.#listeners[type]) (listener as (...a: Parameters<Listeners[K]>) => void)(...args);
+  }
+}
