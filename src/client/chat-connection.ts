@@ -110,6 +110,11 @@ export class ChatConnection {
     return this.#outbox.enqueue(body, options);
   }
 
+  /** Drops the socket and resumes on a new one (for example after the network changed). */
+  reconnect(): void {
+    this.#socket?.reconnect(CloseCode.normal, "client reconnect");
+  }
+
   /** Closes the connection; it does not reconnect. Waiting sends are rejected. */
   close(): void {
     this.#stop();

@@ -41,6 +41,7 @@ describe("login through wrangler dev with the production OTP path", () => {
   let server: DevServer;
   let hook: ReturnType<typeof createServer>;
   const delivered: { to: string; code: string; authorization: string | undefined }[] = [];
+  const UNDELIVERABLE = uniquePhone();
 
   beforeAll(async () => {
     const port = await freePort();
@@ -49,6 +50,7 @@ describe("login through wrangler dev with the production OTP path", () => {
       request.on("data", (chunk) => (body += chunk));
       request.on("end", () => {
         const { to, code } = JSON.parse(body) as { to: string; code: string };
+        if (to === UNDELIVERABLE) return void response.writeHead(500).end();
         delivered.push({ to, code, authorization: request.headers.authorization });
         response.writeHead(202).end();
       });
@@ -75,5 +77,10 @@ describe("login through wrangler dev with the production OTP path", () => {
     expect(delivered).toEqual([{ to: phone, code: expect.stringMatching(/^\d{6}$/), authorization: "Bearer sms-adapter-token" }]);
     const session = await api.login(phone, delivered[0]!.code);
     expect(session.user.phone).toBe(phone);
+  });
+
+  it("reports a provider failure as 503 unavailable", async () => {
+    const api = new ApiClient({ baseUrl: server.url });
+    await expect(api.requestOtp(UNDELIVERABLE)).rejects.toMatchObject({ status: 503, code: "unavailable" });
   });
 });

@@ -91,6 +91,33 @@ describe("chatting through wrangler dev", () => {
     expect(sides[2]!.events).toEqual(sides[0]!.events);
   });
 
+  it("the outbox survives dropped connections: every message stored once, in order", async () => {
+    const dave = await loggedInClient(server.url, "dave");
+    const chat = await alice.createChat({ kind: "direct", peerId: dave.session!.user.userId });
+    const sender = connect(alice, chat.chatId);
+    await waitFor(() => sender.connection.status === "live", "live");
+    const total = 300;
+    const acks = Array.from({ length: total }, (_, i) => sender.connection.send(`m${i}`, { clientId: `drop-${i}` }));
+    // Drop the socket three times while messages are still waiting for their ack.
+    for (const threshold of [250, 180, 110]) {
+      await waitFor(() => sender.connection.pendingSends <= threshold, "progress");
+      expect(sender.connection.pendingSends).toBeGreaterThan(0);
+      sender.connection.reconnect();
+    }
+    const results = await Promise.all(acks);
+    const seqs = results.map((r) => r.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(seqs).size).toBe(total);
+    const stored = await dave.history(chat.chatId, { after: 0, limit: 200 });
+    const bodies = stored.events.flatMap((e) => (e.type === "message" ? [e.body] : []));
+    const page2 = await dave.history(chat.chatId, { after: stored.events.at(-1)!.seq, limit: 200 });
+    bodies.push(...page2.events.flatMap((e) => (e.type === "message" ? [e.body] : [])));
+    expect(bodies).toEqual(Array.from({ length: total }, (_, i) => `m${i}`));
+    // and the sender's own stream delivered each exactly once
+    await waitFor(() => sender.events.length === total, "every own event");
+    expect(sender.events.map((e) => e.seq)).toEqual(seqs);
+  });
+
   it("a socket without a valid token is closed with 4001 and the SDK stops", async () => {
     const chat = await alice.createChat({ kind: "group", name: "locked", memberIds: [] });
     const socket = new WebSocket(alice.socketUrl(chat.chatId), ["chat.v1", "bearer.not-a-token"]);

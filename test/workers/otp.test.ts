@@ -1,3 +1,4 @@
+import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { api, expectError, uniqueIp, uniquePhone } from "./helpers.ts";
 
@@ -62,5 +63,42 @@ describe("POST /api/otp", () => {
     for (let i = 0; i < 12; i++) statuses.push((await api("/api/otp", { body: { phone: uniquePhone() }, ip })).status);
     expect(statuses.slice(0, 10)).toEqual(Array(10).fill(201));
     expect(statuses.slice(10)).toEqual([429, 429]);
+  });
+});
+
+describe("per-phone caps (SMS pumping)", () => {
+  async function setSendHistory(phone: string, sentAt: number[]) {
+    await runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_instance, state) => {
+      await state.storage.put("state", { sentAt });
+    });
+  }
+
+  it("allows 5 codes per hour", async () => {
+    const phone = uniquePhone();
+    const now = Date.now();
+    const minutesAgo = (m: number) => now - m * 60_000;
+    await setSendHistory(phone, [minutesAgo(50), minutesAgo(40), minutesAgo(30), minutesAgo(20)]);
+    expect((await api("/api/otp", { body: { phone } })).status).toBe(201); // the 5th this hour
+    await setSendHistory(phone, [minutesAgo(50), minutesAgo(40), minutesAgo(30), minutesAgo(20), minutesAgo(10)]);
+    const refused = await api("/api/otp", { body: { phone } });
+    expect(refused.status).toBe(429);
+    const { error } = (await refused.json()) as { error: { code: string; retryAfterMs: number } };
+    expect(error.code).toBe("rate_limited");
+    // free again when the oldest of the five is an hour old
+    expect(error.retryAfterMs).toBeGreaterThan(9 * 60_000);
+    expect(error.retryAfterMs).toBeLessThanOrEqual(10 * 60_000);
+  });
+
+  it("allows 10 codes per day", async () => {
+    const phone = uniquePhone();
+    const now = Date.now();
+    const hoursAgo = (h: number) => now - h * 3_600_000;
+    await setSendHistory(phone, [23, 21, 19, 17, 15, 13, 11, 9, 7].map(hoursAgo));
+    expect((await api("/api/otp", { body: { phone } })).status).toBe(201); // the 10th today
+    await setSendHistory(phone, [23, 21, 19, 17, 15, 13, 11, 9, 7, 5].map(hoursAgo));
+    const refused = await api("/api/otp", { body: { phone } });
+    expect(refused.status).toBe(429);
+    const { error } = (await refused.json()) as { error: { retryAfterMs: number } };
+    expect(Math.round(error.retryAfterMs / 3_600_000)).toBe(1); // the 23-hour-old one ages out
   });
 });
