@@ -19,6 +19,7 @@ export const userRoutes = new Hono<AppEnv>()
     return c.json(body);
   })
   .get("/:userId", async (c) => {
+    await enforceRateLimit(c.env.LOOKUP_LIMITER, c.get("caller").userId);
     const userId = parseWith(UserId, c.req.param("userId"));
     const body: UserLookupResponse = { user: await requireProfile(c.env, userId) };
     return c.json(body);
