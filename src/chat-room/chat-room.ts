@@ -102,7 +102,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     // Committed with the rows above: if this object dies before every member's
     // User object has the chat in its list, the alarm finishes the job.
     void this.ctx.storage.setAlarm(now + INDEX_RETRY_MS);
-    await this.#indexInMemberAccounts();
+    if (await this.#indexInMemberAccounts()) await this.ctx.storage.deleteAlarm();
     return { ok: true, value: { chat: this.#membership.describe(this.#log.headSeq), created: true } };
   }
 

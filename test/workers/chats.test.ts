@@ -1,3 +1,4 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Chat, ChatList } from "../../src/protocol/index.ts";
 import { api, createDirect, createGroup, expectError, history, login, restSend } from "./helpers.ts";
@@ -77,6 +78,27 @@ describe("groups", () => {
     expect((await restSend(admin, chatId, "c1", "headline")).status).toBe(201);
     await expectError(await restSend(reader, chatId, "c1", "reply"), 403, "admins_only");
     expect((await history(reader, chatId)).headSeq).toBe(2);
+  });
+});
+
+describe("chat lists", () => {
+  it("are repaired by the chat's alarm when a member's account missed the chat", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createGroup(alice, [bob]);
+    const bobsObject = env.USER.get(env.USER.idFromName(bob.user.userId));
+    const chatObject = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    // As if the object had died between storing the chat and telling bob's account.
+    await runInDurableObject(bobsObject, (_instance, state) => void state.storage.sql.exec("DELETE FROM chats"));
+    await runInDurableObject(chatObject, async (_instance, state) => {
+      state.storage.sql.exec("UPDATE members SET notified_seq = 0 WHERE user_id = ?", bob.user.userId);
+      await state.storage.setAlarm(Date.now());
+    });
+    const listed = async () => ChatList.parse(await (await api("/api/chats", { token: bob.credentials })).json()).chats.map((c) => c.chatId);
+    expect(await listed()).toEqual([]);
+    expect(await runDurableObjectAlarm(chatObject)).toBe(true);
+    expect(await listed()).toEqual([chatId]);
+    // nothing left to do: the next alarm run finds no member behind
+    expect(await runDurableObjectAlarm(chatObject)).toBe(false);
   });
 });
 
