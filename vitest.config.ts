@@ -23,7 +23,7 @@ export default defineConfig({
                 OTP_SENDER: "console",
                 JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
                 HMAC_SECRET: "test-hmac-secret-0123456789abcdef012345678",
-                HISTORY_PAGE_SIZE: "200",
+                CATCH_UP_PAGE_SIZE: "200",
                 // High enough for tests that send hundreds of messages; the limit
                 // itself is tested with these values.
                 SEND_RATE_PER_SECOND: "1",

@@ -11,6 +11,7 @@ import { countInstanceStart } from "../lib/instance-starts.ts";
 import {
   ClientFrame,
   CloseCode,
+  closeCodeForError,
   Heartbeat,
   Limits,
   type Chat,
@@ -82,7 +83,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     if (existing) {
       return attempt(() => {
         if (existing.kind !== "direct" || input.kind !== "direct") {
-          throw new AppError("internal", 500, "chat id collision");
+          throw new AppError("internal", 500, "chat id collision", { retryable: true });
         }
         return { chat: this.#membership.describe(this.#log.headSeq), created: false };
       });
@@ -165,7 +166,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       // the HTTP status of a failed upgrade.
       server.accept();
       sendErrorFrame(server, opened.error);
-      server.close(closeCodeFor(opened.error), opened.error.code);
+      server.close(closeCodeForError(opened.error.code), opened.error.code);
       return new Response(null, { status: 101, webSocket: client, headers });
     }
     const session = opened.value;
@@ -310,19 +311,6 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     const failures = results.filter((r) => r.status === "rejected");
     for (const failure of failures) log.warn("could not add a chat to a member's list", describeError(failure.reason));
     return failures.length === 0;
-  }
-}
-
-function closeCodeFor(error: ErrorBody): number {
-  switch (error.code) {
-    case "not_a_member":
-      return CloseCode.notAMember;
-    case "chat_not_found":
-      return CloseCode.chatNotFound;
-    case "invalid_cursor":
-      return CloseCode.badRequest;
-    default:
-      return CloseCode.tryAgain;
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { describeError, log } from "../lib/log.ts";
+import { CloseCode } from "../protocol/close-codes.ts";
 import type { ChatEvent, ErrorBody, EventsFrame, ServerFrame } from "../protocol/index.ts";
 
 /**
@@ -34,7 +35,7 @@ export class Sessions {
     for (const ws of ctx.getWebSockets()) {
       const state = SessionState.safeParse(ws.deserializeAttachment());
       if (state.success) this.#states.set(ws, state.data);
-      else closeQuietly(ws, 1011, "lost session state");
+      else closeQuietly(ws, CloseCode.tryAgain, "lost session state");
     }
   }
 

@@ -1,5 +1,15 @@
 import ReconnectingWebSocket from "partysocket/ws";
-import { CloseCode, Heartbeat, ServerFrame, shouldReconnect, type ChatEvent, type ErrorBody, type SendResult } from "../protocol/index.ts";
+import {
+  ChatEvent,
+  CloseCode,
+  EventsFrameEnvelope,
+  Heartbeat,
+  ServerFrame,
+  shouldReconnect,
+  type ErrorBody,
+  type EventEnvelope,
+  type SendResult,
+} from "../protocol/index.ts";
 import type { ApiClient } from "./api-client.ts";
 import { Outbox } from "./outbox.ts";
 
@@ -124,9 +134,11 @@ export class ChatConnection {
   #receive(text: string): void {
     this.#lastHeardAt = Date.now();
     if (text === Heartbeat.response) return;
-    let frame: ServerFrame;
+    let frame: ServerFrame | EventsFrameEnvelope;
     try {
-      frame = ServerFrame.parse(JSON.parse(text));
+      const raw = JSON.parse(text) as { type?: unknown };
+      // Events are read leniently so a newer server's event types cannot stall the stream.
+      frame = raw.type === "events" ? EventsFrameEnvelope.parse(raw) : ServerFrame.parse(raw);
     } catch {
       return this.#emit("error", { code: "internal", message: "unreadable frame from the server", retryable: false });
     }
@@ -146,7 +158,7 @@ export class ChatConnection {
     }
   }
 
-  #deliver(events: ChatEvent[], more: boolean): void {
+  #deliver(events: EventEnvelope[], more: boolean): void {
     for (const event of events) {
       const cursor = this.#cursor ?? event.seq - 1;
       if (event.seq <= cursor) continue; // already delivered (a resend after reconnect)
@@ -156,7 +168,8 @@ export class ChatConnection {
         return;
       }
       this.#cursor = event.seq;
-      this.#emit("event", event);
+      const known = ChatEvent.safeParse(event);
+      if (known.success) this.#emit("event", known.data); // unknown types are skipped, not a gap
     }
     if (more) this.#transmit(JSON.stringify({ type: "sync", id: `sync${++this.#syncCounter}` }));
     else this.#setStatus("live");

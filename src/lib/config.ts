@@ -28,7 +28,7 @@ const EnvSettings = z.object({
   OTP_MAX_PER_DAY: intVar(10, 1, 10000),
   SEND_RATE_PER_SECOND: intVar(20, 1, 100000),
   SEND_BURST: intVar(60, 1, 100000),
-  HISTORY_PAGE_SIZE: intVar(200, 1, 200),
+  CATCH_UP_PAGE_SIZE: intVar(200, 1, 200),
 });
 
 export type Config = {
@@ -93,7 +93,7 @@ export function configFrom(env: object): Config {
     },
     accessTokenTtlSeconds: settings.ACCESS_TOKEN_TTL_SECONDS,
     send: { ratePerSecond: settings.SEND_RATE_PER_SECOND, burst: settings.SEND_BURST },
-    catchUpPageSize: settings.HISTORY_PAGE_SIZE,
+    catchUpPageSize: settings.CATCH_UP_PAGE_SIZE,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
   cache.set(env, config);

@@ -83,13 +83,23 @@ export const SendResult = z.object({
 });
 export type SendResult = z.infer<typeof SendResult>;
 
-const optionalSeqParam = z.coerce.number().int().nonnegative().optional();
+/** A seq in a query string: digits only (no empty value, sign, exponent or fraction). */
+const optionalSeqParam = z
+  .string()
+  .regex(/^\d{1,15}$/, "must be a seq (digits)")
+  .transform(Number)
+  .optional();
 /** GET /api/chats/:chatId/messages?before=&after=&limit= (before and after exclusive). */
 export const HistoryQuery = z
   .strictObject({
     before: optionalSeqParam,
     after: optionalSeqParam,
-    limit: z.coerce.number().int().min(1).max(Limits.maxPageSize).default(50),
+    limit: z
+      .string()
+      .regex(/^\d{1,4}$/, "must be a number")
+      .transform(Number)
+      .pipe(z.number().int().min(1).max(Limits.maxPageSize))
+      .default(50),
   })
   .refine((q) => q.before === undefined || q.after === undefined, {
     message: "give before or after, not both",

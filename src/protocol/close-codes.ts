@@ -23,6 +23,28 @@ export const CloseCode = {
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
+/** The close code a refused socket gets for an error (see ErrorCode). */
+export function closeCodeForError(code: string): CloseCode {
+  switch (code) {
+    case "unauthorized":
+    case "invalid_token":
+    case "token_expired":
+      return CloseCode.unauthorized;
+    case "device_revoked":
+      return CloseCode.deviceRevoked;
+    case "not_a_member":
+    case "forbidden":
+      return CloseCode.notAMember;
+    case "chat_not_found":
+      return CloseCode.chatNotFound;
+    case "validation_failed":
+    case "invalid_cursor":
+      return CloseCode.badRequest;
+    default:
+      return CloseCode.tryAgain;
+  }
+}
+
 /** Whether a client should reconnect (with backoff) after a close with this code. */
 export function shouldReconnect(code: number): boolean {
   if (code >= 4000 && code < 4500) return false;

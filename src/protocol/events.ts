@@ -47,3 +47,11 @@ export type ChatCreatedEvent = z.infer<typeof ChatCreatedEvent>;
  */
 export const ChatEvent = z.discriminatedUnion("type", [MessageEvent, ChatCreatedEvent]);
 export type ChatEvent = z.infer<typeof ChatEvent>;
+
+/**
+ * What every event has, whatever its type: enough to keep the cursor moving over an
+ * event type a newer server added. A client reads the envelope first, then the
+ * event with ChatEvent, and skips (without a gap) what it does not know.
+ */
+export const EventEnvelope = z.looseObject({ type: z.string(), seq: Seq, createdAt: z.number().int() });
+export type EventEnvelope = z.infer<typeof EventEnvelope>;

@@ -1,8 +1,8 @@
 import { z } from "zod";
 import { DeviceId, UserId } from "./auth.ts";
-import { ClientChosenId, SendMessageRequest } from "./chats.ts";
+import { ChatId, ClientChosenId, SendMessageRequest } from "./chats.ts";
 import { ErrorBody } from "./errors.ts";
-import { ChatEvent, MemberRole, Seq } from "./events.ts";
+import { ChatEvent, EventEnvelope, MemberRole, Seq } from "./events.ts";
 
 /**
  * Frames on a chat socket (GET /chat/:chatId). Text frames of JSON, except the
@@ -44,7 +44,7 @@ export type SyncResult = z.infer<typeof SyncResult>;
 /** Server -> client, first frame on every socket. */
 export const ReadyFrame = z.object({
   type: z.literal("ready"),
-  chatId: z.string(),
+  chatId: ChatId,
   userId: UserId,
   deviceId: DeviceId,
   role: MemberRole,
@@ -62,11 +62,15 @@ export type ReadyFrame = z.infer<typeof ReadyFrame>;
  */
 export const EventsFrame = z.object({
   type: z.literal("events"),
-  chatId: z.string(),
+  chatId: ChatId,
   events: z.array(ChatEvent),
   more: z.boolean(),
 });
 export type EventsFrame = z.infer<typeof EventsFrame>;
+
+/** An `events` frame read leniently: events this client version does not know still parse. */
+export const EventsFrameEnvelope = EventsFrame.extend({ events: z.array(EventEnvelope) });
+export type EventsFrameEnvelope = z.infer<typeof EventsFrameEnvelope>;
 
 /** Server -> client: a frame that could not be answered by id (bad JSON, binary, no id). */
 export const ErrorFrame = z.object({ type: z.literal("error"), error: ErrorBody });

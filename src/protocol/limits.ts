@@ -13,8 +13,12 @@ export const Limits = {
   maxGroupMembers: 1024,
   /** Events per history page and per catch-up page. */
   maxPageSize: 200,
-  /** A socket frame larger than this is refused before it is parsed. */
-  maxFrameBytes: 96 * 1024,
+  /**
+   * A socket frame (in characters) or REST body (in bytes) larger than this is refused
+   * before it is parsed. JSON escaping can make a valid 64 KiB body up to 6 times
+   * longer (`\u0000` for each control character), so this leaves room for that.
+   */
+  maxFrameBytes: 6 * 64 * 1024 + 4096,
 } as const;
 
 const encoder = new TextEncoder();

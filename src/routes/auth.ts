@@ -18,7 +18,10 @@ export const authRoutes = new Hono<AppEnv>()
     await enforceRateLimit(c.env.OTP_IP_LIMITER, clientIp(c.req.raw.headers));
     const { phone } = await jsonBody(c, OtpRequest);
     const config = configFrom(c.env);
-    const sender = otpSenderFor(config); // fails closed before a code is spent
+    // A misconfigured sender fails before a code is issued. A code the provider then
+    // fails to deliver still counts against the phone's caps: failures must not
+    // become a way around them.
+    const sender = otpSenderFor(config);
     const issued = unwrap(await phoneObject(c.env, phone).requestCode(phone));
     await sender.send(phone, issued.code);
     // The same answer whether or not the number has an account.
@@ -47,7 +50,7 @@ export const authRoutes = new Hono<AppEnv>()
     const userId = userIdOfRefreshToken(refreshToken);
     if (!userId) throw new AppError("invalid_refresh_token", 401, "unknown refresh token", { retryable: false });
     const user = userObject(c.env, userId);
-    const issued = unwrap(await user.rotateRefreshToken(refreshToken));
+    const issued = unwrap(await user.rotateRefreshToken(userId, refreshToken));
     return c.json(await tokenResponse(c.env, await user.me(), issued), 200);
   })
 

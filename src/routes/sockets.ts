@@ -1,11 +1,12 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
-import { AppError } from "../lib/app-error.ts";
+import { AppError, internalErrorBody } from "../lib/app-error.ts";
 import { ForwardedIdentity, WS_SUBPROTOCOL } from "../lib/forwarded-identity.ts";
+import { describeError, log } from "../lib/log.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
 import { parseWith } from "../lib/validate.ts";
 import { authenticate } from "../middleware/auth.ts";
-import { ChatId, CloseCode, type ErrorFrame } from "../protocol/index.ts";
+import { ChatId, closeCodeForError, type ErrorBody, type ErrorFrame } from "../protocol/index.ts";
 
 /**
  * `GET /chat/:chatId`: a chat socket. The Worker verifies the token and forwards the
@@ -16,29 +17,29 @@ export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) =>
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new AppError("validation_failed", 426, "this endpoint takes a WebSocket upgrade", { retryable: false });
   }
-  const chatId = parseWith(ChatId, c.req.param("chatId"));
-  let caller;
   try {
-    caller = await authenticate(c.env, c.req.raw.headers);
+    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const caller = await authenticate(c.env, c.req.raw.headers);
+    const headers = new Headers(c.req.raw.headers);
+    ForwardedIdentity.write(headers, caller); // overwrites anything the client sent
+    return await chatRoomObject(c.env, chatId).fetch(new Request(c.req.raw, { headers }));
   } catch (error) {
-    if (error instanceof AppError && error.status === 401) return refuseUpgrade(c.req.raw.headers, error);
-    throw error;
+    if (error instanceof AppError) return refuseUpgrade(c.req.raw.headers, error.toBody());
+    log.error("socket upgrade failed", { requestId: c.get("requestId"), ...describeError(error) });
+    return refuseUpgrade(c.req.raw.headers, internalErrorBody);
   }
-  const headers = new Headers(c.req.raw.headers);
-  ForwardedIdentity.write(headers, caller); // overwrites anything the client sent
-  return chatRoomObject(c.env, chatId).fetch(new Request(c.req.raw, { headers }));
 });
 
 /**
- * A browser cannot read the status of a failed upgrade (it only sees 1006), so an
- * auth failure is told through an error frame and a close code instead.
+ * A browser cannot read the status of a failed upgrade (it only sees 1006, which
+ * means "reconnect"), so every refusal is told with an error frame and a close code.
  */
-function refuseUpgrade(requestHeaders: Headers, error: AppError): Response {
+function refuseUpgrade(requestHeaders: Headers, error: ErrorBody): Response {
   const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   server.accept();
-  const frame: ErrorFrame = { type: "error", error: error.toBody() };
+  const frame: ErrorFrame = { type: "error", error };
   server.send(JSON.stringify(frame));
-  server.close(error.code === "device_revoked" ? CloseCode.deviceRevoked : CloseCode.unauthorized, error.code);
+  server.close(closeCodeForError(error.code), error.code);
   const headers = new Headers();
   if (ForwardedIdentity.offeredSubprotocol(requestHeaders)) headers.set("Sec-WebSocket-Protocol", WS_SUBPROTOCOL);
   return new Response(null, { status: 101, webSocket: client, headers });

@@ -71,11 +71,12 @@ export class User extends DurableObject<Env> {
    * Trades a refresh token for a new one. A token already used is a sign of theft:
    * the device is revoked, so both the thief and the owner must log in again.
    */
-  async rotateRefreshToken(token: string, now = Date.now()): Promise<Outcome<IssuedDevice>> {
+  async rotateRefreshToken(userId: string, token: string, now = Date.now()): Promise<Outcome<IssuedDevice>> {
     const tokenHash = await sha256Hex(token);
-    const replacement = await newRefreshToken(this.me().userId);
+    const replacement = await newRefreshToken(userId);
     let reusedBy: string | null = null;
     const outcome = attempt(() => {
+      // The token names its account: a made-up one finds no row here, like any unknown token.
       const stored = this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, tokenHash)).get();
       if (!stored) throw new AppError("invalid_refresh_token", 401, "unknown refresh token");
       const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, stored.deviceId)).get();

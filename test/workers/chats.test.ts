@@ -173,6 +173,9 @@ describe("REST send and history", () => {
     await expectError(await api(`/api/chats/${chatId}/messages?before=5&after=2`, { token: bob.credentials }), 400, "validation_failed");
     await expectError(await api(`/api/chats/${chatId}/messages?after=-1`, { token: bob.credentials }), 400, "validation_failed");
     await expectError(await api(`/api/chats/${chatId}/messages?cursor=1`, { token: bob.credentials }), 400, "validation_failed");
+    for (const bad of ["after=", "after=1e2", "before=2.5", "limit=", "limit=0"]) {
+      await expectError(await api(`/api/chats/${chatId}/messages?${bad}`, { token: bob.credentials }), 400, "validation_failed");
+    }
   });
 
   it("limits each sender's rate, and still answers retries of stored messages", async () => {

@@ -44,7 +44,7 @@ describe("POST /api/otp", () => {
   });
 
   it("refuses an oversized body with 413", async () => {
-    await expectError(await api("/api/otp", { body: { phone: "+1".padEnd(200_000, "5") } }), 413, "too_large");
+    await expectError(await api("/api/otp", { body: { phone: "+1".padEnd(500_000, "5") } }), 413, "too_large");
   });
 
   it("throttles resends to the same phone", async () => {

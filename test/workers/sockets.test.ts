@@ -177,6 +177,7 @@ describe("chat sockets refuse", () => {
     expect((await refused("g_AAAAAAAAAAAAAAAAAAAAAA", eve.credentials)).close.code).toBe(CloseCode.chatNotFound);
     expect((await refused(chatId, "garbage")).close.code).toBe(CloseCode.unauthorized);
     expect((await refused(chatId, alice.credentials, 99)).close.code).toBe(CloseCode.badRequest);
+    expect((await refused("not-a-chat-id", alice.credentials)).close.code).toBe(CloseCode.badRequest);
     const noUpgrade = await api(`/chat/${chatId}`, { token: alice.credentials });
     expect(noUpgrade.status).toBe(426);
     expect((await history(alice, chatId)).headSeq).toBe(1);
@@ -214,7 +215,7 @@ describe("bad frames", () => {
     await expectNext(3, "validation_failed");
     aliceSocket.send({ type: "send", id: "t3", clientId: "c1", body: "x".repeat(64 * 1024 + 1) });
     await expectNext(4, "validation_failed");
-    aliceSocket.send(JSON.stringify({ type: "send", id: "t4", clientId: "c1", body: "x".repeat(100 * 1024) }));
+    aliceSocket.send(JSON.stringify({ type: "send", id: "t4", clientId: "c1", body: "x".repeat(400 * 1024) }));
     await expectNext(5, "too_large");
     aliceSocket.ws.send(new Uint8Array([1, 2, 3]));
     await expectNext(6, "binary_not_supported");

@@ -71,6 +71,9 @@ describe("refresh tokens", () => {
     const unknown = session.refreshToken.slice(0, -4) + "AAAA";
     await expectError(await api("/api/auth/refresh", { body: { refreshToken: unknown } }), 401, "invalid_refresh_token");
     await expectError(await api("/api/auth/refresh", { body: {} }), 400, "validation_failed");
+    // well-formed, for an account that does not exist
+    const madeUp = `rt1.u_${"A".repeat(22)}.${"B".repeat(43)}`;
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: madeUp } }), 401, "invalid_refresh_token");
   });
 });
 
