@@ -18,7 +18,6 @@ export type SessionState = z.infer<typeof SessionState>;
 
 export const socketTags = (userId: string, deviceId: string) => [`u:${userId}`, `d:${deviceId}`];
 export const deviceTag = (deviceId: string) => `d:${deviceId}`;
-export const userTag = (userId: string) => `u:${userId}`;
 
 /**
  * The open sockets of one chat with their state, kept in memory and rebuilt from
@@ -55,10 +54,6 @@ export class Sessions {
 
   forget(ws: WebSocket): void {
     this.#states.delete(ws);
-  }
-
-  get size(): number {
-    return this.#states.size;
   }
 
   /** Pushes newly stored events to every live socket; catching-up sockets get them in a page. */

@@ -7,7 +7,7 @@ import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
 import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
 import { describeError, log } from "../lib/log.ts";
-import { attempt, succeed, type Outcome } from "../lib/result.ts";
+import { attempt, type Outcome } from "../lib/result.ts";
 import type { ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 
 /** A device's last-active time is written at most this often, not on every request. */

@@ -1,4 +1,4 @@
-import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { CloseCode, type ChatEvent } from "../../src/protocol/index.ts";
