@@ -1,0 +1,397 @@
+/**
+ * The benchmark's client side: logging users in over the REST API, creating chats,
+ * and `ChatSocket`, a chat WebSocket that checks order and counts what it receives.
+ */
+import WebSocket from "ws";
+import type { z } from "zod";
+import {
+  Chat,
+  ErrorResponse,
+  EventsFrameEnvelope,
+  HistoryPage,
+  OtpResponse,
+  ReadyFrame,
+  ReplyFrame,
+  TokenResponse,
+  type CreateChatRequest,
+} from "../src/protocol/index.ts";
+import { scanLiveMessage } from "./lib/frames.ts";
+
+export type BenchUser = {
+  userId: string;
+  deviceId: string;
+  credentials: string;
+  refreshToken: string;
+  /** performance.now() when `credentials` was issued: access tokens live 900 s at most. */
+  issuedAt: number;
+};
+
+// ---------------------------------------------------------------------------
+// REST API
+
+/** A failed API call, with the status and the server's error code. */
+export class ApiCallError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(`${status} ${code}: ${message}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * The REST calls the benchmark needs. Every request carries its own
+ * `cf-connecting-ip`: the OTP and login routes are limited per client IP (10 and 30
+ * per minute), and wrangler dev passes the header through, so each simulated user
+ * looks like a different phone on a different network.
+ */
+export class ServerApi {
+  readonly baseUrl: string;
+  #nextAddress = 1;
+
+  constructor(baseUrl: string) {
+    this.baseUrl = baseUrl;
+  }
+
+  /** A client address never used before in this run (10.0.0.1, 10.0.0.2, ...). */
+  nextClientIp(): string {
+    const n = this.#nextAddress++;
+    return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+  }
+
+  requestOtp(phone: string, clientIp = this.nextClientIp()): Promise<OtpResponse> {
+    return this.#call("POST", "/api/otp", OtpResponse, { body: { phone }, clientIp });
+  }
+
+  login(phone: string, code: string): Promise<TokenResponse> {
+    return this.#call("POST", "/api/auth/login", TokenResponse, { body: { phone, code, deviceName: "bench" } });
+  }
+
+  refresh(refreshToken: string): Promise<TokenResponse> {
+    return this.#call("POST", "/api/auth/refresh", TokenResponse, { body: { refreshToken } });
+  }
+
+  createChat(token: string, request: CreateChatRequest): Promise<Chat> {
+    return this.#call("POST", "/api/chats", Chat, { body: request, token });
+  }
+
+  /**
+   * One history page, timed from the request to the last byte of the body; parsing
+   * and validating happen after the clock stops (they are the client's cost).
+   */
+  async timedHistory(token: string, chatId: string, query: { before?: number; after?: number; limit?: number }): Promise<{ page: HistoryPage; ms: number }> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    const startedAt = performance.now();
+    const response = await fetch(`${this.baseUrl}/api/chats/${chatId}/messages?${params}`, {
+      headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": this.nextClientIp() },
+    });
+    const text = await response.text();
+    const ms = performance.now() - startedAt;
+    if (!response.ok) throw errorOf(response.status, text);
+    return { page: HistoryPage.parse(JSON.parse(text)), ms };
+  }
+
+  async #call<T>(method: string, path: string, schema: z.ZodType<T>, options: { body?: unknown; token?: string; clientIp?: string }): Promise<T> {
+    const headers: Record<string, string> = { "cf-connecting-ip": options.clientIp ?? this.nextClientIp() };
+    if (options.body !== undefined) headers["content-type"] = "application/json";
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    const init: RequestInit = { method, headers, signal: AbortSignal.timeout(30_000) };
+    if (options.body !== undefined) init.body = JSON.stringify(options.body);
+    const response = await fetch(`${this.baseUrl}${path}`, init);
+    const text = await response.text();
+    if (!response.ok) throw errorOf(response.status, text);
+    return schema.parse(JSON.parse(text));
+  }
+}
+
+function errorOf(status: number, text: string): ApiCallError {
+  let parsed: ReturnType<typeof ErrorResponse.safeParse> | null = null;
+  try {
+    parsed = ErrorResponse.safeParse(JSON.parse(text));
+  } catch {
+    // not JSON
+  }
+  if (parsed?.success) return new ApiCallError(status, parsed.data.error.code, parsed.data.error.message);
+  return new ApiCallError(status, "http_error", text.slice(0, 200));
+}
+
+/** Runs `fn` over `items` with at most `concurrency` calls in flight, keeping order. */
+export async function mapPool<T, R>(items: readonly T[], concurrency: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  return results;
+}
+
+/** Retries transient failures (5xx, network) a bounded number of times. */
+export async function withRetries<T>(what: string, attempts: number, fn: () => Promise<T>): Promise<T> {
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      lastError = error;
+      if (error instanceof ApiCallError && error.status < 500) break; // our mistake: retrying will not help
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    }
+  }
+  throw new Error(`${what} failed: ${lastError instanceof Error ? lastError.message : String(lastError)}`);
+}
+
+/**
+ * Phone numbers unique within a run: +1555, two digits of this run, six of a counter
+ * (the per-phone resend throttle is 30 s, so nobody logs in twice with one number).
+ */
+export function phoneNumbers(): () => string {
+  const run = String(Math.floor(Math.random() * 100)).padStart(2, "0");
+  let counter = 0;
+  return () => `+1555${run}${String(++counter).padStart(6, "0")}`;
+}
+
+/** Logs one new user in: OTP request (the dev server returns the code), then login. */
+export async function loginNewUser(api: ServerApi, phone: string): Promise<BenchUser> {
+  const otp = await withRetries("OTP request", 3, () => api.requestOtp(phone));
+  if (!otp.devCode) throw new Error("the server returned no devCode: is DEV_MODE on?");
+  const session = await withRetries("login", 3, () => api.login(phone, otp.devCode!));
+  return {
+    userId: session.user.userId,
+    deviceId: session.device.deviceId,
+    credentials: session.credentials,
+    refreshToken: session.refreshToken,
+    issuedAt: performance.now(),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Chat sockets
+
+export type SocketFailure = { stage: "handshake" | "ready" | "open"; detail: string };
+
+export type ChatSocketOptions = {
+  url: string;
+  user: BenchUser;
+  /** Called for every message event in seq order as it arrives, with the receive time. */
+  onMessage?: (seq: number, clientId: string, receivedAt: number, socket: ChatSocket) => void;
+  /** Called for every reply frame (acks of sends, answers to syncs). */
+  onReply?: (reply: ReplyFrame, receivedAt: number, socket: ChatSocket) => void;
+  /** The `after` the socket was opened with, when resuming. */
+  after?: number;
+  handshakeTimeoutMs?: number;
+};
+
+/**
+ * One chat WebSocket. It stamps the handshake, the `ready` frame and the moment the
+ * socket is current (caught up), answers catch-up pages with `sync`, and checks that
+ * every event arrives once and in order: seqs must follow each other with no gap
+ * from the first one the server promised (ready.headSeq + 1, or after + 1).
+ */
+export class ChatSocket {
+  readonly user: BenchUser;
+  readonly ws: WebSocket;
+  readonly startedAt = performance.now();
+  openedAt = Number.NaN;
+  readyAt = Number.NaN;
+  /** When the socket had every event up to the head it was told about (live after catch-up). */
+  currentAt = Number.NaN;
+  ready: ReadyFrame | null = null;
+  /** The next seq this socket must see. */
+  expectedSeq = Number.NaN;
+  gaps = 0;
+  duplicates = 0;
+  messages = 0;
+  pages = 0;
+  pongs = 0;
+  repliesOk = 0;
+  repliesFailed = 0;
+  failure: SocketFailure | null = null;
+  closed: { code: number; reason: string } | null = null;
+  onMessage: ChatSocketOptions["onMessage"];
+  onReply: ChatSocketOptions["onReply"];
+  #validatedPage = false;
+  #syncs = 0;
+
+  constructor(options: ChatSocketOptions) {
+    this.user = options.user;
+    this.onMessage = options.onMessage;
+    this.onReply = options.onReply;
+    if (options.after !== undefined) this.expectedSeq = options.after + 1;
+    this.ws = new WebSocket(options.url, {
+      headers: { authorization: `Bearer ${options.user.credentials}` },
+      perMessageDeflate: false,
+      // The servers send valid UTF-8 JSON; skipping the check keeps the receive path cheap.
+      skipUTF8Validation: true,
+      handshakeTimeout: options.handshakeTimeoutMs ?? 15_000,
+      maxPayload: 16 * 1024 * 1024,
+    });
+    this.ws.on("open", () => {
+      this.openedAt = performance.now();
+    });
+    this.ws.on("message", (data: Buffer, isBinary: boolean) => this.#receive(data, isBinary));
+    this.ws.on("unexpected-response", (_request, response) => {
+      this.#fail("handshake", `HTTP ${response.statusCode}`);
+      response.resume();
+      this.ws.terminate();
+    });
+    this.ws.on("error", (error) => this.#fail(Number.isNaN(this.openedAt) ? "handshake" : "open", error.message));
+    this.ws.on("close", (code, reason) => {
+      this.closed = { code, reason: reason.toString() };
+      if (Number.isNaN(this.readyAt)) this.#fail("ready", `closed ${code} ${reason.toString()} before ready`);
+    });
+  }
+
+  get isReady(): boolean {
+    return !Number.isNaN(this.readyAt);
+  }
+
+  get isCurrent(): boolean {
+    return !Number.isNaN(this.currentAt);
+  }
+
+  /** The last seq seen in order. */
+  get lastSeq(): number {
+    return this.expectedSeq - 1;
+  }
+
+  send(frame: object | string): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  sendMessage(id: string, clientId: string, body: string): void {
+    // Hand-built: the same bytes JSON.stringify would give, without the object.
+    this.ws.send(`{"type":"send","id":"${id}","clientId":"${clientId}","body":${JSON.stringify(body)}}`);
+  }
+
+  /** Closes and waits (bounded) for the close handshake, then drops the TCP connection. */
+  async close(timeoutMs = 2_000): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise<void>((resolve) => this.ws.once("close", () => resolve()));
+    try {
+      if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+      else this.ws.close(1000, "bench done");
+    } catch {
+      this.ws.terminate();
+    }
+    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs));
+    await Promise.race([closed, timer]);
+    if ((this.ws.readyState as number) !== WebSocket.CLOSED) this.ws.terminate(); // (it changed while we waited)
+  }
+
+  #fail(stage: SocketFailure["stage"], detail: string): void {
+    this.failure ??= { stage, detail };
+  }
+
+  #receive(data: Buffer, isBinary: boolean): void {
+    const receivedAt = performance.now();
+    if (isBinary) return this.#fail("open", "binary frame from the server");
+    const live = scanLiveMessage(data);
+    if (live !== null && this.isCurrent) {
+      this.#checkSeq(live.seq);
+      this.messages++;
+      this.onMessage?.(live.seq, live.clientId, receivedAt, this);
+      return;
+    }
+    const text = data.toString();
+    if (text === "pong") {
+      this.pongs++;
+      return;
+    }
+    let frame: { type?: string };
+    try {
+      frame = JSON.parse(text) as { type?: string };
+    } catch {
+      return this.#fail("open", `not JSON: ${text.slice(0, 80)}`);
+    }
+    switch (frame.type) {
+      case "ready":
+        return this.#onReady(frame, receivedAt);
+      case "events":
+        return this.#onEvents(frame, receivedAt);
+      case "reply": {
+        const reply = frame as ReplyFrame;
+        if (reply.ok) this.repliesOk++;
+        else this.repliesFailed++;
+        this.onReply?.(reply, receivedAt, this);
+        return;
+      }
+      default:
+        return this.#fail("open", `unexpected frame: ${text.slice(0, 200)}`);
+    }
+  }
+
+  #onReady(raw: unknown, receivedAt: number): void {
+    // Validated in full: one per socket, and it sets the cursor every check depends on.
+    const parsed = ReadyFrame.safeParse(raw);
+    if (!parsed.success) return this.#fail("ready", `invalid ready frame: ${parsed.error.message}`);
+    this.ready = parsed.data;
+    this.readyAt = receivedAt;
+    if (Number.isNaN(this.expectedSeq)) this.expectedSeq = parsed.data.headSeq + 1;
+    if (!parsed.data.catchingUp) this.currentAt = receivedAt;
+  }
+
+  #onEvents(raw: unknown, receivedAt: number): void {
+    // The first full events frame of each socket is checked against the schema (read
+    // as envelopes, as clients must: event types a newer server adds still count for
+    // the order check); the rest are trusted (live ones never get here: scanLiveMessage).
+    if (!this.#validatedPage) {
+      const parsed = EventsFrameEnvelope.safeParse(raw);
+      if (!parsed.success) return this.#fail("open", `invalid events frame: ${parsed.error.message}`);
+      this.#validatedPage = true;
+    }
+    const frame = raw as EventsFrameEnvelope;
+    if (!this.isCurrent) this.pages++;
+    for (const event of frame.events) {
+      this.#checkSeq(event.seq);
+      if (event.type === "message") {
+        this.messages++;
+        this.onMessage?.(event.seq, String(event.clientId), receivedAt, this);
+      }
+    }
+    if (frame.more) {
+      this.send({ type: "sync", id: `sync-${++this.#syncs}` });
+    } else if (!this.isCurrent) {
+      this.currentAt = receivedAt;
+    }
+  }
+
+  #checkSeq(seq: number): void {
+    if (Number.isNaN(this.expectedSeq)) {
+      this.#fail("open", "an event arrived before the ready frame");
+      this.expectedSeq = seq + 1;
+      return;
+    }
+    if (seq === this.expectedSeq) {
+      this.expectedSeq++;
+    } else if (seq > this.expectedSeq) {
+      this.gaps += seq - this.expectedSeq;
+      this.expectedSeq = seq + 1;
+    } else {
+      this.duplicates++; // already seen (or out of order, which for one log is the same fault)
+    }
+  }
+}
+
+/** Order and loss counters summed over sockets. */
+export function integrityOf(sockets: readonly ChatSocket[]): { gaps: number; duplicates: number; failures: number; failureSamples: string[] } {
+  let gaps = 0;
+  let duplicates = 0;
+  const failed: string[] = [];
+  for (const socket of sockets) {
+    gaps += socket.gaps;
+    duplicates += socket.duplicates;
+    if (socket.failure) failed.push(`${socket.failure.stage}: ${socket.failure.detail}`);
+  }
+  return { gaps, duplicates, failures: failed.length, failureSamples: [...new Set(failed)].slice(0, 3) };
+}
+
+/** Closes many sockets, a bounded number at a time. */
+export async function closeAll(sockets: readonly ChatSocket[]): Promise<void> {
+  await mapPool(sockets, 200, (socket) => socket.close());
+}

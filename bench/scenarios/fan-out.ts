@@ -1,0 +1,267 @@
+/**
+ * Group fan-out at stepped offered rates: one sender per chat sends open loop and
+ * every member's socket must get every message once, in order. A step passes when
+ * 100% arrived (within the drain timeout) with p99 <= 50 ms; the knee is the highest
+ * passing rate (every lower rate passing too). Stepping goes on past latency-only
+ * failures, to show throughput, and stops at the first step that loses or delays
+ * deliveries beyond the drain timeout.
+ *
+ * Three shapes share this code: one chat of 100 members, one of 1,000, and 100
+ * chats of 10 (the total rate spread evenly over the chats).
+ */
+import { Targets, type SteppedRates } from "../scenarios.ts";
+import type { Target } from "../targets/target.ts";
+import { closeAll, integrityOf, type ChatSocket } from "../client.ts";
+import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
+import { runOpenLoop, sleep, waitUntil } from "../lib/open-loop.ts";
+import { round } from "../lib/process-stats.ts";
+import { fmt, indexInPhase, ms, openSockets, perSecond, PhaseMeter, ratio, settleAfterSetup, verdict, type CpuFigures, type FiguresByTarget, type RunContext, type Scenario, type TableRow } from "../lib/scenario.ts";
+
+type Room = { chatId: string; sender: ChatSocket; sockets: ChatSocket[] };
+
+export type StepFigures = {
+  offeredRate: number;
+  sent: number;
+  acked: number;
+  ackFailures: number;
+  /** Deliveries to members other than the sender (the sender's own copy is checked, not counted). */
+  expectedDeliveries: number;
+  deliveries: number;
+  deliveriesPerSecond: number;
+  latency: LatencySummary;
+  gaps: number;
+  duplicates: number;
+  clientFellBehind: boolean;
+  passed: boolean;
+  cpu: CpuFigures;
+};
+
+export type FanOutFigures = {
+  chats: number;
+  membersPerChat: number;
+  setupSockets: number;
+  steps: StepFigures[];
+  /** Highest passing rate with every lower step passing too (0: none passed). */
+  kneeRate: number;
+  kneeDeliveriesPerSecond: number;
+  /** Over the steps where every copy arrived. */
+  maxDeliveriesPerSecond: number;
+  /** The first failing step was client-bound: the knee may be the client's, not the server's. */
+  failureClientBound: boolean;
+};
+
+async function openRooms(target: Target, chats: number, membersPerChat: number, context: RunContext): Promise<Room[]> {
+  const users = await target.users(chats * membersPerChat);
+  const rooms: Room[] = [];
+  for (let c = 0; c < chats; c++) {
+    const members = users.slice(c * membersPerChat, (c + 1) * membersPerChat);
+    const chatId = await target.createGroup(members, `fan-out ${c}`);
+    rooms.push({ chatId, sender: null!, sockets: members.map(() => null!) });
+  }
+  const specs = rooms.flatMap((room, c) => users.slice(c * membersPerChat, (c + 1) * membersPerChat).map((user) => ({ url: target.socketUrl(room.chatId), user })));
+  const sockets = await openSockets(specs, 100);
+  rooms.forEach((room, c) => {
+    room.sockets = sockets.slice(c * membersPerChat, (c + 1) * membersPerChat);
+    room.sender = room.sockets[0]!;
+  });
+  context.log(`    ${target.name}: ${sockets.length} sockets open in ${chats} chat(s)`);
+  return rooms;
+}
+
+async function runStep(target: Target, rooms: Room[], rate: number, stepping: SteppedRates, maxP99Ms: number, context: RunContext): Promise<StepFigures> {
+  const count = Math.max(1, Math.round(rate * stepping.stepSeconds));
+  const tagDot = `${context.nextTag("f")}.`;
+  const intendedAt = new Float64Array(count);
+  const received = new Uint16Array(count);
+  const receiversPerMessage = rooms[0]!.sockets.length; // every member's socket, the sender's included
+  const latency = new LatencyRecorder();
+  let deliveries = 0;
+  let lastDeliveryAt = 0;
+  const allSockets = rooms.flatMap((room) => room.sockets);
+  for (const room of rooms) {
+    for (const socket of room.sockets) {
+      const isSender = socket === room.sender;
+      socket.onMessage = (_seq, clientId, receivedAt) => {
+        const index = indexInPhase(clientId, tagDot);
+        if (index < 0 || index >= count) return; // a straggler from an earlier step
+        received[index]!++;
+        if (isSender) return;
+        deliveries++;
+        lastDeliveryAt = receivedAt;
+        latency.recordMs(receivedAt - intendedAt[index]!);
+      };
+    }
+  }
+  const senders = rooms.map((room) => room.sender);
+  const repliesBefore = senders.reduce((sum, s) => sum + s.repliesOk, 0);
+  const failuresBefore = senders.reduce((sum, s) => sum + s.repliesFailed, 0);
+  const integrityBefore = integrityOf(allSockets);
+  const meter = new PhaseMeter(target, context, `fan-out-${rooms.length}x${receiversPerMessage}-${rate}`);
+  await meter.start();
+  const loop = await runOpenLoop({
+    count,
+    ratePerSecond: rate,
+    // Message i goes to chat i mod chats: each chat gets rate/chats, evenly spaced.
+    send: (index, intended) => {
+      intendedAt[index] = intended;
+      rooms[index % rooms.length]!.sender.sendMessage(`${tagDot}${index}`, `${tagDot}${index}`, context.body);
+    },
+  });
+  const expectedDeliveries = loop.sent * (receiversPerMessage - 1);
+  const lastIntendedAt = loop.startedAt + (loop.sent - 1) * (1000 / rate);
+  await waitUntil(() => deliveries >= expectedDeliveries, Math.max(0, lastIntendedAt + stepping.drainTimeoutMs - performance.now()), 5);
+  const cpu = await meter.stop();
+  const integrity = integrityOf(allSockets);
+  const acked = senders.reduce((sum, s) => sum + s.repliesOk, 0) - repliesBefore;
+  const ackFailures = senders.reduce((sum, s) => sum + s.repliesFailed, 0) - failuresBefore;
+  let everyCopy = !loop.abandoned;
+  for (let i = 0; i < loop.sent && everyCopy; i++) if (received[i] !== receiversPerMessage) everyCopy = false;
+  const summary = latency.summary();
+  const gaps = integrity.gaps - integrityBefore.gaps;
+  const duplicates = integrity.duplicates - integrityBefore.duplicates;
+  const seconds = (Math.max(lastDeliveryAt, lastIntendedAt) - loop.startedAt) / 1000;
+  return {
+    offeredRate: rate,
+    sent: loop.sent,
+    acked,
+    ackFailures,
+    expectedDeliveries,
+    deliveries,
+    deliveriesPerSecond: round(deliveries / Math.max(seconds, 0.001), 0),
+    latency: summary,
+    gaps,
+    duplicates,
+    clientFellBehind: loop.abandoned,
+    passed: everyCopy && deliveries === expectedDeliveries && gaps === 0 && duplicates === 0 && ackFailures === 0 && summary.p99Ms <= maxP99Ms,
+    cpu,
+  };
+}
+
+async function runStepped(target: Target, context: RunContext, shape: { chats: number; membersPerChat: number }, stepping: SteppedRates, maxP99Ms: number): Promise<FanOutFigures> {
+  const rooms = await openRooms(target, shape.chats, shape.membersPerChat, context);
+  const steps: StepFigures[] = [];
+  try {
+    await settleAfterSetup(target, context);
+    await warmUp(rooms, context);
+    for (const rate of stepping.rates) {
+      if (performance.now() > context.deadline) break;
+      const step = await runStep(target, rooms, rate, stepping, maxP99Ms, context);
+      steps.push(step);
+      context.log(
+        `    ${target.name} @ ${rate} msg/s: ${step.deliveries}/${step.expectedDeliveries} delivered, p99 ${step.latency.p99Ms} ms, ` +
+          `${step.deliveriesPerSecond} deliveries/s, client ${step.cpu.clientCores} cores, ${step.passed ? "pass" : "FAIL"}`,
+      );
+      // Past the knee, keep stepping while every copy still arrives (only latency
+      // failed): those steps show the throughput. Stop once deliveries fall behind.
+      if (!step.passed && step.deliveries < step.expectedDeliveries) break;
+      if (!step.passed && step.clientFellBehind) break;
+      await sleep(stepping.pauseMs);
+    }
+  } finally {
+    await closeAll(rooms.flatMap((room) => room.sockets));
+  }
+  const passing = steps.filter((s, i) => s.passed && steps.slice(0, i).every((earlier) => earlier.passed));
+  const knee = passing.at(-1);
+  const failure = steps.find((s) => !s.passed);
+  return {
+    chats: shape.chats,
+    membersPerChat: shape.membersPerChat,
+    setupSockets: shape.chats * shape.membersPerChat,
+    steps,
+    kneeRate: knee?.offeredRate ?? 0,
+    kneeDeliveriesPerSecond: knee?.deliveriesPerSecond ?? 0,
+    maxDeliveriesPerSecond: Math.max(0, ...steps.filter((s) => s.deliveries === s.expectedDeliveries).map((s) => s.deliveriesPerSecond)),
+    failureClientBound: failure?.cpu.clientBound ?? false,
+  };
+}
+
+/** One message per chat, delivered everywhere, before the first step: wakes hibernated objects. */
+async function warmUp(rooms: Room[], context: RunContext): Promise<void> {
+  const tag = context.nextTag("fw");
+  const before = rooms.map((room) => room.sockets.map((socket) => socket.messages));
+  rooms.forEach((room, c) => room.sender.sendMessage(`${tag}.${c}`, `${tag}.${c}`, context.body));
+  await waitUntil(() => rooms.every((room, c) => room.sockets.every((socket, s) => socket.messages > before[c]![s]!)), 10_000);
+  await sleep(200);
+}
+
+function steppedRows(figures: FiguresByTarget<FanOutFigures>, kneeTarget: number, rates: number[]): TableRow[] {
+  const { workerd, bare } = figures;
+  const kneeText = (f?: FanOutFigures) => {
+    if (!f) return "-";
+    const top = f.steps.length > 0 && f.steps.every((s) => s.passed) && f.steps.length === rates.length;
+    return `${fmt(f.kneeRate)} msg/s${top ? " (all steps passed)" : ""}${f.failureClientBound ? " (client-bound)" : ""}`;
+  };
+  const rows: TableRow[] = [
+    { metric: "knee (100% delivered, p99 <= 50 ms)", workerd: kneeText(workerd), bare: kneeText(bare), ratio: ratio(workerd?.kneeRate, bare?.kneeRate), target: `>= ${kneeTarget} msg/s`, verdict: verdict(workerd && workerd.kneeRate >= kneeTarget) },
+    { metric: "deliveries/s at the knee", workerd: perSecond(workerd?.kneeDeliveriesPerSecond), bare: perSecond(bare?.kneeDeliveriesPerSecond), ratio: ratio(workerd?.kneeDeliveriesPerSecond, bare?.kneeDeliveriesPerSecond), target: "", verdict: "" },
+    { metric: "deliveries/s, best step with every copy delivered", workerd: perSecond(workerd?.maxDeliveriesPerSecond), bare: perSecond(bare?.maxDeliveriesPerSecond), ratio: ratio(workerd?.maxDeliveriesPerSecond, bare?.maxDeliveriesPerSecond), target: "", verdict: "" },
+  ];
+  const stepText = (step?: StepFigures) =>
+    step ? `p99 ${ms(step.latency.p99Ms)}, ${step.deliveries === step.expectedDeliveries ? "100%" : `${fmt(round((100 * step.deliveries) / Math.max(1, step.expectedDeliveries), 1))}%`}${step.passed ? "" : " FAIL"}` : "-";
+  for (const rate of rates) {
+    const w = workerd?.steps.find((s) => s.offeredRate === rate);
+    const b = bare?.steps.find((s) => s.offeredRate === rate);
+    if (!w && !b) continue;
+    rows.push({ metric: `  @ ${fmt(rate)} msg/s`, workerd: stepText(w), bare: stepText(b), ratio: ratio(w?.latency.p99Ms, b?.latency.p99Ms), target: "", verdict: "" });
+  }
+  return rows;
+}
+
+function steppedNotes(label: string, figures: FiguresByTarget<FanOutFigures>): string[] {
+  const notes: string[] = [];
+  for (const [name, f] of Object.entries(figures)) {
+    if (!f) continue;
+    if (f.failureClientBound) notes.push(`${label} on ${name}: the first failing step was client-bound (client CPU >= 0.9 cores): the knee is at least the client's limit, not necessarily the server's`);
+    const bound = f.steps.filter((s) => s.cpu.clientBound).map((s) => s.offeredRate);
+    if (bound.length > 0 && !f.failureClientBound) notes.push(`${label} on ${name}: client-bound at ${bound.join(", ")} msg/s`);
+    const behind = f.steps.filter((s) => s.clientFellBehind).map((s) => s.offeredRate);
+    if (behind.length > 0) notes.push(`${label} on ${name}: the client fell > 5 s behind its schedule at ${behind.join(", ")} msg/s and stopped sending`);
+  }
+  return notes;
+}
+
+export const fanOut100: Scenario<FanOutFigures> = {
+  name: "fanOut100",
+  title: "fan-out, 100 members",
+  targets: ["workerd", "bare"],
+  run(target, context) {
+    const p = context.params.fanOut100;
+    return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets.fanOut100.p99Ms);
+  },
+  rows(figures, context) {
+    const p = context.params.fanOut100;
+    return [{ metric: `members`, workerd: String(p.members), bare: String(p.members), ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets.fanOut100.kneeRate, p.rates)];
+  },
+  notes: (figures) => steppedNotes("fan-out 100", figures),
+};
+
+export const fanOut1000: Scenario<FanOutFigures> = {
+  name: "fanOut1000",
+  title: "fan-out, 1,000 members",
+  targets: ["workerd", "bare"],
+  run(target, context) {
+    const p = context.params.fanOut1000;
+    return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets.fanOut1000.p99Ms);
+  },
+  rows(figures, context) {
+    const p = context.params.fanOut1000;
+    return [{ metric: `members`, workerd: String(p.members), bare: String(p.members), ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets.fanOut1000.kneeRate, p.rates)];
+  },
+  notes: (figures) => steppedNotes("fan-out 1,000", figures),
+};
+
+export const manyChats: Scenario<FanOutFigures> = {
+  name: "manyChats",
+  title: "100 chats x 10 members",
+  targets: ["workerd", "bare"],
+  run(target, context) {
+    const p = context.params.manyChats;
+    return runStepped(target, context, { chats: p.chats, membersPerChat: p.membersPerChat }, p, Targets.manyChats.p99Ms);
+  },
+  rows(figures, context) {
+    const p = context.params.manyChats;
+    const shape = `${p.chats} x ${p.membersPerChat}`;
+    return [{ metric: "chats x members (rates are totals)", workerd: shape, bare: shape, ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets.manyChats.kneeRate, p.rates)];
+  },
+  notes: (figures) => steppedNotes("100 chats x 10", figures),
+};
