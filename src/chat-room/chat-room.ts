@@ -24,7 +24,9 @@ import {
   type SendMessageRequest,
   type SendResult,
 } from "../protocol/index.ts";
-import { commands, type RoomCommands } from "./commands.ts";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { commands, type Respond, type RoomCommands } from "./commands.ts";
+import { SendBatch } from "./send-batch.ts";
 import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
 import { SendRateLimiter } from "./send-rate.ts";
@@ -41,6 +43,11 @@ export type CreateChatInput = {
   memberIds: string[];
 };
 
+/** Sends stored per commit at most: bounds the work (and broadcast frame) of one turn. */
+const MAX_SENDS_PER_COMMIT = 64;
+
+type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
+
 /** Retry delay for telling members' User objects about the chat after a failure. */
 const INDEX_RETRY_MS = 30_000;
 
@@ -56,8 +63,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   readonly #sessions: Sessions;
   #log!: EventLog;
   #membership!: Membership;
-  /** Events stored in this turn, pushed after the sender's reply (ack, then broadcast). */
-  #unbroadcast: ChatEvent[] = [];
+  readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#storeSends(batch), MAX_SENDS_PER_COMMIT);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -115,10 +121,8 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   }
 
   /** The REST path of a send (bots, tests, clients without the chat open). */
-  send(sender: Sender, input: SendMessageRequest): Outcome<SendResult> {
-    const outcome = attempt(() => this.sendMessage(sender, input));
-    this.#broadcastStored();
-    return outcome;
+  send(sender: Sender, input: SendMessageRequest): Promise<Outcome<SendResult>> {
+    return new Promise((resolve) => this.enqueueSend(sender, input, resolve));
   }
 
   history(userId: string, query: HistoryQuery): Outcome<HistoryPage> {
@@ -220,21 +224,14 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       return id === null ? sendErrorFrame(ws, error) : sendFrame(ws, { type: "reply", id, ok: false, error });
     }
     const frame = parsed.data;
+    const respond: Respond<unknown> = (outcome) =>
+      sendFrame(ws, outcome.ok ? { type: "reply", id: frame.id, ok: true, result: outcome.value } : { type: "reply", id: frame.id, ok: false, error: outcome.error });
     try {
-      const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame) => unknown;
-      const result = handler(this, ws, session, frame);
-      sendFrame(ws, { type: "reply", id: frame.id, ok: true, result });
+      const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame, respond: Respond<unknown>) => void;
+      handler(this, ws, session, frame, respond);
     } catch (error) {
-      sendFrame(ws, { type: "reply", id: frame.id, ok: false, error: errorBodyOf(error) });
+      respond(failed(error));
     }
-    this.#broadcastStored();
-  }
-
-  #broadcastStored(): void {
-    if (this.#unbroadcast.length === 0) return;
-    const events = this.#unbroadcast;
-    this.#unbroadcast = [];
-    this.#sessions.broadcast(events);
   }
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
@@ -250,13 +247,35 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
 
   // ---- Commands (RoomCommands) ----
 
-  sendMessage(sender: Sender, input: SendMessageRequest): SendResult {
+  enqueueSend(sender: Sender, input: SendMessageRequest, respond: Respond<SendResult>): void {
+    this.#sendBatch.add({ sender, input, respond });
+  }
+
+  /**
+   * Stores a batch of sends in one turn: one transaction, one commit. Each sender
+   * gets its ack first, then every live socket gets the batch's events in one frame.
+   */
+  #storeSends(batch: PendingSend[]): void {
+    const now = Date.now();
+    const stored: ChatEvent[] = [];
+    const outcomes = batch.map(({ sender, input }) => {
+      try {
+        const result = this.#storeMessage(sender, input, now, stored);
+        return { ok: true, value: result } as const;
+      } catch (error) {
+        return failed(error);
+      }
+    });
+    batch.forEach(({ respond }, index) => respond(outcomes[index]!));
+    this.#sessions.broadcast(stored);
+  }
+
+  #storeMessage(sender: Sender, input: SendMessageRequest, now: number, stored: ChatEvent[]): SendResult {
     const member = this.#membership.requireMember(sender.userId);
     const chat = this.#membership.requireChat();
     if (chat.kind === "broadcast" && member.role !== "admin") {
       throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
     }
-    const now = Date.now();
     const waitMs = this.#sendRate.waitMs(sender.userId, now);
     if (waitMs > 0) {
       // A retry of a stored message is answered even when the sender is over its rate.
@@ -267,7 +286,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     const { event, duplicate } = this.#log.appendMessage(sender, input, now);
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
-      this.#unbroadcast.push(event);
+      stored.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
@@ -314,10 +333,11 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   }
 }
 
-function errorBodyOf(error: unknown): ErrorBody {
-  if (error instanceof AppError) return error.toBody();
+/** An expected failure as itself; anything else is logged and answered as `internal`. */
+function failed(error: unknown): { ok: false; status: ContentfulStatusCode; error: ErrorBody } {
+  if (error instanceof AppError) return { ok: false, status: error.status, error: error.toBody() };
   log.error("command failed", describeError(error));
-  return internalErrorBody;
+  return { ok: false, status: 500, error: internalErrorBody };
 }
 
 const KNOWN_TYPES = new Set(Object.keys(commands));

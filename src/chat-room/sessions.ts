@@ -58,6 +58,7 @@ export class Sessions {
 
   /** Pushes newly stored events to every live socket; catching-up sockets get them in a page. */
   broadcast(events: ChatEvent[]): void {
+    if (events.length === 0) return;
     const frame: EventsFrame = { type: "events", chatId: this.#chatId(), events, more: false };
     const text = JSON.stringify(frame); // serialized once for every socket
     for (const [ws, state] of this.#states) {
