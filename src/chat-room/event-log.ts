@@ -56,15 +56,13 @@ export class EventLog {
   appendMessage(sender: Sender, input: SendMessageRequest, now: number): AppendedMessage {
     const seq = this.#headSeq + 1;
     const messageId = crypto.randomUUID();
-    const inserted = this.#sql
-      .exec(
-        `INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, reply_to_seq)
-         VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (actor_device_id, client_id) DO NOTHING RETURNING seq`,
-        seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null,
-      )
-      .toArray();
-    if (inserted.length === 1) {
+    const { rowsWritten } = this.#sql.exec(
+      `INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, reply_to_seq)
+       VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (actor_device_id, client_id) DO NOTHING`,
+      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null,
+    );
+    if (rowsWritten > 0) {
       this.#headSeq = seq;
       const event: MessageEvent = {
         type: "message", seq, createdAt: now, messageId, senderId: sender.userId,
