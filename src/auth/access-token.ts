@@ -13,8 +13,30 @@ export async function issueAccessToken(config: Config, userId: string, deviceId:
   return sign(claims, config.jwtSecret, ALGORITHM);
 }
 
+/**
+ * Tokens this isolate has already verified, by their exact text. A signature check
+ * is deterministic, so a token seen before needs only its expiry checked again;
+ * the device check (revocation) is never cached. Bounded: oldest entries go first.
+ */
+const verifiedByConfig = new WeakMap<Config, Map<string, AccessClaims>>();
+const MAX_VERIFIED = 10_000;
+
 /** Verifies signature, algorithm and expiry; the device check is the caller's. */
 export async function verifyAccessToken(config: Config, token: string): Promise<AccessClaims> {
+  let verified = verifiedByConfig.get(config); // per secret: never trust another key's result
+  if (!verified) verifiedByConfig.set(config, (verified = new Map()));
+  const known = verified.get(token);
+  if (known) {
+    if (known.exp * 1000 > Date.now()) return known;
+    verified.delete(token);
+  }
+  const claims = await verifySignature(config, token);
+  if (verified.size >= MAX_VERIFIED) verified.delete(verified.keys().next().value!);
+  verified.set(token, claims);
+  return claims;
+}
+
+async function verifySignature(config: Config, token: string): Promise<AccessClaims> {
   let payload: unknown;
   try {
     payload = await verify(token, config.jwtSecret, ALGORITHM);
