@@ -220,35 +220,26 @@ function steppedNotes(label: string, figures: FiguresByTarget<FanOutFigures>): s
   return notes;
 }
 
-export const fanOut100: Scenario<FanOutFigures> = {
-  name: "fanOut100",
-  title: "fan-out, 100 members",
-  targets: ["workerd", "bare"],
-  run(target, context) {
-    const p = context.params.fanOut100;
-    return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets.fanOut100.p99Ms);
-  },
-  rows(figures, context) {
-    const p = context.params.fanOut100;
-    return [{ metric: `members`, workerd: String(p.members), bare: String(p.members), ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets.fanOut100.kneeRate, p.rates)];
-  },
-  notes: (figures) => steppedNotes("fan-out 100", figures),
-};
+/** One chat with `members` sockets, at stepped rates: the 100- and 1,000-member scenarios. */
+function singleChatFanOut(name: "fanOut100" | "fanOut1000", title: string, label: string): Scenario<FanOutFigures> {
+  return {
+    name,
+    title,
+    targets: ["workerd", "bare"],
+    run(target, context) {
+      const p = context.params[name];
+      return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets[name].p99Ms);
+    },
+    rows(figures, context) {
+      const p = context.params[name];
+      return [{ metric: `members`, workerd: String(p.members), bare: String(p.members), ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets[name].kneeRate, p.rates)];
+    },
+    notes: (figures) => steppedNotes(label, figures),
+  };
+}
 
-export const fanOut1000: Scenario<FanOutFigures> = {
-  name: "fanOut1000",
-  title: "fan-out, 1,000 members",
-  targets: ["workerd", "bare"],
-  run(target, context) {
-    const p = context.params.fanOut1000;
-    return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets.fanOut1000.p99Ms);
-  },
-  rows(figures, context) {
-    const p = context.params.fanOut1000;
-    return [{ metric: `members`, workerd: String(p.members), bare: String(p.members), ratio: "", target: "", verdict: "" }, ...steppedRows(figures, Targets.fanOut1000.kneeRate, p.rates)];
-  },
-  notes: (figures) => steppedNotes("fan-out 1,000", figures),
-};
+export const fanOut100 = singleChatFanOut("fanOut100", "fan-out, 100 members", "fan-out 100");
+export const fanOut1000 = singleChatFanOut("fanOut1000", "fan-out, 1,000 members", "fan-out 1,000");
 
 export const manyChats: Scenario<FanOutFigures> = {
   name: "manyChats",
