@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
-import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../migrations/chat-room/migrations.js";
+import { applyMigrations } from "../db/apply-migrations.ts";
 import * as schema from "../db/chat-room-schema.ts";
 import { AppError, internalErrorBody, validationError } from "../lib/app-error.ts";
 import { configFrom, type Config } from "../lib/config.ts";
@@ -75,7 +75,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
-      await migrate(this.#db, migrations);
+      await applyMigrations(this.#db, ctx.storage, migrations);
       this.#log = new EventLog(ctx.storage.sql);
       this.#membership = new Membership(this.#db);
     });

@@ -1,8 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
-import { migrate } from "drizzle-orm/durable-sqlite/migrator";
 import migrations from "../../migrations/user/migrations.js";
+import { applyMigrations } from "../db/apply-migrations.ts";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
 import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
@@ -30,7 +30,7 @@ export class User extends DurableObject<Env> {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
     void ctx.blockConcurrencyWhile(async () => {
-      await migrate(this.#db, migrations);
+      await applyMigrations(this.#db, ctx.storage, migrations);
     });
   }
 
@@ -106,7 +106,11 @@ export class User extends DurableObject<Env> {
       const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get();
       if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
       if (now - device.lastActiveAt > ACTIVITY_WRITE_INTERVAL_MS) {
-        this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
+        // Written in a later turn: a write in this one would hold the answer (and so
+        // every request and socket upgrade) behind its commit, for a display-only time.
+        setTimeout(() => {
+          this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
+        }, 0);
       }
       return null;
     });
