@@ -35,7 +35,13 @@ export type Parameters = {
   manyChats: SteppedRates & { chats: number; membersPerChat: number };
   connectStorm: { clients: number[]; timeoutMs: number };
   /** settleMs: quiet time before sampling memory on workerd (objects hibernate after ~10 s); bareSettleMs: on the bare server (nothing to wait for). */
-  idleSockets: { steps: number[]; settleMs: number; bareSettleMs: number; openBatch: number };
+  /**
+   * accounts: how many accounts own the sockets (each opens steps/accounts sockets on
+   * one chat with its one token). Every upgrade wakes its account's User object for
+   * the device check, and a woken object's memory stays resident, so with one account
+   * per socket the slope measured accounts as much as sockets.
+   */
+  idleSockets: { steps: number[]; settleMs: number; bareSettleMs: number; openBatch: number; accounts: number };
   history: { messages: number; seedWindow: number; pageSize: number; firstPageSamples: number };
   reconnectHerd: { clients: number; behind: number; timeoutMs: number };
   wakeAfterEviction: { skip: boolean; chats: number; idleMs: number; timeoutMs: number };
@@ -54,7 +60,7 @@ const full: Parameters = {
   manyChats: { chats: 100, membersPerChat: 10, rates: [250, 500, 1_000, 1_500, 2_000, 3_000], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500 },
   connectStorm: { clients: [500, 2_000], timeoutMs: 20_000 },
   // ~12 s per step lets every chat object hibernate (about 10 s without events locally).
-  idleSockets: { steps: [0, 500, 1_000, 1_500, 2_000], settleMs: 12_000, bareSettleMs: 1_000, openBatch: 100 },
+  idleSockets: { steps: [0, 500, 1_000, 1_500, 2_000], settleMs: 12_000, bareSettleMs: 1_000, openBatch: 100, accounts: 20 },
   history: { messages: 10_000, seedWindow: 200, pageSize: 200, firstPageSamples: 50 },
   reconnectHerd: { clients: 1_000, behind: 100, timeoutMs: 30_000 },
   wakeAfterEviction: { skip: false, chats: 3, idleMs: 12_000, timeoutMs: 10_000 },
@@ -73,7 +79,7 @@ const quick: Parameters = {
   manyChats: { chats: 20, membersPerChat: 10, rates: [250, 500], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200 },
   connectStorm: { clients: [500], timeoutMs: 8_000 },
   // Too short for the objects to hibernate: the quick slope is of awake sockets.
-  idleSockets: { steps: [0, 250, 500], settleMs: 500, bareSettleMs: 500, openBatch: 250 },
+  idleSockets: { steps: [0, 250, 500], settleMs: 500, bareSettleMs: 500, openBatch: 250, accounts: 10 },
   history: { messages: 1_000, seedWindow: 200, pageSize: 200, firstPageSamples: 20 },
   reconnectHerd: { clients: 200, behind: 100, timeoutMs: 8_000 },
   // Needs ~12 s of idle time: skipped in --quick (the full run measures it).

@@ -32,6 +32,13 @@ async function socketSlots(target: Target, sockets: number): Promise<SocketSlot[
   return [...users.map((user) => ({ url: target.socketUrl(groupA), user })), ...users.map((user) => ({ url: target.socketUrl(groupB), user }))].slice(0, sockets);
 }
 
+/** `sockets` slots on one chat, spread evenly over `accounts` accounts (several sockets per token). */
+async function accountSocketSlots(target: Target, sockets: number, accounts: number): Promise<SocketSlot[]> {
+  const users = await target.users(accounts);
+  const chat = await target.createGroup(users, "idle sockets");
+  return Array.from({ length: sockets }, (_, index) => ({ url: target.socketUrl(chat), user: users[index % users.length]! }));
+}
+
 // ---------------------------------------------------------------------------
 
 export type StormStep = {
@@ -153,7 +160,7 @@ export const idleSockets: Scenario<IdleFigures> = {
 
   async run(target, context) {
     const p = context.params.idleSockets;
-    const slots = await socketSlots(target, Math.max(...p.steps));
+    const slots = await accountSocketSlots(target, Math.max(...p.steps), p.accounts);
     const open: ChatSocket[] = [];
     const points: IdlePoint[] = [];
     let hibernation: { proven: boolean | null; detail: string } = { proven: null, detail: "not checked (quick mode or bare server)" };
