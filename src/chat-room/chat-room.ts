@@ -6,12 +6,11 @@ import * as schema from "../db/chat-room-schema.ts";
 import { AppError, internalErrorBody, validationError } from "../lib/app-error.ts";
 import { configFrom, type Config } from "../lib/config.ts";
 import { describeError, log } from "../lib/log.ts";
-import { attempt, type Outcome } from "../lib/result.ts";
+import { attempt, succeed, type Outcome } from "../lib/result.ts";
 import { countInstanceStart } from "../lib/instance-starts.ts";
 import {
   ClientFrame,
   CloseCode,
-  closeCodeForError,
   Heartbeat,
   Limits,
   type Chat,
@@ -19,6 +18,7 @@ import {
   type ChatKind,
   type ChatSummary,
   type ErrorBody,
+  type MemberRole,
   type HistoryPage,
   type HistoryQuery,
   type SendMessageRequest,
@@ -31,7 +31,8 @@ import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
 import { SendRateLimiter } from "./send-rate.ts";
 import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
-import { ForwardedIdentity, WS_SUBPROTOCOL } from "../lib/forwarded-identity.ts";
+import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
+import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -160,46 +161,35 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       return Response.json({ error: { code: "validation_failed", message: "expected a WebSocket upgrade", retryable: false } }, { status: 426 });
     }
     const identity = ForwardedIdentity.read(request.headers);
-    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    const headers = new Headers();
-    if (ForwardedIdentity.offeredSubprotocol(request.headers)) headers.set("Sec-WebSocket-Protocol", WS_SUBPROTOCOL);
-
     const opened = attempt(() => this.#openSession(identity, new URL(request.url).searchParams.get("after")));
-    if (!opened.ok) {
-      // Refused after the upgrade, with a close code, because a browser cannot read
-      // the HTTP status of a failed upgrade.
-      server.accept();
-      sendErrorFrame(server, opened.error);
-      server.close(closeCodeForError(opened.error.code), opened.error.code);
-      return new Response(null, { status: 101, webSocket: client, headers });
-    }
-    const session = opened.value;
+    if (!opened.ok) return refuseUpgrade(request.headers, opened.error);
+    const { session, role } = opened.value;
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.#sessions.accept(server, session);
-    const member = this.#membership.requireMember(identity.userId);
     sendFrame(server, {
       type: "ready",
       chatId: this.#membership.requireChat().chatId,
       userId: identity.userId,
       deviceId: identity.deviceId,
-      role: member.role,
+      role,
       headSeq: this.#log.headSeq,
       catchingUp: !session.live,
     });
     if (!session.live) this.sendNextPage(server, session);
-    return new Response(null, { status: 101, webSocket: client, headers });
+    return upgradeResponse(request.headers, client);
   }
 
-  #openSession(identity: ForwardedIdentity, afterParam: string | null): SessionState {
+  #openSession(identity: ForwardedIdentity, afterParam: string | null): { session: SessionState; role: MemberRole } {
     const member = this.#membership.requireMember(identity.userId);
     const headSeq = this.#log.headSeq;
-    if (afterParam === null) return { ...identity, cursor: headSeq, live: true };
+    if (afterParam === null) return { session: { ...identity, cursor: headSeq, live: true }, role: member.role };
     const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
     if (!Number.isSafeInteger(after) || after > headSeq) {
       throw new AppError("invalid_cursor", 400, `after must be a seq between 0 and ${headSeq}`, { retryable: false });
     }
     // A member sees the chat from the event that made them a member.
     const cursor = Math.max(after, member.joinedSeq - 1);
-    return { ...identity, cursor, live: cursor >= headSeq };
+    return { session: { ...identity, cursor, live: cursor >= headSeq }, role: member.role };
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -263,7 +253,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     const outcomes = batch.map(({ sender, input }) => {
       try {
         const result = this.#storeMessage(sender, input, now, stored);
-        return { ok: true, value: result } as const;
+        return succeed(result);
       } catch (error) {
         return failed(error);
       }

@@ -1,12 +1,13 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { AppError, internalErrorBody } from "../lib/app-error.ts";
-import { ForwardedIdentity, WS_SUBPROTOCOL } from "../lib/forwarded-identity.ts";
+import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { describeError, log } from "../lib/log.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
 import { parseWith } from "../lib/validate.ts";
 import { authenticate } from "../middleware/auth.ts";
-import { ChatId, closeCodeForError, type ErrorBody, type ErrorFrame } from "../protocol/index.ts";
+import { ChatId } from "../protocol/index.ts";
+import { refuseUpgrade } from "../lib/upgrade-response.ts";
 
 /**
  * `GET /chat/:chatId`: a chat socket. The Worker verifies the token and forwards the
@@ -29,18 +30,3 @@ export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) =>
     return refuseUpgrade(c.req.raw.headers, internalErrorBody);
   }
 });
-
-/**
- * A browser cannot read the status of a failed upgrade (it only sees 1006, which
- * means "reconnect"), so every refusal is told with an error frame and a close code.
- */
-function refuseUpgrade(requestHeaders: Headers, error: ErrorBody): Response {
-  const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-  server.accept();
-  const frame: ErrorFrame = { type: "error", error };
-  server.send(JSON.stringify(frame));
-  server.close(closeCodeForError(error.code), error.code);
-  const headers = new Headers();
-  if (ForwardedIdentity.offeredSubprotocol(requestHeaders)) headers.set("Sec-WebSocket-Protocol", WS_SUBPROTOCOL);
-  return new Response(null, { status: 101, webSocket: client, headers });
-}
