@@ -259,7 +259,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       }
     });
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
-    this.#sessions.broadcast(stored);
+    this.#sessions.broadcast(stored, () => this.ctx.storage.sync());
   }
 
   #storeMessage(sender: Sender, input: SendMessageRequest, now: number, stored: ChatEvent[]): SendResult {
