@@ -15,6 +15,8 @@ export type SteppedRates = {
   drainTimeoutMs: number;
   /** Pause between steps so one step's backlog does not land in the next. */
   pauseMs: number;
+  /** Sent at the first rate before the first step and not measured (cold code). */
+  warmupMessages: number;
 };
 
 export type Parameters = {
@@ -55,9 +57,9 @@ const full: Parameters = {
   settleAfterSetupMs: 12_000,
   oneToOneLatency: { ratePerSecond: 200, seconds: 15, warmupMessages: 200, drainTimeoutMs: 3_000 },
   oneToOneClosedLoop: { seconds: 5, maxRoundTrips: 100_000, roundTripTimeoutMs: 5_000 },
-  fanOut100: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500 },
-  fanOut1000: { members: 1_000, rates: [5, 10, 20, 40, 60, 100], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500 },
-  manyChats: { chats: 100, membersPerChat: 10, rates: [250, 500, 1_000, 1_500, 2_000, 3_000], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500 },
+  fanOut100: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40 },
+  fanOut1000: { members: 1_000, rates: [5, 10, 20, 40, 60, 100], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 20 },
+  manyChats: { chats: 100, membersPerChat: 10, rates: [250, 500, 1_000, 1_500, 2_000, 3_000], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 200 },
   connectStorm: { clients: [500, 2_000], timeoutMs: 20_000 },
   // ~12 s per step lets every chat object hibernate (about 10 s without events locally).
   idleSockets: { steps: [0, 500, 1_000, 1_500, 2_000], settleMs: 12_000, bareSettleMs: 1_000, openBatch: 100, accounts: 20 },
@@ -74,9 +76,9 @@ const quick: Parameters = {
   settleAfterSetupMs: 0,
   oneToOneLatency: { ratePerSecond: 200, seconds: 2, warmupMessages: 50, drainTimeoutMs: 1_000 },
   oneToOneClosedLoop: { seconds: 1, maxRoundTrips: 20_000, roundTripTimeoutMs: 2_000 },
-  fanOut100: { members: 50, rates: [200, 400], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200 },
-  fanOut1000: { members: 200, rates: [20, 50], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200 },
-  manyChats: { chats: 20, membersPerChat: 10, rates: [250, 500], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200 },
+  fanOut100: { members: 50, rates: [200, 400], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10 },
+  fanOut1000: { members: 200, rates: [20, 50], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10 },
+  manyChats: { chats: 20, membersPerChat: 10, rates: [250, 500], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10 },
   connectStorm: { clients: [500], timeoutMs: 8_000 },
   // Too short for the objects to hibernate: the quick slope is of awake sockets.
   idleSockets: { steps: [0, 250, 500], settleMs: 500, bareSettleMs: 500, openBatch: 250, accounts: 10 },
