@@ -20,6 +20,7 @@ import { sleep } from "./lib/open-loop.ts";
 import type { RunContext, Scenario } from "./lib/scenario.ts";
 import { startBareServer } from "./targets/bare-server.ts";
 import { packageVersion, WranglerDevTarget } from "./targets/wrangler-dev.ts";
+import { learnWorkerContext } from "./lib/instance-start-probe.ts";
 import type { Target } from "./targets/target.ts";
 import { oneToOneClosedLoop, oneToOneLatency } from "./scenarios/one-to-one.ts";
 import { fanOut100, fanOut1000, manyChats } from "./scenarios/fan-out.ts";
@@ -155,12 +156,25 @@ async function main(): Promise<void> {
   runNotes.push(`wrangler dev: ${wrangler.launch.openFileLimitNote}`);
   runNotes.push(`wrangler dev readiness: ${wrangler.launch.readySignal}`);
 
+  if (wrangler.inspectorPort !== undefined) {
+    await learnWorkerContext(wrangler.inspectorPort).catch((error: unknown) => runNotes.push(`inspector: could not learn the Worker's execution context (${String(error)}): eviction and hibernation are not proven`));
+  }
   await wrangler.verifyClientIpPassThrough();
   log(`cf-connecting-ip: ${wrangler.launch.clientIpPassThrough}`);
   runNotes.push(`cf-connecting-ip pass-through: ${wrangler.launch.clientIpPassThrough}`);
+  // Every user is logged in once, up front, except when idle sockets run first: they
+  // are measured on a fresh runtime holding only their own few accounts, because a
+  // bulk login leaves ~800 MiB of resident high-water mark that hides their growth.
   const userCount = usersNeeded(params);
-  await wrangler.users(userCount);
-  log(`${userCount} users logged in in ${Math.round(wrangler.setup.userMs)} ms (setup, not in any figure)`);
+  let everyUserLoggedIn = false;
+  const logInEveryUser = async () => {
+    if (everyUserLoggedIn) return;
+    everyUserLoggedIn = true;
+    const before = wrangler.setup.userMs;
+    await wrangler.users(userCount);
+    log(`${userCount} users logged in in ${Math.round(wrangler.setup.userMs - before)} ms (setup, not in any figure)`);
+  };
+  if (selected[0] !== idleSockets) await logInEveryUser();
 
   const context: RunContext = {
     params,
@@ -190,6 +204,7 @@ async function main(): Promise<void> {
       entry.notes.push(`${scenario.title}: skipped, the run's time budget was spent`);
       continue;
     }
+    if (scenario !== idleSockets) await logInEveryUser();
     log(`${scenario.title}`);
     for (const target of targets) {
       if (!scenario.targets.includes(target.name)) continue;
@@ -214,6 +229,8 @@ async function main(): Promise<void> {
         await target.refreshProcesses().catch(() => undefined);
         const restarted = target.memoryPid !== runtimeBefore || commandLine(runtimeBefore) === "";
         if (!restarted) break;
+        // A new runtime has a new execution context for the start counter.
+        if (target.inspectorPort !== undefined) await learnWorkerContext(target.inspectorPort).catch(() => undefined);
         const retry = attempt === 1 && performance.now() < context.deadline;
         entry.notes.push(`${scenario.title}: the workerd runtime restarted during the run (pid ${runtimeBefore} -> ${target.memoryPid}; wrangler dev reloads when src/ changes)${retry ? ": run again" : ": figures may be affected"}`);
         log(`  the workerd runtime restarted during ${scenario.name}${retry ? ": running it again" : ""}`);

@@ -1,75 +1,56 @@
 /**
- * Counts ChatRoom constructor runs without changing the server. The Worker counts
- * them in src/lib/instance-starts.ts but does not expose the count over HTTP, so the
- * benchmark asks the debugger instead: through wrangler's inspector port it finds the
- * bundled line `countInstanceStart("ChatRoom")` and sets a breakpoint there whose
- * condition logs a marker and returns false (it never pauses). Each marker that comes
- * back as a console event is one object start: after an idle period, a start on the
- * first message proves the object had been evicted.
+ * Reads the Worker's count of ChatRoom constructor runs (src/lib/instance-starts.ts)
+ * without changing the server: it keeps the counts on globalThis under a registered
+ * symbol, and this reads them with one `Runtime.evaluate` through wrangler's
+ * inspector port. No breakpoint and no debugger stay attached, so the starts being
+ * counted run at full speed (a conditional-breakpoint probe that stayed attached
+ * added ~13 ms to the first wake after an idle period).
  *
- * Attach only around the measurement: with the debugger on, every console line the
- * Worker writes travels over this socket too.
+ * A constructor runs only when an object starts: read before and after an idle
+ * period's first messages, a difference of one start per chat proves every chat's
+ * object had been evicted.
  */
 import { CdpSession } from "./cdp.ts";
 
-const MARKER = "__edgechat_bench_instance_start__";
-const NEEDLE = 'countInstanceStart("ChatRoom")';
+const EXPRESSION = `globalThis[Symbol.for("edgechat.instanceStarts")]?.ChatRoom ?? 0`;
 
-export class InstanceStartProbe {
-  readonly #session: CdpSession;
-  #starts = 0;
+/**
+ * The inspector names the Worker's execution context only once, to the first session
+ * that enables the Runtime domain after the runtime starts; later sessions must pass
+ * its id. So `learnWorkerContext` runs right after wrangler dev is up, before any
+ * other inspector session, and the id is kept per inspector port.
+ */
+const workerContexts = new Map<number, string>();
 
-  private constructor(session: CdpSession) {
-    this.#session = session;
-  }
-
-  /** Connects and sets the breakpoint; throws with the reason when it cannot. */
-  static async attach(inspectorPort: number, timeoutMs = 5_000): Promise<InstanceStartProbe> {
-    const session = await CdpSession.connect(inspectorPort, timeoutMs);
-    const probe = new InstanceStartProbe(session);
-    const scripts: { scriptId: string; url: string }[] = [];
+export async function learnWorkerContext(inspectorPort: number, timeoutMs = 5_000): Promise<void> {
+  const session = await CdpSession.connect(inspectorPort, timeoutMs);
+  try {
+    let uniqueId: string | null = null;
     session.onEvent((message) => {
-      if (message.method === "Debugger.scriptParsed") scripts.push(message.params as { scriptId: string; url: string });
-      if (message.method === "Runtime.consoleAPICalled") {
-        const args = (message.params?.args ?? []) as { value?: unknown }[];
-        if (args.some((arg) => arg.value === MARKER)) probe.#starts++;
-      }
+      if (message.method === "Runtime.executionContextCreated") uniqueId = (message.params as { context: { uniqueId: string } }).context.uniqueId;
     });
-    try {
-      await session.call("Runtime.enable", {}, timeoutMs);
-      await session.call("Debugger.enable", {}, timeoutMs);
-      // scriptParsed events for the loaded scripts follow Debugger.enable.
-      const deadline = performance.now() + timeoutMs;
-      let location: { scriptId: string; lineNumber: number } | null = null;
-      while (!location && performance.now() < deadline) {
-        for (const script of scripts.filter((s) => s.url.includes("/.wrangler/tmp/"))) {
-          const found = await session.call("Debugger.searchInContent", { scriptId: script.scriptId, query: NEEDLE }, timeoutMs);
-          const hit = (found.result as { lineNumber: number }[] | undefined)?.[0];
-          if (hit) location = { scriptId: script.scriptId, lineNumber: hit.lineNumber };
-        }
-        if (!location) await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      if (!location) throw new Error(`no loaded script contains ${NEEDLE}`);
-      await session.call("Debugger.setBreakpoint", { location, condition: `(console.debug(${JSON.stringify(MARKER)}), false)` }, timeoutMs);
-      return probe;
-    } catch (error) {
-      session.terminate();
-      throw error;
-    }
+    await session.call("Runtime.enable", {}, timeoutMs);
+    const deadline = performance.now() + timeoutMs;
+    while (uniqueId === null && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (uniqueId === null) throw new Error("the inspector announced no execution context");
+    workerContexts.set(inspectorPort, uniqueId);
+    await session.call("Runtime.disable", {}, timeoutMs).catch(() => undefined);
+  } finally {
+    session.close();
   }
+}
 
-  /** ChatRoom constructor runs seen since attach. */
-  get starts(): number {
-    return this.#starts;
-  }
-
-  async detach(): Promise<void> {
-    try {
-      await this.#session.call("Debugger.disable", {}, 2_000);
-      await this.#session.call("Runtime.disable", {}, 2_000);
-    } catch {
-      // closing anyway
-    }
-    this.#session.close();
+export async function readChatRoomStarts(inspectorPort: number, timeoutMs = 5_000): Promise<number> {
+  const uniqueContextId = workerContexts.get(inspectorPort);
+  if (uniqueContextId === undefined) throw new Error("the Worker's execution context is unknown (learnWorkerContext did not run or failed)");
+  const session = await CdpSession.connect(inspectorPort, timeoutMs);
+  try {
+    const answer = await session.call("Runtime.evaluate", { expression: EXPRESSION, returnByValue: true, uniqueContextId }, timeoutMs);
+    const { result, exceptionDetails } = answer as { result?: { value?: unknown }; exceptionDetails?: { text?: string } };
+    if (exceptionDetails) throw new Error(`evaluating the start count failed: ${exceptionDetails.text ?? "exception"}`);
+    if (typeof result?.value !== "number") throw new Error(`the start count is not a number: ${JSON.stringify(result)}`);
+    return result.value;
+  } finally {
+    session.close();
   }
 }

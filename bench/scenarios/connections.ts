@@ -14,7 +14,7 @@ import { ChatSocket, closeAll, integrityOf, type BenchUser } from "../client.ts"
 import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
 import { sleep, waitUntil } from "../lib/open-loop.ts";
 import { openDescriptors, residentKiB, round } from "../lib/process-stats.ts";
-import { InstanceStartProbe } from "../lib/instance-start-probe.ts";
+import { readChatRoomStarts } from "../lib/instance-start-probe.ts";
 import { CdpSession } from "../lib/cdp.ts";
 import { fmt, ms, openSockets, PhaseMeter, ratio, verdict, type CpuFigures, type RunContext, type Scenario } from "../lib/scenario.ts";
 
@@ -254,22 +254,16 @@ async function jsHeapUsedKiB(target: Target): Promise<number | null> {
  * ChatRoom constructor runs for it, that object had hibernated while idle.
  */
 async function checkHibernated(inspectorPort: number, socket: ChatSocket, context: RunContext): Promise<{ proven: boolean | null; detail: string }> {
-  let probe: InstanceStartProbe;
   try {
-    probe = await InstanceStartProbe.attach(inspectorPort);
-  } catch (error) {
-    return { proven: null, detail: `could not attach the inspector probe: ${error instanceof Error ? error.message : String(error)}` };
-  }
-  try {
+    const before = await readChatRoomStarts(inspectorPort);
     const clientId = `${context.nextTag("i")}.0`;
     const repliesBefore = socket.repliesOk;
     socket.sendMessage(clientId, clientId, context.body);
     await waitUntil(() => socket.repliesOk > repliesBefore, 5_000);
-    await sleep(100); // the console event may trail the reply
-    const proven = probe.starts > 0;
+    const proven = (await readChatRoomStarts(inspectorPort)) > before;
     return { proven, detail: proven ? "the first message after the idle period started the ChatRoom object again (it had hibernated)" : "the first message after the idle period found the ChatRoom object awake: hibernation not observed" };
-  } finally {
-    await probe.detach();
+  } catch (error) {
+    return { proven: null, detail: `could not read the start count through the inspector: ${error instanceof Error ? error.message : String(error)}` };
   }
 }
 

@@ -4,15 +4,16 @@
  * start the object again (constructor, migrations check, membership load) before it
  * is stored and delivered. Several chats idle together and are woken one at a time.
  *
- * Eviction is proven, not assumed, with InstanceStartProbe: a ChatRoom constructor
- * run on the first message means the object had been evicted.
+ * Eviction is proven, not assumed: the Worker's count of ChatRoom constructor runs is
+ * read before the idle period and after the wakes (lib/instance-start-probe.ts); one
+ * run per chat means every chat's object had been evicted.
  */
 import { Targets } from "../scenarios.ts";
 import type { ChatSocket } from "../client.ts";
-import { InstanceStartProbe } from "../lib/instance-start-probe.ts";
+import { readChatRoomStarts } from "../lib/instance-start-probe.ts";
 import { sleep, waitUntil } from "../lib/open-loop.ts";
 import { round } from "../lib/process-stats.ts";
-import { ms, openSockets, verdict, type Scenario } from "../lib/scenario.ts";
+import { ms, openSockets, PhaseMeter, verdict, type CpuFigures, type Scenario } from "../lib/scenario.ts";
 
 type Wake = {
   /** Send -> other client on the warm object just before the idle period (median of 11). */
@@ -21,8 +22,8 @@ type Wake = {
   firstMessageMs: number;
   /** Send -> the sender's ack for that message. */
   firstAckMs: number;
-  /** ChatRoom constructor runs during the wake-up (1 = the object had been evicted). */
-  instanceStarts: number | null;
+  /** CPU during the wake (and, with --profile, where the Worker's thread spent it). */
+  cpu: CpuFigures;
 };
 
 export type WakeFigures = {
@@ -31,7 +32,8 @@ export type WakeFigures = {
   wakes: Wake[];
   /** Worst first-message latency: the figure for the target. */
   firstMessageMaxMs: number;
-  evictionProven: number;
+  /** ChatRoom constructor runs over all the wakes (one per chat = every object had been evicted); null when unread. */
+  instanceStarts: number | null;
   probe: string;
 };
 
@@ -42,7 +44,7 @@ export const wakeAfterEviction: Scenario<WakeFigures> = {
 
   async run(target, context) {
     const p = context.params.wakeAfterEviction;
-    if (p.skip) return { skipped: `skipped in --quick: needs ${p.idleMs / 1000} s of idle time`, idleMs: p.idleMs, wakes: [], firstMessageMaxMs: Number.NaN, evictionProven: 0, probe: "" };
+    if (p.skip) return { skipped: `skipped in --quick: needs ${p.idleMs / 1000} s of idle time`, idleMs: p.idleMs, wakes: [], firstMessageMaxMs: Number.NaN, instanceStarts: null, probe: "" };
     const users = await target.users(4 + 2 * p.chats);
     const pairs: { sender: ChatSocket; receiver: ChatSocket }[] = [];
     // Users 0-3 have the 1:1 scenarios' chats: new pairs give new chats.
@@ -74,45 +76,46 @@ export const wakeAfterEviction: Scenario<WakeFigures> = {
       return { deliveredMs: round(deliveredAt - sentAt, 3), ackMs: round(ackAt - sentAt, 3) };
     };
 
-    let probe: InstanceStartProbe | null = null;
-    let probeNote = "";
-    try {
-      // The probe first: turning the debugger on makes V8 drop optimized code, and
-      // that cost belongs in the warm messages below, not in the first wake.
-      if (target.inspectorPort !== undefined) {
-        try {
-          probe = await InstanceStartProbe.attach(target.inspectorPort);
-          probeNote = "ChatRoom constructor runs counted through the inspector (a conditional breakpoint that never pauses)";
-        } catch (error) {
-          probeNote = `could not attach the inspector probe (${error instanceof Error ? error.message : String(error)}): eviction not proven`;
-        }
+    let probeNote = "ChatRoom constructor runs read through the inspector (one Runtime.evaluate before the idle period and one after the wakes; nothing attached in between)";
+    const tryReadStarts = async (): Promise<number | null> => {
+      if (target.inspectorPort === undefined) return null;
+      try {
+        return await readChatRoomStarts(target.inspectorPort);
+      } catch (error) {
+        probeNote = `could not read the start count (${error instanceof Error ? error.message : String(error)}): eviction not proven`;
+        return null;
       }
+    };
+    try {
       const warm = [];
       for (const pair of pairs) {
-        for (let i = 0; i < 20; i++) await timedMessage(pair); // warm up under the debugger
+        for (let i = 0; i < 20; i++) await timedMessage(pair);
         const samples = [];
         for (let i = 0; i < 11; i++) samples.push((await timedMessage(pair)).deliveredMs);
         warm.push(samples.sort((a, b) => a - b)[5]!); // the median: one WAL checkpoint must not be "warm"
       }
+      const startsBefore = await tryReadStarts();
       context.log(`    ${target.name}: ${pairs.length} chat(s) idle for ${p.idleMs / 1000} s`);
       await sleep(p.idleMs);
       const wakes: Wake[] = [];
       for (const [index, pair] of pairs.entries()) {
-        const before = probe?.starts ?? 0;
+        const meter = new PhaseMeter(target, context, `wake-${index + 1}`);
+        await meter.start();
         const first = await timedMessage(pair);
-        await sleep(100); // the console event may trail the reply
-        wakes.push({ warmMs: warm[index]!, firstMessageMs: first.deliveredMs, firstAckMs: first.ackMs, instanceStarts: probe ? probe.starts - before : null });
+        const cpu = await meter.stop();
+        wakes.push({ warmMs: warm[index]!, firstMessageMs: first.deliveredMs, firstAckMs: first.ackMs, cpu });
       }
+      const startsAfter = startsBefore === null ? null : await tryReadStarts();
       return {
         skipped: "",
         idleMs: p.idleMs,
         wakes,
         firstMessageMaxMs: Math.max(...wakes.map((w) => w.firstMessageMs)),
-        evictionProven: wakes.filter((w) => (w.instanceStarts ?? 0) > 0).length,
+        // Only these chats are used meanwhile, each starts at most once per wake.
+        instanceStarts: startsBefore === null || startsAfter === null ? null : startsAfter - startsBefore,
         probe: probeNote,
       };
     } finally {
-      await probe?.detach();
       for (const pair of pairs) await Promise.all([pair.sender.close(), pair.receiver.close()]);
     }
   },
@@ -124,7 +127,7 @@ export const wakeAfterEviction: Scenario<WakeFigures> = {
     return [
       { metric: `first message after ${workerd.idleMs / 1000} s idle (worst)`, workerd: `${ms(workerd.firstMessageMaxMs)} (each: ${list(workerd.wakes.map((w) => w.firstMessageMs))})`, bare: "n/a", ratio: "", target: `<= ${t.firstMessageMs} ms`, verdict: verdict(workerd.firstMessageMaxMs <= t.firstMessageMs) },
       { metric: "  same chats, warm, before the idle period (median)", workerd: list(workerd.wakes.map((w) => w.warmMs)), bare: "n/a", ratio: "", target: "", verdict: "" },
-      { metric: "  eviction proven (constructor ran on wake)", workerd: `${workerd.evictionProven}/${workerd.wakes.length}`, bare: "n/a", ratio: "", target: "", verdict: "" },
+      { metric: "  eviction proven (constructor runs / chats)", workerd: `${workerd.instanceStarts ?? "?"}/${workerd.wakes.length}`, bare: "n/a", ratio: "", target: "", verdict: "" },
     ];
   },
 
@@ -132,8 +135,8 @@ export const wakeAfterEviction: Scenario<WakeFigures> = {
     if (!workerd) return [];
     if (workerd.skipped) return [`wake after eviction: ${workerd.skipped}`];
     const notes = [`wake after eviction: ${workerd.probe}`];
-    if (workerd.evictionProven < workerd.wakes.length) {
-      notes.push(`wake after eviction: only ${workerd.evictionProven} of ${workerd.wakes.length} wakes ran the ChatRoom constructor: the others were not proven evicted, their latency may be of a warm object`);
+    if (workerd.instanceStarts !== workerd.wakes.length) {
+      notes.push(`wake after eviction: ${workerd.instanceStarts ?? "no"} ChatRoom constructor runs for ${workerd.wakes.length} wakes: not every chat is proven evicted, some latencies may be of a warm object`);
     }
     return notes;
   },
