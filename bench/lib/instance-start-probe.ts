@@ -16,36 +16,41 @@ const EXPRESSION = `globalThis[Symbol.for("edgechat.instanceStarts")]?.ChatRoom 
 
 /**
  * The inspector names the Worker's execution context only once, to the first session
- * that enables the Runtime domain after the runtime starts; later sessions must pass
- * its id. So `learnWorkerContext` runs right after wrangler dev is up, before any
- * other inspector session, and the id is kept per inspector port.
+ * that enables the Runtime domain after the runtime starts (wrangler's own session may
+ * be first); later sessions must pass its id. The Debugger domain names it too, in
+ * every `scriptParsed` event. So `learnWorkerContext` enables both briefly, right after
+ * wrangler dev is up, and keeps the id per inspector port.
  */
-const workerContexts = new Map<number, string>();
+const workerContexts = new Map<number, number>();
 
 export async function learnWorkerContext(inspectorPort: number, timeoutMs = 5_000): Promise<void> {
   const session = await CdpSession.connect(inspectorPort, timeoutMs);
   try {
-    let uniqueId: string | null = null;
+    let contextId: number | null = null;
     session.onEvent((message) => {
-      if (message.method === "Runtime.executionContextCreated") uniqueId = (message.params as { context: { uniqueId: string } }).context.uniqueId;
+      const params = message.params as { context?: { id: number }; executionContextId?: number; url?: string } | undefined;
+      if (message.method === "Runtime.executionContextCreated" && params?.context) contextId ??= params.context.id;
+      if (message.method === "Debugger.scriptParsed" && params?.executionContextId !== undefined && params.url?.includes("/.wrangler/tmp/")) contextId ??= params.executionContextId;
     });
     await session.call("Runtime.enable", {}, timeoutMs);
+    await session.call("Debugger.enable", {}, timeoutMs);
     const deadline = performance.now() + timeoutMs;
-    while (uniqueId === null && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    if (uniqueId === null) throw new Error("the inspector announced no execution context");
-    workerContexts.set(inspectorPort, uniqueId);
+    while (contextId === null && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await session.call("Debugger.disable", {}, timeoutMs).catch(() => undefined);
     await session.call("Runtime.disable", {}, timeoutMs).catch(() => undefined);
+    if (contextId === null) throw new Error("the inspector announced no execution context");
+    workerContexts.set(inspectorPort, contextId);
   } finally {
     session.close();
   }
 }
 
 export async function readChatRoomStarts(inspectorPort: number, timeoutMs = 5_000): Promise<number> {
-  const uniqueContextId = workerContexts.get(inspectorPort);
-  if (uniqueContextId === undefined) throw new Error("the Worker's execution context is unknown (learnWorkerContext did not run or failed)");
+  const contextId = workerContexts.get(inspectorPort);
+  if (contextId === undefined) throw new Error("the Worker's execution context is unknown (learnWorkerContext did not run or failed)");
   const session = await CdpSession.connect(inspectorPort, timeoutMs);
   try {
-    const answer = await session.call("Runtime.evaluate", { expression: EXPRESSION, returnByValue: true, uniqueContextId }, timeoutMs);
+    const answer = await session.call("Runtime.evaluate", { expression: EXPRESSION, returnByValue: true, contextId }, timeoutMs);
     const { result, exceptionDetails } = answer as { result?: { value?: unknown }; exceptionDetails?: { text?: string } };
     if (exceptionDetails) throw new Error(`evaluating the start count failed: ${exceptionDetails.text ?? "exception"}`);
     if (typeof result?.value !== "number") throw new Error(`the start count is not a number: ${JSON.stringify(result)}`);
