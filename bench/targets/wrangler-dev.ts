@@ -7,7 +7,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { freePort } from "../../test/e2e/support/dev-server.ts"; // shared with the e2e tests
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ServerApi, loginNewUser, mapPool, phoneNumbers, withRetries, type BenchUser } from "../client.ts";
@@ -24,18 +24,6 @@ const TOKEN_REFRESH_AGE_MS = 10 * 60_000;
 const LOGIN_CONCURRENCY = 16;
 
 export type WranglerDevOptions = { startTimeoutMs: number };
-
-/** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 export class WranglerDevTarget implements Target {
   readonly name = "workerd" as const;
