@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import migrations from "../../migrations/chat-room/migrations.js";
-import { applyMigrations } from "../db/apply-migrations.ts";
+import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/chat-room-schema.ts";
 import { AppError, internalErrorBody, validationError } from "../lib/app-error.ts";
 import { configFrom, type Config } from "../lib/config.ts";
@@ -76,10 +76,19 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
-      await applyMigrations(this.#db, ctx.storage, migrations);
-      this.#log = new EventLog(ctx.storage.sql);
-      this.#membership = new Membership(this.#db);
+      if (hasSchema(ctx.storage)) await this.#openStorage();
+      else {
+        // No chat here: every lookup answers chat_not_found and writes nothing.
+        this.#log = EventLog.empty(ctx.storage.sql);
+        this.#membership = Membership.empty(this.#db);
+      }
     });
+  }
+
+  async #openStorage(): Promise<void> {
+    await applyMigrations(this.#db, this.ctx.storage, migrations);
+    this.#log = new EventLog(this.ctx.storage.sql);
+    this.#membership = new Membership(this.#db);
   }
 
   // ---- RPC from the Worker ----
@@ -95,6 +104,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
         return { chat: this.#membership.describe(this.#log.headSeq), created: false };
       });
     }
+    if (!hasSchema(this.ctx.storage)) await this.#openStorage();
     const members = [
       { userId: input.creatorId, role: input.kind === "direct" ? ("member" as const) : ("admin" as const), joinedSeq: 1 },
       ...input.memberIds.map((userId) => ({ userId, role: "member" as const, joinedSeq: 1 })),

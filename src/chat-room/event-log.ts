@@ -39,9 +39,14 @@ export class EventLog {
   readonly #sql: SqlStorage;
   #headSeq: number;
 
-  constructor(sql: SqlStorage) {
+  constructor(sql: SqlStorage, headSeq?: number) {
     this.#sql = sql;
-    this.#headSeq = sql.exec<{ head: number }>("SELECT coalesce(max(seq), 0) AS head FROM events").one().head;
+    this.#headSeq = headSeq ?? sql.exec<{ head: number }>("SELECT coalesce(max(seq), 0) AS head FROM events").one().head;
+  }
+
+  /** The log of a chat that does not exist: nothing is read (there is no table yet). */
+  static empty(sql: SqlStorage): EventLog {
+    return new EventLog(sql, 0);
   }
 
   /** The seq of the latest event (0 before the chat exists). */

@@ -16,10 +16,15 @@ export class Membership {
   #chat: ChatRow | null;
   readonly #members = new Map<string, MemberRow>();
 
-  constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
+  constructor(db: DrizzleSqliteDODatabase<typeof schema>, load = true) {
     this.#db = db;
-    this.#chat = db.select().from(schema.chat).get() ?? null;
-    for (const row of db.select().from(schema.members).all()) this.#members.set(row.userId, row);
+    this.#chat = load ? (db.select().from(schema.chat).get() ?? null) : null;
+    if (load) for (const row of db.select().from(schema.members).all()) this.#members.set(row.userId, row);
+  }
+
+  /** A chat that does not exist: nothing is read (there are no tables yet). */
+  static empty(db: DrizzleSqliteDODatabase<typeof schema>): Membership {
+    return new Membership(db, false);
   }
 
   get chat(): ChatRow | null {

@@ -11,6 +11,15 @@ const APPLIED_KEY = "schema.migrationsApplied";
  * a warm start with nothing to do costs one key read instead of the migrator's
  * transaction and queries.
  */
+/**
+ * Whether this object has ever stored its schema. Reading a key writes nothing, so
+ * an object addressed by an id that does not exist can answer "not found" and leave
+ * no storage behind; the schema is created by the first write that makes it exist.
+ */
+export function hasSchema(storage: DurableObjectStorage): boolean {
+  return storage.kv.get<number>(APPLIED_KEY) !== undefined;
+}
+
 export async function applyMigrations(
   db: DrizzleSqliteDODatabase<Record<string, unknown>>,
   storage: DurableObjectStorage,

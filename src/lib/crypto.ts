@@ -59,3 +59,12 @@ export function constantTimeEqual(a: string, b: string): boolean {
   if (left.length !== right.length) return false;
   return crypto.subtle.timingSafeEqual(left, right);
 }
+
+/** The bytes of a base64url string (no padding); null when it is not base64url. */
+export function fromBase64url(text: string): Uint8Array | null {
+  if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) return null;
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}

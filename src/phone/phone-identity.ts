@@ -1,7 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import { AppError } from "../lib/app-error.ts";
 import { configFrom } from "../lib/config.ts";
-import { constantTimeEqual, hmacHex, randomDigits, randomId } from "../lib/crypto.ts";
+import { constantTimeEqual, hmacHex, randomDigits } from "../lib/crypto.ts";
+import { mintId } from "../lib/minted-id.ts";
 import { attempt, type Outcome } from "../lib/result.ts";
 
 /** What one phone number's object remembers. Small, so it lives in the key-value API. */
@@ -62,6 +63,8 @@ export class PhoneIdentity extends DurableObject<Env> {
   /** Checks a code once. The account is created on the number's first successful login. */
   async verifyCode(phone: string, code: string, now = Date.now()): Promise<Outcome<VerifiedPhone>> {
     const config = configFrom(this.env);
+    // Minted before the checks (it needs an await), used only if this login creates the account.
+    const newAccountId = await mintId(config.hmacSecret, "u");
     const codeHash = await hmacHex(config.hmacSecret, `${phone}:${code}`);
     const state = await this.#state();
     const pending = state.pending;
@@ -88,7 +91,7 @@ export class PhoneIdentity extends DurableObject<Env> {
       }
       delete state.pending;
       const created = state.accountId === undefined;
-      state.accountId ??= randomId("u");
+      state.accountId ??= newAccountId;
       void this.ctx.storage.put(STATE_KEY, state);
       return { accountId: state.accountId, created };
     });

@@ -2,7 +2,8 @@ import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { AppError } from "../lib/app-error.ts";
 import { configFrom } from "../lib/config.ts";
-import { base64url, hmacSha256, randomId } from "../lib/crypto.ts";
+import { hmacSha256 } from "../lib/crypto.ts";
+import { isMintedId, mintId, requireMintedChatId } from "../lib/minted-id.ts";
 import { unwrap } from "../lib/result.ts";
 import { chatRoomObject, userObject } from "../lib/stubs.ts";
 import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
@@ -25,16 +26,16 @@ export const chatRoutes = new Hono<AppEnv>()
     return c.json(body);
   })
   .get("/:chatId", async (c) => {
-    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     return c.json(unwrap(await chatRoomObject(c.env, chatId).getChat(c.get("caller").userId)));
   })
   .get("/:chatId/messages", async (c) => {
-    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const query = queryParams(c, HistoryQuery);
     return c.json(unwrap(await chatRoomObject(c.env, chatId).history(c.get("caller").userId, query)));
   })
   .post("/:chatId/messages", async (c) => {
-    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const input = await jsonBody(c, SendMessageRequest);
     const result = unwrap(await chatRoomObject(c.env, chatId).send(c.get("caller"), input));
     return c.json(result, result.duplicate ? 200 : 201);
@@ -56,7 +57,7 @@ async function creationInput(env: Env, creatorId: string, request: CreateChatReq
   const memberIds = [...new Set(request.memberIds)].filter((id) => id !== creatorId);
   await requireAccounts(env, memberIds);
   return {
-    chatId: randomId("g"),
+    chatId: await mintId(configFrom(env).hmacSecret, "g"),
     kind: request.kind,
     name: request.name,
     description: request.description ?? "",
@@ -72,10 +73,27 @@ async function creationInput(env: Env, creatorId: string, request: CreateChatReq
 export async function directChatId(secret: string, a: string, b: string): Promise<string> {
   const [first, second] = a < b ? [a, b] : [b, a];
   const digest = await hmacSha256(secret, `direct-chat\n${first}\n${second}`);
-  return `d_${base64url(digest.slice(0, 24))}`;
+  return mintId(secret, "d", digest.slice(0, 16));
 }
 
+/** A chat id from the path: malformed is 400, one this server never minted is 404 (no object is woken). */
+export async function chatIdParam(env: Env, raw: string | undefined): Promise<string> {
+  const chatId = parseWith(ChatId, raw);
+  await requireMintedChatId(configFrom(env).hmacSecret, chatId);
+  return chatId;
+}
+
+/**
+ * Every id must be an account. Made-up ids are refused by their tag, with no object
+ * woken; the rest are asked (in parallel) whether their account exists.
+ */
 async function requireAccounts(env: Env, userIds: string[]): Promise<void> {
+  const secret = configFrom(env).hmacSecret;
+  const minted = await Promise.all(userIds.map((id) => isMintedId(secret, "u", id)));
+  const forged = userIds.filter((_, index) => !minted[index]);
+  if (forged.length > 0) {
+    throw new AppError("invalid_member", 400, `no account for ${forged.slice(0, 5).join(", ")}`, { retryable: false });
+  }
   const profiles = await Promise.all(userIds.map((id) => userObject(env, id).publicProfile()));
   const missing = userIds.filter((_, index) => profiles[index] === null);
   if (missing.length > 0) {

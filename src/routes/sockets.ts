@@ -4,9 +4,8 @@ import { AppError, internalErrorBody } from "../lib/app-error.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { describeError, log } from "../lib/log.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
-import { parseWith } from "../lib/validate.ts";
 import { authenticate } from "../middleware/auth.ts";
-import { ChatId } from "../protocol/index.ts";
+import { chatIdParam } from "./chats.ts";
 import { refuseUpgrade } from "../lib/upgrade-response.ts";
 
 /**
@@ -19,7 +18,7 @@ export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) =>
     throw new AppError("validation_failed", 426, "this endpoint takes a WebSocket upgrade", { retryable: false });
   }
   try {
-    const chatId = parseWith(ChatId, c.req.param("chatId"));
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const caller = await authenticate(c.env, c.req.raw.headers);
     const headers = new Headers(c.req.raw.headers);
     ForwardedIdentity.write(headers, caller); // overwrites anything the client sent

@@ -1,6 +1,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { AppError } from "../lib/app-error.ts";
+import { configFrom } from "../lib/config.ts";
+import { isMintedId } from "../lib/minted-id.ts";
 import { phoneObject, userObject } from "../lib/stubs.ts";
 import { parseWith, queryParams } from "../lib/validate.ts";
 import { requireAuth } from "../middleware/auth.ts";
@@ -26,7 +28,9 @@ export const userRoutes = new Hono<AppEnv>()
   });
 
 async function requireProfile(env: Env, userId: string | null): Promise<Profile> {
-  const profile = userId ? await userObject(env, userId).publicProfile() : null;
+  // An id this server never minted has no account: answered without waking an object.
+  const known = userId !== null && (await isMintedId(configFrom(env).hmacSecret, "u", userId));
+  const profile = known ? await userObject(env, userId).publicProfile() : null;
   if (!profile) throw new AppError("not_found", 404, "no user with that number or id", { retryable: false });
   return profile;
 }

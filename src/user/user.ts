@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import migrations from "../../migrations/user/migrations.js";
-import { applyMigrations } from "../db/apply-migrations.ts";
+import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
 import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
@@ -25,29 +25,41 @@ export type IssuedDevice = { device: Device; refreshToken: string };
  */
 export class User extends DurableObject<Env> {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
+  /**
+   * False until the account's first login creates its tables. An object addressed by
+   * an id with no account answers "not found" from every method and writes nothing.
+   */
+  #exists = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
     void ctx.blockConcurrencyWhile(async () => {
-      await applyMigrations(this.#db, ctx.storage, migrations);
+      if (hasSchema(ctx.storage)) await this.#openStorage();
     });
   }
 
+  async #openStorage(): Promise<void> {
+    await applyMigrations(this.#db, this.ctx.storage, migrations);
+    this.#exists = true;
+  }
+
   /** Creates the account on its first login; returns it either way. */
-  ensureAccount(userId: string, phone: string, now = Date.now()): Me {
+  async ensureAccount(userId: string, phone: string, now = Date.now()): Promise<Me> {
+    if (!this.#exists) await this.#openStorage();
     this.#db.insert(schema.profile).values({ userId, phone, createdAt: now }).onConflictDoNothing().run();
     return this.me();
   }
 
   me(): Me {
-    const row = this.#db.select().from(schema.profile).get();
-    if (!row) throw new Error("the account has no profile yet");
+    const row = this.#exists ? this.#db.select().from(schema.profile).get() : undefined;
+    if (!row) throw new AppError("not_found", 404, "no such account");
     return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
   }
 
   /** What other users may see. Null when this id has no account. */
   publicProfile(): Profile | null {
+    if (!this.#exists) return null;
     const row = this.#db.select().from(schema.profile).get();
     if (!row) return null;
     return { userId: row.userId, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
@@ -103,7 +115,7 @@ export class User extends DurableObject<Env> {
   /** Called on every authenticated request: a revoked device is refused at once. */
   checkDevice(deviceId: string, now = Date.now()): Outcome<null> {
     return attempt(() => {
-      const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get();
+      const device = this.#exists ? this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get() : undefined;
       if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
       if (now - device.lastActiveAt > ACTIVITY_WRITE_INTERVAL_MS) {
         // Written in a later turn: a write in this one would hold the answer (and so
@@ -144,6 +156,7 @@ export class User extends DurableObject<Env> {
 
   /** Records that this account belongs to a chat (idempotent). */
   addChat(summary: ChatSummary): void {
+    if (!this.#exists) return; // no such account: nothing to index (and nothing to create)
     this.#db
       .insert(schema.chats)
       .values({ chatId: summary.chatId, kind: summary.kind, name: summary.name, peerId: summary.peerId ?? null, addedAt: summary.addedAt })
