@@ -219,7 +219,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     }
     const id = typeof raw === "object" && raw !== null && "id" in raw && typeof raw.id === "string" ? raw.id : null;
     // Dispatch on `type` first: parsing one frame schema is much cheaper than the union.
-    const schema = typeof raw === "object" && raw !== null && "type" in raw ? frameSchemas[String(raw.type)] : undefined;
+    const schema = typeof raw === "object" && raw !== null && "type" in raw ? frameSchemas.get(String(raw.type)) : undefined;
     const parsed = (schema ?? ClientFrame).safeParse(raw);
     if (!parsed.success) {
       const error = knownType(raw) ? validationError(parsed.error.issues).toBody() : unknownFrame(raw);
@@ -342,8 +342,10 @@ function failed(error: unknown): { ok: false; status: ContentfulStatusCode; erro
   return { ok: false, status: 500, error: internalErrorBody };
 }
 
-const KNOWN_TYPES = new Set(Object.keys(commands));
-const frameSchemas: Record<string, typeof ClientFrame | undefined> = Object.fromEntries(
+// Maps and sets, not plain objects: a frame `type` such as `constructor` or `__proto__`
+// must not find what every object inherits.
+const KNOWN_TYPES: ReadonlySet<string> = new Set(Object.keys(commands));
+const frameSchemas: ReadonlyMap<string, typeof ClientFrame> = new Map(
   ClientFrame.options.map((option) => [option.shape.type.value, option as unknown as typeof ClientFrame]),
 );
 function knownType(raw: unknown): boolean {
