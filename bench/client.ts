@@ -147,13 +147,18 @@ export async function withRetries<T>(what: string, attempts: number, fn: () => P
 }
 
 /**
- * Phone numbers unique within a run: +1555, two digits of this run, six of a counter
- * (the per-phone resend throttle is 30 s, so nobody logs in twice with one number).
+ * Valid phone numbers (the server refuses numbers its metadata calls invalid), unique
+ * within a run: +1 415 NXX XXXX with NXX from 200 to 999, from a random start, so
+ * 8 million in all (the per-phone resend interval is 30 s, so nobody logs in twice
+ * with one number).
  */
 export function phoneNumbers(): () => string {
-  const run = String(Math.floor(Math.random() * 100)).padStart(2, "0");
-  let counter = 0;
-  return () => `+1555${run}${String(++counter).padStart(6, "0")}`;
+  let counter = Math.floor(Math.random() * 7_000_000);
+  return () => {
+    counter += 1;
+    const exchange = 200 + (Math.floor(counter / 10_000) % 800);
+    return `+1415${exchange}${String(counter % 10_000).padStart(4, "0")}`;
+  };
 }
 
 /** Logs one new user in: OTP request (the dev server returns the code), then login. */

@@ -1,11 +1,30 @@
+import { parsePhoneNumberFromString } from "libphonenumber-js/max";
 import { z } from "zod";
 import { Limits } from "./limits.ts";
 
-/** E.164: a plus sign, a non-zero country digit, 7 to 15 digits in all. */
+/**
+ * A phone number as a client sends it: international (a leading `+`), digits, and
+ * optionally spaces, dashes, dots and parentheses, which are dropped. It must be a
+ * valid number of its country (full metadata), and parses to its one canonical
+ * E.164 form, so `+1 (415) 555-0123` and `+14155550123` are the same number and
+ * `+44 07700…` cannot become a second account next to `+44 7700…`.
+ */
 export const PhoneNumber = z
   .string()
-  .regex(/^\+[1-9]\d{6,14}$/, "must be an E.164 number such as +14155550123");
+  .max(40, "must be an E.164 number such as +14155550123")
+  .regex(/^\+[0-9 ().-]+$/, "must be an E.164 number such as +14155550123")
+  .transform((value, ctx) => {
+    const parsed = parsePhoneNumberFromString(value);
+    if (!parsed || !parsed.isValid()) {
+      ctx.addIssue({ code: "custom", message: "not a valid phone number", input: value });
+      return z.NEVER;
+    }
+    return parsed.number;
+  });
 export type PhoneNumber = z.infer<typeof PhoneNumber>;
+
+/** A canonical E.164 number as the server returns it (already checked when it came in). */
+const CanonicalPhone = z.string().regex(/^\+[1-9]\d{6,14}$/);
 
 export const UserId = z.string().regex(/^u_[A-Za-z0-9_-]{16,40}$/, "not a user id");
 export type UserId = z.infer<typeof UserId>;
@@ -45,7 +64,7 @@ export const Profile = z.object({
 export type Profile = z.infer<typeof Profile>;
 
 /** What GET /api/me returns: the profile plus the phone, which only its owner sees. */
-export const Me = Profile.extend({ phone: PhoneNumber });
+export const Me = Profile.extend({ phone: CanonicalPhone });
 export type Me = z.infer<typeof Me>;
 
 /** PATCH /api/me */

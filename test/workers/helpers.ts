@@ -1,12 +1,16 @@
+import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { HistoryPage, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
 let counter = 0;
-/** A phone number and client address no other test uses (storage is shared per file). */
+/** Where this file's phone numbers start: +1 415 NXX XXXX, with NXX from 200 to 999. */
+let phoneCounter = Math.floor(Math.random() * 7_000_000);
+/** A valid phone number and a client address no other test uses (storage is shared per file). */
 export function uniquePhone(): string {
-  counter += 1;
-  return `+1555${String(Date.now() % 1_000_000).padStart(6, "0")}${String(counter).padStart(3, "0")}`.slice(0, 16);
+  phoneCounter += 1;
+  const exchange = 200 + Math.floor(phoneCounter / 10_000) % 800;
+  return `+1415${exchange}${String(phoneCounter % 10_000).padStart(4, "0")}`;
 }
 export function uniqueIp(): string {
   counter += 1;
@@ -34,6 +38,16 @@ export async function expectError(response: Response, status: number, code: stri
 }
 
 export type Session = TokenResponse & { phone: string };
+
+/** Forgets the codes sent to a number, so a test can log it in again without waiting out the resend interval. */
+export async function forgetOtpSends(phone: string): Promise<void> {
+  await runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_instance, state) => {
+    const stored = await state.storage.get<{ sentAt: number[] }>("state");
+    if (!stored) return;
+    stored.sentAt = [];
+    await state.storage.put("state", stored);
+  });
+}
 
 /** Requests a code and logs in with it (development mode returns the code). */
 export async function login(phone = uniquePhone(), deviceName = "test device"): Promise<Session> {

@@ -1,7 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { TokenResponse } from "../../src/protocol/index.ts";
-import { api, expectError, login, uniqueIp, uniquePhone } from "./helpers.ts";
+import { PhoneNumber, TokenResponse } from "../../src/protocol/index.ts";
+import { api, expectError, forgetOtpSends, login, uniqueIp, uniquePhone } from "./helpers.ts";
 
 async function requestCode(phone: string): Promise<string> {
   const response = await api("/api/otp", { body: { phone } });
@@ -10,6 +10,33 @@ async function requestCode(phone: string): Promise<string> {
 }
 
 const wrongCode = (code: string) => String((Number(code) + 1) % 1_000_000).padStart(6, "0");
+
+describe("phone numbers", () => {
+  it("have one canonical form: written with spaces, dashes, dots or parentheses, a number logs into the same account", async () => {
+    const phone = uniquePhone(); // +1415NXXXXXX
+    const [area, exchange, line] = [phone.slice(2, 5), phone.slice(5, 8), phone.slice(8)];
+    const formatted = `+1 (${area}) ${exchange}-${line}`;
+    const dotted = `+1.${area}.${exchange}.${line}`;
+    // The code is requested with one spelling and used with another: both are one PhoneIdentity.
+    const code = await requestCode(formatted);
+    const first = TokenResponse.parse(await (await api("/api/auth/login", { body: { phone, code } })).json());
+    expect(first.user.phone).toBe(phone);
+    await forgetOtpSends(phone);
+    const second = await login(dotted, "second");
+    expect(second.user.userId).toBe(first.user.userId);
+    expect(second.user.phone).toBe(phone);
+    const found = await api(`/api/users/lookup?phone=${encodeURIComponent(formatted)}`, { token: second.credentials });
+    expect(((await found.json()) as { user: { userId: string } }).user.userId).toBe(first.user.userId);
+  });
+
+  it("drop a UK trunk zero, so the variants of a valid number are one number", () => {
+    for (const spelling of ["+447911123456", "+44 07911 123456", "+4407911123456", "+44 (0)7911 123456", "+44 7911-123-456"]) {
+      expect(PhoneNumber.parse(spelling)).toBe("+447911123456");
+    }
+    expect(PhoneNumber.safeParse("+1555675").success).toBe(false);
+    expect(PhoneNumber.safeParse("+4477009675736").success).toBe(false);
+  });
+});
 
 describe("POST /api/auth/login", () => {
   it("creates the account on the first login and returns tokens for a new device", async () => {

@@ -31,8 +31,20 @@ describe("POST /api/otp", () => {
     ["too short", "+12345"],
     ["too long", "+1234567890123456"],
     ["leading zero country", "+0415555012"],
+    ["not a number of its country", "+1555675"],
+    ["an extension", "+1 415 555 0123 ext. 5"],
+    ["national form", "(415) 555-0123"],
   ])("refuses an invalid phone number (%s)", async (_label, phone) => {
     await expectError(await api("/api/otp", { body: { phone } }), 400, "validation_failed");
+  });
+
+  it("refuses a number that is not valid however it is written: no second account through a leading zero", async () => {
+    // +44 7700 9675736 is not a valid UK number; the trunk-prefix variants canonicalise to
+    // it (or to another invalid number), so all three are refused alike, never three accounts.
+    for (const phone of ["+4477009675736", "+44077009675736", "+440077009675736", "+1555675"]) {
+      await expectError(await api("/api/otp", { body: { phone } }), 400, "validation_failed");
+      await expectError(await api("/api/auth/login", { body: { phone, code: "123456" } }), 400, "validation_failed");
+    }
   });
 
   it("refuses malformed JSON, a wrong content type, missing and extra fields", async () => {

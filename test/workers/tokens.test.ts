@@ -145,7 +145,7 @@ describe("profile and lookup", () => {
     const body = (await found.json()) as { user: Record<string, unknown> };
     expect(body.user).toMatchObject({ userId: bob.user.userId, displayName: "Bob" });
     expect(body.user).not.toHaveProperty("phone");
-    await expectError(await api(`/api/users/lookup?phone=%2B19995550000`, { token: alice.credentials }), 404, "not_found");
+    await expectError(await api(`/api/users/lookup?phone=%2B12025550100`, { token: alice.credentials }), 404, "not_found");
     await expectError(await api(`/api/users/lookup?phone=555`, { token: alice.credentials }), 400, "validation_failed");
     const byId = await api(`/api/users/${bob.user.userId}`, { token: alice.credentials });
     expect(byId.status).toBe(200);
@@ -154,7 +154,7 @@ describe("profile and lookup", () => {
   it("limits lookups per account", async () => {
     const alice = await login();
     const statuses: number[] = [];
-    for (let i = 0; i < 61; i++) statuses.push((await api(`/api/users/lookup?phone=%2B1999555${String(i).padStart(4, "0")}`, { token: alice.credentials })).status);
+    for (let i = 0; i < 61; i++) statuses.push((await api(`/api/users/lookup?phone=%2B1202555${String(i).padStart(4, "0")}`, { token: alice.credentials })).status);
     expect(statuses.slice(0, 60).every((s) => s === 404)).toBe(true);
     expect(statuses[60]).toBe(429);
   });

@@ -1,9 +1,12 @@
 import { ApiClient } from "../../../src/client/index.ts";
 
-let counter = 0;
+/** Where this run's phone numbers start: +1 415 NXX XXXX, with NXX from 200 to 999. */
+let counter = Math.floor(Math.random() * 7_000_000);
+/** A valid phone number (libphonenumber's metadata) not used before in this run. */
 export function uniquePhone(): string {
   counter += 1;
-  return `+1666${String(process.pid % 10_000).padStart(4, "0")}${String(Date.now() % 1000).padStart(3, "0")}${String(counter).padStart(2, "0")}`.slice(0, 16);
+  const exchange = 200 + (Math.floor(counter / 10_000) % 800);
+  return `+1415${exchange}${String(counter % 10_000).padStart(4, "0")}`;
 }
 
 /** Logs a new user in through the running server, with the development code. */
