@@ -1,6 +1,7 @@
 import { parsePhoneNumberFromString } from "libphonenumber-js/max";
 import { z } from "zod";
 import { Limits } from "./limits.ts";
+import { longText, nameText, text } from "./text.ts";
 
 /**
  * A phone number as a client sends it: international (a leading `+`), digits, and
@@ -51,7 +52,7 @@ export const LoginRequest = z.strictObject({
   phone: PhoneNumber,
   code: z.string().regex(/^\d{6}$/, "must be 6 digits"),
   /** Shown in the device list, for example "Pixel 9" or "Firefox on Linux". */
-  deviceName: z.string().trim().min(1).max(64).optional(),
+  deviceName: nameText(64).optional(),
 });
 export type LoginRequest = z.infer<typeof LoginRequest>;
 
@@ -70,8 +71,8 @@ export type Me = z.infer<typeof Me>;
 /** PATCH /api/me */
 export const ProfilePatch = z
   .strictObject({
-    displayName: z.string().trim().min(1).max(Limits.maxDisplayNameLength).optional(),
-    about: z.string().trim().max(Limits.maxAboutLength).optional(),
+    displayName: nameText(Limits.maxDisplayNameLength).optional(),
+    about: longText(Limits.maxAboutLength).optional(),
   })
   .refine((patch) => patch.displayName !== undefined || patch.about !== undefined, {
     message: "give displayName or about",
@@ -106,7 +107,7 @@ export const TokenResponse = z.object({
 export type TokenResponse = z.infer<typeof TokenResponse>;
 
 /** POST /api/auth/refresh */
-export const RefreshRequest = z.strictObject({ refreshToken: z.string().min(1).max(200) });
+export const RefreshRequest = z.strictObject({ refreshToken: text().min(1).max(200) });
 export type RefreshRequest = z.infer<typeof RefreshRequest>;
 
 /** GET /api/users/lookup?phone=... */

@@ -2,16 +2,17 @@ import { z } from "zod";
 import { Limits, bodyFitsLimit } from "./limits.ts";
 import { UserId } from "./auth.ts";
 import { ChatEvent, ChatKind, MemberRole, Seq } from "./events.ts";
+import { longText, nameText, text } from "./text.ts";
 
 /** Direct chat ids are derived from the pair (`d_`), group ids are random (`g_`). */
 export const ChatId = z.string().regex(/^[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat id");
 export type ChatId = z.infer<typeof ChatId>;
 
-/** A client-chosen id: frame ids and message clientIds. */
-export const ClientChosenId = z.string().min(1).max(Limits.maxIdLength);
+/** A client-chosen id: frame ids and message clientIds. Well-formed, compared exactly. */
+export const ClientChosenId = text().min(1).max(Limits.maxIdLength);
 
-export const MessageBody = z
-  .string()
+/** Any well-formed text, stored and returned exactly as sent (never normalised). */
+export const MessageBody = text()
   .min(1, "must not be empty")
   .refine(bodyFitsLimit, `must be at most ${Limits.maxBodyBytes} bytes of UTF-8`);
 
@@ -20,8 +21,8 @@ export const CreateChatRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("direct"), peerId: UserId }),
   z.strictObject({
     kind: z.enum(["group", "broadcast"]),
-    name: z.string().trim().min(1).max(Limits.maxChatNameLength),
-    description: z.string().max(Limits.maxChatDescriptionLength).optional(),
+    name: nameText(Limits.maxChatNameLength),
+    description: longText(Limits.maxChatDescriptionLength).optional(),
     /** The other initial members; the creator is added as admin. */
     memberIds: z.array(UserId).max(Limits.maxGroupMembers - 1).default([]),
   }),

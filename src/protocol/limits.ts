@@ -1,10 +1,13 @@
 /** Fixed protocol limits. Deployment-tunable limits live in the Worker's vars. */
 export const Limits = {
-  /** UTF-8 bytes of a message body. */
+  /** UTF-8 bytes of a message body (exact: bodies are well-formed Unicode). */
   maxBodyBytes: 64 * 1024,
-  /** Characters of a client-chosen id (frame id, clientId). */
+  /** UTF-16 code units of a client-chosen id (frame id, clientId). */
   maxIdLength: 64,
-  /** A group's name. */
+  /**
+   * UTF-16 code units of a group's name, a description, a display name and an
+   * about, each counted after NFC normalisation and trimming.
+   */
   maxChatNameLength: 128,
   maxChatDescriptionLength: 2048,
   maxDisplayNameLength: 64,
@@ -21,10 +24,28 @@ export const Limits = {
   maxFrameBytes: 6 * 64 * 1024 + 4096,
 } as const;
 
-const encoder = new TextEncoder();
-/** Whether a body is within maxBodyBytes of UTF-8, encoding only when it could matter. */
+/**
+ * UTF-8 bytes of a string: 1 to 3 per code unit of the Basic Multilingual Plane, 4 per
+ * surrogate pair. Exact for well-formed text, which is all a body can be; an unpaired
+ * surrogate counts 3 bytes, as U+FFFD, the most a UTF-8 encoder writes for it.
+ */
+export function utf8ByteLength(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      i += 1;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/** Whether a body is within maxBodyBytes of UTF-8, counting only when it could matter. */
 export function bodyFitsLimit(text: string): boolean {
   if (text.length * 3 <= Limits.maxBodyBytes) return true; // at most 3 bytes per UTF-16 unit
-  if (text.length > Limits.maxBodyBytes) return false;
-  return encoder.encode(text).length <= Limits.maxBodyBytes;
+  if (text.length > Limits.maxBodyBytes) return false; // at least 1 byte per UTF-16 unit
+  return utf8ByteLength(text) <= Limits.maxBodyBytes;
 }
