@@ -18,6 +18,19 @@ export const app = new Hono<AppEnv>();
 
 app.use(requestId());
 app.use(async (c, next) => {
+  await next();
+  // A socket upgrade's 101 is the runtime's: its headers may be immutable, and no
+  // browser sniffs it. Everything else, errors and 404s included, gets the header.
+  if (c.res.status === 101 || c.res.webSocket) return;
+  try {
+    c.res.headers.set("X-Content-Type-Options", "nosniff");
+  } catch {
+    // Immutable headers (a response fetched from an object): setting c.res copies it.
+    c.res = new Response(c.res.body, c.res);
+    c.res.headers.set("X-Content-Type-Options", "nosniff");
+  }
+});
+app.use(async (c, next) => {
   const started = Date.now();
   await next();
   log.info("request", {
@@ -55,7 +68,9 @@ app.onError((error, c) => {
   if (error instanceof AppError) {
     if (error.status >= 500) log.error("request failed", { requestId: c.get("requestId"), code: error.code, error: error.message });
     const body: ErrorResponse = { error: error.toBody() };
-    return c.json(body, error.status);
+    // The body's retryAfterMs, for clients and proxies that read only the standard header.
+    const headers = error.retryAfterMs === undefined ? undefined : { "Retry-After": String(retryAfterSeconds(error.retryAfterMs)) };
+    return c.json(body, error.status, headers);
   }
   if (error instanceof HTTPException && error.status < 500) {
     const body: ErrorResponse = { error: { code: "validation_failed", message: error.message || "bad request", retryable: false } };
@@ -65,3 +80,8 @@ app.onError((error, c) => {
   const body: ErrorResponse = { error: internalErrorBody };
   return c.json(body, 500);
 });
+
+/** `Retry-After` is whole seconds: rounded up, and at least 1 so that 0 never means "now". */
+export function retryAfterSeconds(retryAfterMs: number): number {
+  return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}
