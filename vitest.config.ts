@@ -28,6 +28,9 @@ export default defineConfig({
                 // itself is tested with these values.
                 SEND_RATE_PER_SECOND: "1",
                 SEND_BURST: "600",
+                // Per account across chats: above one chat's burst, so each limit is testable.
+                ACCOUNT_SEND_RATE_PER_SECOND: "1",
+                ACCOUNT_SEND_BURST: "900",
               },
             },
           }),

@@ -77,6 +77,8 @@ export class WranglerDevTarget implements Target {
       "--var", "OTP_SENDER:console",
       "--var", "SEND_RATE_PER_SECOND:100000",
       "--var", "SEND_BURST:100000",
+      "--var", "ACCOUNT_SEND_RATE_PER_SECOND:100000",
+      "--var", "ACCOUNT_SEND_BURST:100000",
       "--persist-to", stateDir,
     ];
     // workerd died at ~1,900 client sockets with "accept: Too many open files" at the

@@ -26,8 +26,8 @@ type Job<Event> = {
 
 export type BroadcastQueueOptions<Event> = {
   serialize: (events: Event[]) => string;
-  /** Must not throw; called for every socket of a frame, in order. */
-  send: (ws: WebSocket, text: string) => void;
+  /** Must not throw; called for every socket of a frame, in order, with the drain's time. */
+  send: (ws: WebSocket, text: string, now: number) => void;
   /** Sockets sent to per turn. */
   chunk: number;
   /** Events at most in one coalesced frame. */
@@ -67,11 +67,12 @@ export class BroadcastQueue<Event> {
     this.#scheduled = false;
     const { serialize, send } = this.#options;
     let budget = this.#options.chunk;
+    const now = Date.now();
     while (budget > 0 && this.#jobs.length > 0) {
       const job = this.#jobs[0]!;
       const text = (job.text ??= serialize(job.events)); // once per frame, for every socket
       const end = Math.min(job.sockets.length, job.next + budget);
-      for (let i = job.next; i < end; i++) send(job.sockets[i]!, text);
+      for (let i = job.next; i < end; i++) send(job.sockets[i]!, text, now);
       budget -= end - job.next;
       job.next = end;
       if (job.next === job.sockets.length) this.#jobs.shift();

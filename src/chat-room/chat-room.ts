@@ -29,8 +29,9 @@ import { commands, type Respond, type RoomCommands } from "./commands.ts";
 import { SendBatch } from "./send-batch.ts";
 import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
-import { SendRateLimiter } from "./send-rate.ts";
-import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
+import { TokenBuckets } from "../lib/token-buckets.ts";
+import { AccountSendLeases } from "./account-send-leases.ts";
+import { closeQuietly, deviceTag, sendErrorFrame, sendEventsFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
 
@@ -49,6 +50,10 @@ const MAX_SENDS_PER_COMMIT = 64;
 
 type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
 
+/** Catch-up pacing per device and chat: 1 MiB/s, bursts of 2 MiB (8 full pages). */
+const CATCH_UP_BYTES_PER_SECOND = 1024 * 1024;
+const CATCH_UP_BYTES_BURST = 2 * 1024 * 1024;
+
 /** Retry delay for telling members' User objects about the chat after a failure. */
 const INDEX_RETRY_MS = 30_000;
 
@@ -60,18 +65,21 @@ const INDEX_RETRY_MS = 30_000;
 export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
   readonly #config: Config;
-  readonly #sendRate: SendRateLimiter;
+  readonly #sendRate: TokenBuckets;
+  /** Catch-up bytes per device, refilled at `CATCH_UP_BYTES_PER_SECOND` (in memory, like the send rate). */
+  readonly #catchUpBudget = new TokenBuckets(CATCH_UP_BYTES_PER_SECOND, CATCH_UP_BYTES_BURST);
   readonly #sessions: Sessions;
   #log!: EventLog;
   #membership!: Membership;
-  readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#storeSends(batch), MAX_SENDS_PER_COMMIT);
+  readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#leaseThenStore(batch), MAX_SENDS_PER_COMMIT);
+  readonly #accountLeases = new AccountSendLeases((userId, count) => this.env.USER.get(this.env.USER.idFromName(userId)).grantSends(count));
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     countInstanceStart("ChatRoom");
     this.#db = drizzle(ctx.storage, { schema });
     this.#config = configFrom(env);
-    this.#sendRate = new SendRateLimiter(this.#config.send.ratePerSecond, this.#config.send.burst);
+    this.#sendRate = new TokenBuckets(this.#config.send.ratePerSecond, this.#config.send.burst);
     this.#sessions = new Sessions(ctx, () => this.#membership.chat?.chatId ?? "");
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
@@ -142,12 +150,12 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       const headSeq = this.#log.headSeq;
       const floor = member.joinedSeq;
       if (query.after !== undefined) {
-        const events = this.#log.after(Math.max(query.after, floor - 1), query.limit);
+        const { events } = this.#log.after(Math.max(query.after, floor - 1), query.limit, Limits.maxPageBytes);
         const last = events.at(-1)?.seq ?? headSeq;
         return { events, hasMore: last < headSeq, headSeq };
       }
       const before = query.before ?? headSeq + 1;
-      const events = this.#log.before(before, floor, query.limit);
+      const { events } = this.#log.before(before, floor, query.limit, Limits.maxPageBytes);
       const first = events[0]?.seq ?? floor;
       return { events, hasMore: first > floor, headSeq };
     });
@@ -175,7 +183,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     if (!opened.ok) return refuseUpgrade(request.headers, opened.error);
     const { session, role } = opened.value;
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    this.#sessions.accept(server, session);
+    this.#sessions.accept(server, session, Limits.maxSocketsPerDevicePerChat);
     sendFrame(server, {
       type: "ready",
       chatId: this.#membership.requireChat().chatId,
@@ -185,26 +193,29 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       headSeq: this.#log.headSeq,
       catchingUp: !session.live,
     });
-    if (!session.live) this.sendNextPage(server, session);
+    if (!session.live) this.#sendFirstPage(server, session);
     return upgradeResponse(request.headers, client);
   }
 
-  #openSession(identity: ForwardedIdentity, afterParam: string | null): { session: SessionState; role: MemberRole } {
+  #openSession(identity: ForwardedIdentity, afterParam: string | null, now = Date.now()): { session: SessionState; role: MemberRole } {
     const member = this.#membership.requireMember(identity.userId);
     const headSeq = this.#log.headSeq;
-    if (afterParam === null) return { session: { ...identity, cursor: headSeq, live: true }, role: member.role };
+    const base = { userId: identity.userId, deviceId: identity.deviceId, openedAt: now, expiresAt: identity.tokenExpiresAt };
+    if (afterParam === null) return { session: { ...base, cursor: headSeq, live: true }, role: member.role };
     const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
     if (!Number.isSafeInteger(after) || after > headSeq) {
       throw new AppError("invalid_cursor", 400, `after must be a seq between 0 and ${headSeq}`, { retryable: false });
     }
     // A member sees the chat from the event that made them a member.
     const cursor = Math.max(after, member.joinedSeq - 1);
-    return { session: { ...identity, cursor, live: cursor >= headSeq }, role: member.role };
+    return { session: { ...base, cursor, live: cursor >= headSeq }, role: member.role };
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const session = this.#sessions.get(ws);
     if (!session) return closeQuietly(ws, CloseCode.tryAgain, "unknown session");
+    // A socket lives as long as the token it opened with; the client resumes with a new one.
+    if (session.expiresAt <= Date.now()) return this.#sessions.expire(ws);
     if (typeof message !== "string") {
       return sendErrorFrame(ws, { code: "binary_not_supported", message: "frames are JSON text", retryable: false });
     }
@@ -254,6 +265,20 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   }
 
   /**
+   * Stores a batch at once when its senders hold enough of their accounts' send tokens
+   * (the common case: no await on the hot path); otherwise leases them first.
+   */
+  #leaseThenStore(batch: PendingSend[]): void | Promise<void> {
+    const now = Date.now();
+    const needed = new Map<string, number>();
+    for (const { sender } of batch) needed.set(sender.userId, (needed.get(sender.userId) ?? 0) + 1);
+    let covered = true;
+    for (const [userId, count] of needed) covered &&= this.#accountLeases.covers(userId, count, now);
+    if (covered) return this.#storeSends(batch);
+    return this.#accountLeases.prepare(needed, now).then(() => this.#storeSends(batch));
+  }
+
+  /**
    * Stores a batch of sends in one turn: one transaction, one commit. Each sender
    * gets its ack first, then every live socket gets the batch's events in one frame.
    */
@@ -278,7 +303,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     if (chat.kind === "broadcast" && member.role !== "admin") {
       throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
     }
-    const waitMs = this.#sendRate.waitMs(sender.userId, now);
+    const waitMs = Math.max(this.#sendRate.waitMs(sender.userId, now), this.#accountLeases.waitMs(sender.userId, now));
     if (waitMs > 0) {
       // A retry of a stored message is answered even when the sender is over its rate.
       const original = this.#log.findByClientId(sender.deviceId, input.clientId);
@@ -288,22 +313,43 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     const { event, duplicate } = this.#log.appendMessage(sender, input, now);
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
+      this.#accountLeases.take(sender.userId);
       stored.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
 
-  sendNextPage(ws: WebSocket, session: SessionState): number {
+  /**
+   * Sends the socket its next catch-up page (nothing once it is live); returns its
+   * cursor. A page holds at most `catchUpPageSize` events and `Limits.maxPageBytes` of
+   * them, and the next one is sent only when the client asks (`sync`). Pages are also
+   * paced per device and chat (`CatchUpBudget`), so pipelined syncs or reconnect loops
+   * cannot queue megabytes in the runtime: over budget, `sync` answers `rate_limited`.
+   */
+  sendNextPage(ws: WebSocket, session: SessionState, now = Date.now()): number {
     const headSeq = this.#log.headSeq;
     if (session.live) return headSeq;
-    const events = this.#log.after(session.cursor, this.#config.catchUpPageSize);
-    const cursor = events.at(-1)?.seq ?? headSeq;
+    const waitMs = this.#catchUpBudget.waitMs(session.deviceId, now);
+    if (waitMs > 0) throw new AppError("rate_limited", 429, "catching up too fast: sync again later", { retryAfterMs: waitMs });
+    const page = this.#log.after(session.cursor, this.#config.catchUpPageSize, Limits.maxPageBytes);
+    this.#catchUpBudget.take(session.deviceId, now, page.bytes);
+    const cursor = page.events.at(-1)?.seq ?? headSeq;
     // Decided in the same turn as the read: an event stored after this page is either
     // in the next page (more) or pushed live, never both and never neither.
     const live = cursor >= headSeq;
     this.#sessions.save(ws, { ...session, cursor, live });
-    sendFrame(ws, { type: "events", chatId: this.#membership.requireChat().chatId, events, more: !live });
+    sendEventsFrame(ws, this.#membership.requireChat().chatId, page.json, !live);
     return cursor;
+  }
+
+  /** The page a resuming socket gets at once; over the budget, an empty page tells it to `sync` later. */
+  #sendFirstPage(ws: WebSocket, session: SessionState): void {
+    try {
+      this.sendNextPage(ws, session);
+    } catch (error) {
+      if (!(error instanceof AppError) || error.code !== "rate_limited") throw error;
+      sendEventsFrame(ws, this.#membership.requireChat().chatId, [], true);
+    }
   }
 
   #checkReplyTarget(replyToSeq: number, visibleFrom: number): void {

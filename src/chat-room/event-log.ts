@@ -1,4 +1,5 @@
 import { AppError } from "../lib/app-error.ts";
+import { utf8Length } from "../lib/utf8.ts";
 import type { ChatEvent, MessageEvent, SendMessageRequest } from "../protocol/index.ts";
 
 /** The columns of one `events` row, as SQLite returns them. */
@@ -105,25 +106,45 @@ export class EventLog {
     return this.#sql.exec<{ type: string }>("SELECT type FROM events WHERE seq = ?", seq).toArray()[0]?.type ?? null;
   }
 
-  /** Up to `limit` events with seq > `after`, ascending. */
-  after(after: number, limit: number): ChatEvent[] {
-    return this.#sql
-      .exec<EventRow>(`SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-      .toArray()
-      .map(toEvent);
+  /**
+   * Up to `limit` events with seq > `after`, ascending, holding at most `maxBytes` of
+   * event JSON (always at least one event, so one event larger than that still moves
+   * a reader forward). Rows are read one at a time and reading stops at the cap: a
+   * page of big messages never sits in memory beyond what is returned.
+   */
+  after(after: number, limit: number, maxBytes = Number.POSITIVE_INFINITY): EventPage {
+    const rows = this.#sql.exec<EventRow>(`SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit);
+    return takePage(rows, maxBytes);
   }
 
-  /** Up to `limit` events with `floor` <= seq < `before`, ascending. */
-  before(before: number, floor: number, limit: number): ChatEvent[] {
-    return this.#sql
-      .exec<EventRow>(
-        `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`,
-        before, floor, limit,
-      )
-      .toArray()
-      .reverse()
-      .map(toEvent);
+  /** Up to `limit` events with `floor` <= seq < `before`, the newest first read, returned ascending; capped like `after`. */
+  before(before: number, floor: number, limit: number, maxBytes = Number.POSITIVE_INFINITY): EventPage {
+    const rows = this.#sql.exec<EventRow>(
+      `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`,
+      before, floor, limit,
+    );
+    const page = takePage(rows, maxBytes);
+    page.events.reverse();
+    page.json.reverse();
+    return page;
   }
+}
+
+/** Events in read order with their JSON (for frames built without serializing twice). */
+export type EventPage = { events: ChatEvent[]; json: string[]; bytes: number };
+
+function takePage(rows: Iterable<EventRow>, maxBytes: number): EventPage {
+  const page: EventPage = { events: [], json: [], bytes: 0 };
+  for (const row of rows) {
+    const event = toEvent(row);
+    const json = JSON.stringify(event);
+    const bytes = utf8Length(json) + 1; // and its comma
+    if (page.events.length > 0 && page.bytes + bytes > maxBytes) break;
+    page.events.push(event);
+    page.json.push(json);
+    page.bytes += bytes;
+  }
+  return page;
 }
 
 function toEvent(row: EventRow): ChatEvent {

@@ -7,12 +7,14 @@
  * queue is stored in arrival order.
  */
 export class SendBatch<Item> {
-  readonly #store: (batch: Item[]) => void;
+  readonly #store: (batch: Item[]) => void | Promise<void>;
   readonly #maxBatch: number;
   #pending: Item[] = [];
   #scheduled = false;
+  #storing = false;
 
-  constructor(store: (batch: Item[]) => void, maxBatch: number) {
+  /** `store` may be async (it may first lease send tokens); batches are stored one at a time, in order. */
+  constructor(store: (batch: Item[]) => void | Promise<void>, maxBatch: number) {
     this.#store = store;
     this.#maxBatch = maxBatch;
   }
@@ -23,7 +25,7 @@ export class SendBatch<Item> {
   }
 
   #schedule(): void {
-    if (this.#scheduled) return;
+    if (this.#scheduled || this.#storing) return;
     this.#scheduled = true;
     // A macrotask, not a microtask: frames from other sockets get to run first.
     setTimeout(() => this.#flush(), 0);
@@ -32,7 +34,16 @@ export class SendBatch<Item> {
   #flush(): void {
     this.#scheduled = false;
     const batch = this.#pending.splice(0, this.#maxBatch);
+    const stored = this.#store(batch);
+    if (stored instanceof Promise) {
+      // Sends arriving meanwhile wait for the next batch, behind this one.
+      this.#storing = true;
+      void stored.finally(() => {
+        this.#storing = false;
+        if (this.#pending.length > 0) this.#schedule();
+      });
+      return;
+    }
     if (this.#pending.length > 0) this.#schedule();
-    this.#store(batch);
   }
 }

@@ -14,6 +14,10 @@ const SessionState = z.object({
   deviceId: z.string(),
   cursor: z.number().int().nonnegative(),
   live: z.boolean(),
+  /** When the socket opened (ms): the oldest of a device's sockets is closed first. */
+  openedAt: z.number().int().default(0),
+  /** When the access token the socket opened with expires (ms): the socket closes then. */
+  expiresAt: z.number().int().default(Number.MAX_SAFE_INTEGER),
 });
 export type SessionState = z.infer<typeof SessionState>;
 
@@ -40,9 +44,13 @@ export class Sessions {
   #awaitingCommit = 0;
   readonly #broadcasts = new BroadcastQueue<ChatEvent>({
     serialize: (events) => JSON.stringify({ type: "events", chatId: this.#chatId(), events, more: false } satisfies EventsFrame),
-    // A socket closed (or revoked) since the frame was queued is skipped.
-    send: (ws, text) => {
-      if (this.#states.has(ws)) sendText(ws, text);
+    // A socket closed (or revoked) since the frame was queued is skipped; one whose
+    // token expired is closed instead (it resumes from its cursor with a new token).
+    send: (ws, text, now) => {
+      const state = this.#states.get(ws);
+      if (!state) return;
+      if (state.expiresAt <= now) this.expire(ws);
+      else sendText(ws, text);
     },
     chunk: BROADCAST_CHUNK,
     maxEventsPerFrame: MAX_EVENTS_PER_BROADCAST,
@@ -58,9 +66,28 @@ export class Sessions {
     }
   }
 
-  accept(ws: WebSocket, state: SessionState): void {
+  /**
+   * Keeps a new socket. A device has at most `maxPerDevice` sockets on one chat:
+   * beyond that its oldest are closed with `tooManySockets` (a reconnecting client
+   * whose old socket is half-dead gets in; the old one goes).
+   */
+  accept(ws: WebSocket, state: SessionState, maxPerDevice: number): void {
     this.#ctx.acceptWebSocket(ws, socketTags(state.userId, state.deviceId));
     this.save(ws, state);
+    const mine = this.#ctx.getWebSockets(deviceTag(state.deviceId)).filter((socket) => this.#states.has(socket));
+    if (mine.length <= maxPerDevice) return;
+    mine.sort((a, b) => this.#states.get(a)!.openedAt - this.#states.get(b)!.openedAt);
+    for (const oldest of mine.slice(0, mine.length - maxPerDevice)) {
+      if (oldest === ws) continue;
+      this.#states.delete(oldest);
+      closeQuietly(oldest, CloseCode.tooManySockets, "too_many_sockets");
+    }
+  }
+
+  /** Closes a socket whose access token expired: the client refreshes and resumes. */
+  expire(ws: WebSocket): void {
+    this.#states.delete(ws);
+    closeQuietly(ws, CloseCode.unauthorized, "token_expired");
   }
 
   get(ws: WebSocket): SessionState | undefined {
@@ -118,6 +145,11 @@ export class Sessions {
 
 export function sendFrame(ws: WebSocket, frame: ServerFrame): void {
   sendText(ws, JSON.stringify(frame));
+}
+
+/** An `events` frame from events already serialized (a catch-up page), without parsing them again. */
+export function sendEventsFrame(ws: WebSocket, chatId: string, eventsJson: string[], more: boolean): void {
+  sendText(ws, `{"type":"events","chatId":${JSON.stringify(chatId)},"events":[${eventsJson.join(",")}],"more":${more}}`);
 }
 
 export function sendErrorFrame(ws: WebSocket, error: ErrorBody): void {

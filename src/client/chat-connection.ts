@@ -7,6 +7,7 @@ import {
   ServerFrame,
   shouldReconnect,
   type ErrorBody,
+  type ReplyFrame,
   type EventEnvelope,
   type SendResult,
 } from "../protocol/index.ts";
@@ -151,6 +152,7 @@ export class ChatConnection {
       case "events":
         return this.#deliver(frame.events, frame.more);
       case "reply":
+        if (frame.id.startsWith("sync")) return this.#syncAnswered(frame);
         this.#outbox.handleReply(frame);
         return;
       case "error":
@@ -171,8 +173,22 @@ export class ChatConnection {
       const known = ChatEvent.safeParse(event);
       if (known.success) this.#emit("event", known.data); // unknown types are skipped, not a gap
     }
-    if (more) this.#transmit(JSON.stringify({ type: "sync", id: `sync${++this.#syncCounter}` }));
+    if (more) this.#requestNextPage();
     else this.#setStatus("live");
+  }
+
+  #requestNextPage(): void {
+    this.#transmit(JSON.stringify({ type: "sync", id: `sync${++this.#syncCounter}` }));
+  }
+
+  /** The server paces catch-up: a refused `sync` is sent again when it says. */
+  #syncAnswered(reply: ReplyFrame): void {
+    if (reply.ok) return;
+    if (!reply.error.retryable) return this.#emit("error", reply.error);
+    const socket = this.#socket;
+    setTimeout(() => {
+      if (this.#socket === socket && this.#status === "catching-up") this.#requestNextPage();
+    }, reply.error.retryAfterMs ?? 1000);
   }
 
   #shouldReconnect(code: number, reason: string): boolean {

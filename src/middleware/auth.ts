@@ -18,12 +18,23 @@ export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
 });
 
 export async function authenticate(env: Env, headers: Headers): Promise<Caller> {
+  const { userId, deviceId } = await authenticateSocket(env, headers);
+  return { userId, deviceId };
+}
+
+/**
+ * The same check for a request, or for a chat socket (`chatId`): the device's object
+ * learns which chat the socket opens, and the caller learns when the token expires
+ * (the socket is closed then).
+ */
+export async function authenticateSocket(env: Env, headers: Headers, chatId?: string): Promise<Caller & { tokenExpiresAt: number }> {
   const token = bearerToken(headers);
   if (!token) throw new AppError("unauthorized", 401, "send Authorization: Bearer <credentials>", { retryable: false });
   const claims = await verifyAccessToken(configFrom(env), token);
+  const tokenExpiresAt = claims.exp * 1000;
   // Checked on every request so that a revoked device is refused at once.
-  unwrap(await userObject(env, claims.sub).checkDevice(claims.deviceId));
-  return { userId: claims.sub, deviceId: claims.deviceId };
+  unwrap(await userObject(env, claims.sub).checkDevice(claims.deviceId, chatId === undefined ? undefined : { chatId, expiresAt: tokenExpiresAt }));
+  return { userId: claims.sub, deviceId: claims.deviceId, tokenExpiresAt };
 }
 
 function bearerToken(headers: Headers): string | null {

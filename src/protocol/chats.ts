@@ -63,7 +63,23 @@ export const ChatSummary = z.object({
 });
 export type ChatSummary = z.infer<typeof ChatSummary>;
 
-export const ChatList = z.object({ chats: z.array(ChatSummary) });
+/** Where the next page of GET /api/chats starts: opaque to clients. */
+export const ChatListCursor = z.string().regex(/^\d{1,15}\.[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat list cursor");
+
+/** GET /api/chats?limit=&cursor= */
+export const ChatListQuery = z.strictObject({
+  limit: z
+    .string()
+    .regex(/^\d{1,4}$/, "must be a number")
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(Limits.maxChatListPageSize))
+    .default(Limits.defaultChatListPageSize),
+  cursor: ChatListCursor.optional(),
+});
+export type ChatListQuery = z.infer<typeof ChatListQuery>;
+
+/** A page of the caller's chats, newest first; `nextCursor` (when present) fetches the next page. */
+export const ChatList = z.object({ chats: z.array(ChatSummary), nextCursor: ChatListCursor.optional() });
 export type ChatList = z.infer<typeof ChatList>;
 
 /** POST /api/chats/:chatId/messages (and the `send` frame's payload). */

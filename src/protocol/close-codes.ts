@@ -8,7 +8,10 @@ export const CloseCode = {
   normal: 1000,
   /** The server is going away (deploy, restart). Reconnect. */
   goingAway: 1001,
-  /** The token is missing, invalid or expired. Refresh the token, then reconnect. */
+  /**
+   * The token is missing, invalid or expired. Also closes an open socket when the token
+   * it opened with expires (reason `token_expired`). Refresh the token, then reconnect.
+   */
   unauthorized: 4001,
   /** The socket request was malformed (for example `?after=` not a seq, or beyond the head). Fix it first. */
   badRequest: 4400,
@@ -18,6 +21,11 @@ export const CloseCode = {
   chatNotFound: 4004,
   /** This device was revoked (logged out elsewhere). Log in again. */
   deviceRevoked: 4009,
+  /**
+   * This device opened more sockets on this chat than allowed; this, its oldest, was
+   * closed. Do not reconnect automatically (another tab or a newer connection has it).
+   */
+  tooManySockets: 4010,
   /** The server could not serve the socket right now. Reconnect with backoff. */
   tryAgain: 4500,
 } as const;

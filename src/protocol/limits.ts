@@ -17,6 +17,16 @@ export const Limits = {
   /** Events per history page and per catch-up page. */
   maxPageSize: 200,
   /**
+   * Bytes of event JSON (UTF-8) per history page and per catch-up page. A page always
+   * holds at least one event, so a page exceeds this only when its one event does.
+   */
+  maxPageBytes: 256 * 1024,
+  /** Chats per page of GET /api/chats: the default and the most a client may ask for. */
+  defaultChatListPageSize: 50,
+  maxChatListPageSize: 200,
+  /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */
+  maxSocketsPerDevicePerChat: 4,
+  /**
    * A socket frame (in characters) or REST body (in bytes) larger than this is refused
    * before it is parsed. JSON escaping can make a valid 64 KiB body up to 6 times
    * longer (`\u0000` for each control character), so this leaves room for that.

@@ -8,21 +8,25 @@ import { unwrap } from "../lib/result.ts";
 import { chatRoomObject, userObject } from "../lib/stubs.ts";
 import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
 import { requireAuth } from "../middleware/auth.ts";
-import { ChatId, CreateChatRequest, HistoryQuery, SendMessageRequest, type ChatList } from "../protocol/index.ts";
+import { ChatId, ChatListQuery, CreateChatRequest, HistoryQuery, SendMessageRequest, type ChatList } from "../protocol/index.ts";
+import { enforceRateLimit } from "../middleware/rate-limit.ts";
 import type { CreateChatInput } from "../chat-room/chat-room.ts";
 
 /** Chats: creation, the caller's list, details, history and the REST send. */
 export const chatRoutes = new Hono<AppEnv>()
   .use(requireAuth)
   .post("/", async (c) => {
-    const request = await jsonBody(c, CreateChatRequest);
     const { userId } = c.get("caller");
+    // Per account: creating chats in bulk (each adding people without asking) is abuse.
+    await enforceRateLimit(c.env.CHAT_CREATE_LIMITER, userId);
+    const request = await jsonBody(c, CreateChatRequest);
     const input = await creationInput(c.env, userId, request);
     const { chat, created } = unwrap(await chatRoomObject(c.env, input.chatId).create(input));
     return c.json(chat, created ? 201 : 200);
   })
   .get("/", async (c) => {
-    const body: ChatList = { chats: await userObject(c.env, c.get("caller").userId).listChats() };
+    const query = queryParams(c, ChatListQuery);
+    const body: ChatList = await userObject(c.env, c.get("caller").userId).listChats(query);
     return c.json(body);
   })
   .get("/:chatId", async (c) => {
@@ -30,6 +34,8 @@ export const chatRoutes = new Hono<AppEnv>()
     return c.json(unwrap(await chatRoomObject(c.env, chatId).getChat(c.get("caller").userId)));
   })
   .get("/:chatId/messages", async (c) => {
+    // Per account: each page is bounded, and so is how many pages a minute one account reads.
+    await enforceRateLimit(c.env.HISTORY_LIMITER, c.get("caller").userId);
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const query = queryParams(c, HistoryQuery);
     return c.json(unwrap(await chatRoomObject(c.env, chatId).history(c.get("caller").userId, query)));

@@ -4,7 +4,7 @@ import { AppError, internalErrorBody } from "../lib/app-error.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { describeError, log } from "../lib/log.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
-import { authenticate } from "../middleware/auth.ts";
+import { authenticateSocket } from "../middleware/auth.ts";
 import { chatIdParam } from "./chats.ts";
 import { refuseUpgrade } from "../lib/upgrade-response.ts";
 
@@ -19,7 +19,7 @@ export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) =>
   }
   try {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
-    const caller = await authenticate(c.env, c.req.raw.headers);
+    const caller = await authenticateSocket(c.env, c.req.raw.headers, chatId);
     const headers = new Headers(c.req.raw.headers);
     ForwardedIdentity.write(headers, caller); // overwrites anything the client sent
     return await chatRoomObject(c.env, chatId).fetch(new Request(c.req.raw, { headers }));

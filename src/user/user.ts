@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, desc, eq, isNull, lt } from "drizzle-orm";
+import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import migrations from "../../migrations/user/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
@@ -8,7 +8,11 @@ import { AppError } from "../lib/app-error.ts";
 import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
 import { describeError, log } from "../lib/log.ts";
 import { attempt, type Outcome } from "../lib/result.ts";
-import type { ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import { OpenChatSockets } from "./open-chat-sockets.ts";
+import { TokenBuckets } from "../lib/token-buckets.ts";
+import { configFrom } from "../lib/config.ts";
+import type { SendGrant } from "../chat-room/account-send-leases.ts";
+import type { ChatList, ChatListQuery, ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 
 /** A device's last-active time is written at most this often, not on every request. */
 const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
@@ -30,10 +34,14 @@ export class User extends DurableObject<Env> {
    * an id with no account answers "not found" from every method and writes nothing.
    */
   #exists = false;
+  readonly #openChatSockets: OpenChatSockets;
+  /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
+  #sendBudget: TokenBuckets | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
+    this.#openChatSockets = new OpenChatSockets(ctx.storage.kv);
     void ctx.blockConcurrencyWhile(async () => {
       if (hasSchema(ctx.storage)) await this.#openStorage();
     });
@@ -113,10 +121,16 @@ export class User extends DurableObject<Env> {
   }
 
   /** Called on every authenticated request: a revoked device is refused at once. */
-  checkDevice(deviceId: string, now = Date.now()): Outcome<null> {
+  /**
+   * Called on every authenticated request: a revoked device is refused at once. For a
+   * chat socket, `socket` says which chat it opens and until when its token is valid,
+   * so a later revocation knows where to close it.
+   */
+  checkDevice(deviceId: string, socket?: { chatId: string; expiresAt: number }, now = Date.now()): Outcome<null> {
     return attempt(() => {
       const device = this.#exists ? this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get() : undefined;
       if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
+      if (socket) this.#openChatSockets.record(deviceId, socket.chatId, socket.expiresAt, now);
       if (now - device.lastActiveAt > ACTIVITY_WRITE_INTERVAL_MS) {
         // Written in a later turn: a write in this one would hold the answer (and so
         // every request and socket upgrade) behind its commit, for a display-only time.
@@ -154,6 +168,19 @@ export class User extends DurableObject<Env> {
     return outcome;
   }
 
+  /**
+   * Tokens of the account's send bucket for a chat to spend (see AccountSendLeases):
+   * up to `requested`, or none and when to ask again.
+   */
+  grantSends(requested: number, now = Date.now()): SendGrant {
+    if (!this.#exists) return { granted: 0, retryAfterMs: 60_000 };
+    const { ratePerSecond, burst } = configFrom(this.env).accountSend;
+    this.#sendBudget ??= new TokenBuckets(ratePerSecond, burst);
+    // A quarter of the burst at most per lease, so tokens one chat holds but does not
+    // spend cannot starve the account's other chats for long.
+    return this.#sendBudget.grant("account", now, Math.min(requested, Math.max(1, Math.floor(burst / 4))));
+  }
+
   /** Records that this account belongs to a chat (idempotent). */
   addChat(summary: ChatSummary): void {
     if (!this.#exists) return; // no such account: nothing to index (and nothing to create)
@@ -164,19 +191,33 @@ export class User extends DurableObject<Env> {
       .run();
   }
 
-  listChats(): ChatSummary[] {
-    return this.#db
+  /** A page of the account's chats, newest first, from `cursor` (`<addedAt>.<chatId>`, exclusive). */
+  listChats(query: ChatListQuery): ChatList {
+    if (!this.#exists) return { chats: [] };
+    const { chats } = schema;
+    let where;
+    if (query.cursor) {
+      const dot = query.cursor.indexOf(".");
+      const addedAt = Number(query.cursor.slice(0, dot));
+      const chatId = query.cursor.slice(dot + 1);
+      where = or(lt(chats.addedAt, addedAt), and(eq(chats.addedAt, addedAt), lt(chats.chatId, chatId)));
+    }
+    const rows = this.#db
       .select()
-      .from(schema.chats)
-      .orderBy(desc(schema.chats.addedAt))
-      .all()
-      .map((row) => ({
-        chatId: row.chatId,
-        kind: row.kind,
-        name: row.name,
-        addedAt: row.addedAt,
-        ...(row.peerId ? { peerId: row.peerId } : {}),
-      }));
+      .from(chats)
+      .where(where)
+      .orderBy(desc(chats.addedAt), desc(chats.chatId))
+      .limit(query.limit + 1)
+      .all();
+    const page = rows.slice(0, query.limit).map((row) => ({
+      chatId: row.chatId,
+      kind: row.kind,
+      name: row.name,
+      addedAt: row.addedAt,
+      ...(row.peerId ? { peerId: row.peerId } : {}),
+    }));
+    const last = page.at(-1);
+    return rows.length > query.limit && last ? { chats: page, nextCursor: `${last.addedAt}.${last.chatId}` } : { chats: page };
   }
 
   /** Token rows stay, so a revoked device's refresh tokens answer `device_revoked`. */
@@ -184,11 +225,16 @@ export class User extends DurableObject<Env> {
     this.#db.update(schema.devices).set({ revokedAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
   }
 
-  /** Tells every chat of this account to close the device's sockets. */
-  async #closeDeviceSockets(deviceId: string): Promise<void> {
-    const chatIds = this.#db.select({ chatId: schema.chats.chatId }).from(schema.chats).all();
+  /**
+   * Tells the chats where the device may still have a socket to close it: those it
+   * opened one on within a token's lifetime (every chat of the account only when it
+   * opened too many to list).
+   */
+  async #closeDeviceSockets(deviceId: string, now = Date.now()): Promise<void> {
+    const chatIds = this.#openChatSockets.chatsOf(deviceId, now) ?? this.#db.select({ chatId: schema.chats.chatId }).from(schema.chats).all().map((row) => row.chatId);
+    this.#openChatSockets.forget(deviceId);
     const results = await Promise.allSettled(
-      chatIds.map(({ chatId }) => this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).closeDeviceSockets(deviceId)),
+      chatIds.map((chatId) => this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).closeDeviceSockets(deviceId)),
     );
     for (const result of results) {
       if (result.status === "rejected") log.warn("could not close a revoked device's sockets", describeError(result.reason));
