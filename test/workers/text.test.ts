@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Chat, ChatList, ErrorResponse, HistoryPage, Me, SendResult } from "../../src/protocol/index.ts";
-import { api, connect, createDirect, createGroup, expectError, history, login, restSend, socketSend, type Session } from "./helpers.ts";
+import { api, connect, createDirect, createGroup, expectError, history, login, restSend, socketSend, uniquePhone, type Session } from "./helpers.ts";
 
 const encoder = new TextEncoder();
 const utf8 = (text: string) => Array.from(encoder.encode(text));
@@ -188,15 +188,20 @@ describe("names and descriptions", () => {
     expect(ok.status).toBe(200);
     expect((await ok.json()) as Me).toMatchObject({ displayName: "Zo\u00EB", about: "first line\nsecond, \u202Bmixed\u202C" });
 
-    const phone = alice.phone;
+    const phone = uniquePhone(); // a code of its own: alice's number is within its resend wait
     const otp = await api("/api/otp", { body: { phone } });
-    const { devCode } = (await otp.json()) as { devCode: string };
+    expect(otp.status).toBe(201);
+    // everything but deviceName as a login needs it, whatever else the OTP answer carries
+    const { devCode, expiresInSeconds: _expires, resendAfterSeconds: _resend, sent: _sent, ...rest } = (await otp.json()) as Record<string, unknown>;
     for (const [deviceName, message] of [
       ["Pixel \uD800", /well-formed/],
       ["Pixel\u0000", /control/],
       ["Pixel \u202E9", /bidirectional/],
     ] as const) {
-      await expectTextRefused(await api("/api/auth/login", { body: { phone, code: devCode, deviceName } }), "deviceName", message);
+      const response = await api("/api/auth/login", { body: { ...rest, phone, code: devCode, deviceName } });
+      const { error } = (await response.clone().json()) as ErrorResponse;
+      expect(error.issues?.map((issue) => issue.path)).toEqual(["deviceName"]); // only deviceName is wrong
+      await expectTextRefused(response, "deviceName", message);
     }
     const named = await login(undefined, "  Te\u0301le\u0301phone  ");
     expect(named.device.name).toBe("T\u00E9l\u00E9phone");
