@@ -3,6 +3,7 @@ import { issueAccessToken } from "../auth/access-token.ts";
 import type { AppEnv } from "../lib/app-env.ts";
 import { AppError } from "../lib/app-error.ts";
 import { configFrom } from "../lib/config.ts";
+import { isMintedId } from "../lib/minted-id.ts";
 import { unwrap } from "../lib/result.ts";
 import { phoneObject, userObject } from "../lib/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
@@ -48,7 +49,10 @@ export const authRoutes = new Hono<AppEnv>()
     await enforceRateLimit(c.env.LOGIN_IP_LIMITER, clientIp(c.req.raw.headers));
     const { refreshToken } = await jsonBody(c, RefreshRequest);
     const userId = userIdOfRefreshToken(refreshToken);
-    if (!userId) throw new AppError("invalid_refresh_token", 401, "unknown refresh token", { retryable: false });
+    // A token naming an account this server never issued is refused without waking an object.
+    if (!userId || !(await isMintedId(configFrom(c.env).hmacSecret, "u", userId))) {
+      throw new AppError("invalid_refresh_token", 401, "unknown refresh token", { retryable: false });
+    }
     const user = userObject(c.env, userId);
     const issued = unwrap(await user.rotateRefreshToken(userId, refreshToken));
     return c.json(await tokenResponse(c.env, await user.me(), issued), 200);

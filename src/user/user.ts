@@ -97,7 +97,7 @@ export class User extends DurableObject<Env> {
     let reusedBy: string | null = null;
     const outcome = attempt(() => {
       // The token names its account: a made-up one finds no row here, like any unknown token.
-      const stored = this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, tokenHash)).get();
+      const stored = this.#exists ? this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, tokenHash)).get() : undefined;
       if (!stored) throw new AppError("invalid_refresh_token", 401, "unknown refresh token");
       const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, stored.deviceId)).get();
       if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");

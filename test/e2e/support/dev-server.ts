@@ -16,7 +16,13 @@ export function freePort(): Promise<number> {
   });
 }
 
-export type DevServer = { url: string; output: () => string; stop: () => Promise<void> };
+export type DevServer = {
+  url: string;
+  output: () => string;
+  stop: () => Promise<void>;
+  /** Where the runtime keeps this server's state (one SQLite file per Durable Object). */
+  stateDir: string;
+};
 
 /**
  * Runs `wrangler dev` exactly as a developer does, with extra `--var` settings,
@@ -41,7 +47,7 @@ export async function startDevServer(vars: Record<string, string>): Promise<DevS
     if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${output}`);
     try {
       const response = await fetch(`${url}/healthz`);
-      if (response.ok) return { url, output: () => output, stop };
+      if (response.ok) return { url, output: () => output, stop, stateDir };
     } catch {
       // not listening yet
     }
