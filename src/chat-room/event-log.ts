@@ -1,5 +1,5 @@
 import { AppError } from "../lib/app-error.ts";
-import { utf8Length } from "../lib/utf8.ts";
+import { utf8ByteLength } from "../protocol/index.ts";
 import type { ChatEvent, MessageEvent, SendMessageRequest } from "../protocol/index.ts";
 
 /** The columns of one `events` row, as SQLite returns them. */
@@ -138,7 +138,7 @@ function takePage(rows: Iterable<EventRow>, maxBytes: number): EventPage {
   for (const row of rows) {
     const event = toEvent(row);
     const json = JSON.stringify(event);
-    const bytes = utf8Length(json) + 1; // and its comma
+    const bytes = utf8ByteLength(json) + 1; // and its comma
     if (page.events.length > 0 && page.bytes + bytes > maxBytes) break;
     page.events.push(event);
     page.json.push(json);
