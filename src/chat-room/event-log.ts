@@ -1,6 +1,5 @@
 import { AppError } from "../lib/app-error.ts";
-import { utf8ByteLength } from "../protocol/index.ts";
-import type { ChatEvent, MessageEvent, SendMessageRequest } from "../protocol/index.ts";
+import { utf8ByteLength, type ChatEvent, type MessageEvent, type SendMessageRequest } from "../protocol/index.ts";
 
 /** The columns of one `events` row, as SQLite returns them. */
 type EventRow = {
