@@ -64,8 +64,8 @@ export class ServerApi {
     return this.#call("POST", "/api/otp", OtpResponse, { body: { phone }, clientIp });
   }
 
-  login(phone: string, code: string): Promise<TokenResponse> {
-    return this.#call("POST", "/api/auth/login", TokenResponse, { body: { phone, code, deviceName: "bench" } });
+  login(phone: string, code: string, attemptId: string): Promise<TokenResponse> {
+    return this.#call("POST", "/api/auth/login", TokenResponse, { body: { phone, code, attemptId, deviceName: "bench" } });
   }
 
   refresh(refreshToken: string): Promise<TokenResponse> {
@@ -165,7 +165,7 @@ export function phoneNumbers(): () => string {
 export async function loginNewUser(api: ServerApi, phone: string): Promise<BenchUser> {
   const otp = await withRetries("OTP request", 3, () => api.requestOtp(phone));
   if (!otp.devCode) throw new Error("the server returned no devCode: is DEV_MODE on?");
-  const session = await withRetries("login", 3, () => api.login(phone, otp.devCode!));
+  const session = await withRetries("login", 3, () => api.login(phone, otp.devCode!, otp.attemptId));
   return {
     userId: session.user.userId,
     deviceId: session.device.deviceId,

@@ -41,6 +41,16 @@ export type ApiClientOptions = {
   fetch?: typeof fetch;
 };
 
+export type LoginOptions = {
+  phone: string;
+  /** The code the SMS brought. */
+  code: string;
+  /** From the `requestOtp` answer that sent the code. */
+  attemptId: string;
+  /** Shown in the device list. */
+  deviceName?: string;
+};
+
 /** Refresh this long before the access token expires. */
 const REFRESH_MARGIN_MS = 30_000;
 
@@ -68,12 +78,19 @@ export class ApiClient {
     return this.#session;
   }
 
+  /**
+   * Sends a login code to `phone`. Keep the answer's `attemptId`: the code works only
+   * together with it (`login`). `resendAfterSeconds` is how long until another code
+   * may be requested for this number.
+   */
   requestOtp(phone: string): Promise<OtpResponse> {
     return this.#call("POST", "/api/otp", OtpResponse, { body: { phone }, auth: false });
   }
 
-  async login(phone: string, code: string, deviceName?: string): Promise<TokenResponse> {
-    const body = deviceName ? { phone, code, deviceName } : { phone, code };
+  /** Trades the code of one `requestOtp` (with that answer's `attemptId`) for tokens. */
+  async login(request: LoginOptions): Promise<TokenResponse> {
+    const { phone, code, attemptId, deviceName } = request;
+    const body = deviceName ? { phone, code, attemptId, deviceName } : { phone, code, attemptId };
     return this.#adopt(await this.#call("POST", "/api/auth/login", TokenResponse, { body, auth: false }));
   }
 

@@ -24,6 +24,7 @@ const EnvSettings = z.object({
   OTP_TTL_SECONDS: intVar(300, 30, 3600),
   OTP_MAX_ATTEMPTS: intVar(5, 1, 20),
   OTP_RESEND_SECONDS: intVar(30, 0, 3600),
+  OTP_MAX_RESEND_SECONDS: intVar(900, 0, 86400),
   OTP_MAX_PER_HOUR: intVar(5, 1, 1000),
   OTP_MAX_PER_DAY: intVar(10, 1, 10000),
   SEND_RATE_PER_SECOND: intVar(20, 1, 100000),
@@ -41,7 +42,11 @@ export type Config = {
     webhookToken: string | undefined;
     ttlSeconds: number;
     maxAttempts: number;
+    /** The first interval between two codes to one number; it doubles with each code of a streak… */
     resendSeconds: number;
+    /** …up to this. */
+    maxResendSeconds: number;
+    /** Codes per requester (client address key) per number per rolling hour and day. */
     maxPerHour: number;
     maxPerDay: number;
   };
@@ -88,6 +93,7 @@ export function configFrom(env: object): Config {
       ttlSeconds: settings.OTP_TTL_SECONDS,
       maxAttempts: settings.OTP_MAX_ATTEMPTS,
       resendSeconds: settings.OTP_RESEND_SECONDS,
+      maxResendSeconds: settings.OTP_MAX_RESEND_SECONDS,
       maxPerHour: settings.OTP_MAX_PER_HOUR,
       maxPerDay: settings.OTP_MAX_PER_DAY,
     },

@@ -32,6 +32,9 @@ export type UserId = z.infer<typeof UserId>;
 export const DeviceId = z.string().regex(/^dv_[A-Za-z0-9_-]{16,40}$/, "not a device id");
 export type DeviceId = z.infer<typeof DeviceId>;
 
+/** Names one `POST /api/otp`: its code works only together with it. Opaque (issued: 22 characters). */
+const OtpAttemptId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "not an attempt id");
+
 /** POST /api/otp */
 export const OtpRequest = z.strictObject({ phone: PhoneNumber });
 export type OtpRequest = z.infer<typeof OtpRequest>;
@@ -42,6 +45,8 @@ export const OtpResponse = z.object({
   expiresInSeconds: z.number().int().positive(),
   /** Seconds before another code may be requested for this phone. */
   resendAfterSeconds: z.number().int().nonnegative(),
+  /** Identifies this code: `POST /api/auth/login` needs it with the code. Opaque. */
+  attemptId: OtpAttemptId,
   /** Development mode only: the code itself, so no SMS provider is needed. */
   devCode: z.string().regex(/^\d{6}$/).optional(),
 });
@@ -51,6 +56,8 @@ export type OtpResponse = z.infer<typeof OtpResponse>;
 export const LoginRequest = z.strictObject({
   phone: PhoneNumber,
   code: z.string().regex(/^\d{6}$/, "must be 6 digits"),
+  /** From the `POST /api/otp` answer that sent this code. */
+  attemptId: OtpAttemptId,
   /** Shown in the device list, for example "Pixel 9" or "Firefox on Linux". */
   deviceName: nameText(64).optional(),
 });

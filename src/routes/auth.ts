@@ -13,36 +13,41 @@ import { otpSenderFor } from "../otp/sender.ts";
 import { LoginRequest, OtpRequest, RefreshRequest, type OtpResponse, type TokenResponse } from "../protocol/index.ts";
 import { userIdOfRefreshToken, type IssuedDevice } from "../user/user.ts";
 
+/** Answers that carry a secret (a code in development, tokens) must not be kept by any cache. */
+const NO_STORE = { "Cache-Control": "no-store" };
+
 /** Phone + OTP login, token refresh and logout. */
 export const authRoutes = new Hono<AppEnv>()
   .post("/otp", async (c) => {
-    await enforceRateLimit(c.env.OTP_IP_LIMITER, clientIp(c.req.raw.headers));
+    const requester = clientIp(c.req.raw.headers);
+    await enforceRateLimit(c.env.OTP_IP_LIMITER, requester);
     const { phone } = await jsonBody(c, OtpRequest);
     const config = configFrom(c.env);
     // A misconfigured sender fails before a code is issued. A code the provider then
-    // fails to deliver still counts against the phone's caps: failures must not
+    // fails to deliver still counts against the number's limits: failures must not
     // become a way around them.
     const sender = otpSenderFor(config);
-    const issued = unwrap(await phoneObject(c.env, phone).requestCode(phone));
+    const issued = unwrap(await phoneObject(c.env, phone).requestCode(phone, requester));
     await sender.send(phone, issued.code);
     // The same answer whether or not the number has an account.
     const body: OtpResponse = {
       sent: true,
       expiresInSeconds: issued.expiresInSeconds,
       resendAfterSeconds: issued.resendAfterSeconds,
+      attemptId: issued.attemptId,
     };
     if (config.devMode) body.devCode = issued.code;
-    return c.json(body, 201);
+    return c.json(body, 201, NO_STORE);
   })
 
   .post("/auth/login", async (c) => {
     await enforceRateLimit(c.env.LOGIN_IP_LIMITER, clientIp(c.req.raw.headers));
-    const { phone, code, deviceName } = await jsonBody(c, LoginRequest);
-    const { accountId } = unwrap(await phoneObject(c.env, phone).verifyCode(phone, code));
+    const { phone, code, attemptId, deviceName } = await jsonBody(c, LoginRequest);
+    const { accountId } = unwrap(await phoneObject(c.env, phone).verifyCode(phone, attemptId, code));
     const user = userObject(c.env, accountId);
     const me = await user.ensureAccount(accountId, phone);
     const issued = await user.createDevice(deviceName ?? describeClient(c.req.header("user-agent")));
-    return c.json(await tokenResponse(c.env, me, issued), 200);
+    return c.json(await tokenResponse(c.env, me, issued), 200, NO_STORE);
   })
 
   .post("/auth/refresh", async (c) => {
@@ -55,7 +60,7 @@ export const authRoutes = new Hono<AppEnv>()
     }
     const user = userObject(c.env, userId);
     const issued = unwrap(await user.rotateRefreshToken(userId, refreshToken));
-    return c.json(await tokenResponse(c.env, await user.me(), issued), 200);
+    return c.json(await tokenResponse(c.env, await user.me(), issued), 200, NO_STORE);
   })
 
   .post("/auth/logout", requireAuth, async (c) => {

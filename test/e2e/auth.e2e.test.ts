@@ -33,7 +33,7 @@ describe("login through wrangler dev (development mode)", () => {
     const api = new ApiClient({ baseUrl: server.url });
     await expect(api.requestOtp("12345")).rejects.toBeInstanceOf(ApiError);
     await expect(api.requestOtp("12345")).rejects.toMatchObject({ status: 400, code: "validation_failed" });
-    await expect(api.login(uniquePhone(), "000000")).rejects.toMatchObject({ status: 401, code: "invalid_code" });
+    await expect(api.login({ phone: uniquePhone(), code: "000000", attemptId: "A".repeat(22) })).rejects.toMatchObject({ status: 401, code: "invalid_code" });
   });
 });
 
@@ -75,7 +75,7 @@ describe("login through wrangler dev with the production OTP path", () => {
     const otp = await api.requestOtp(phone);
     expect(otp).not.toHaveProperty("devCode");
     expect(delivered).toEqual([{ to: phone, code: expect.stringMatching(/^\d{6}$/), authorization: "Bearer sms-adapter-token" }]);
-    const session = await api.login(phone, delivered[0]!.code);
+    const session = await api.login({ phone, code: delivered[0]!.code, attemptId: otp.attemptId });
     expect(session.user.phone).toBe(phone);
   });
 

@@ -1,7 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
-import { HistoryPage, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+import { HistoryPage, PhoneNumber, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
 let counter = 0;
 /** Where this file's phone numbers start: +1 415 NXX XXXX, with NXX from 200 to 999. */
@@ -41,20 +41,28 @@ export type Session = TokenResponse & { phone: string };
 
 /** Forgets the codes sent to a number, so a test can log it in again without waiting out the resend interval. */
 export async function forgetOtpSends(phone: string): Promise<void> {
-  await runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_instance, state) => {
-    const stored = await state.storage.get<{ sentAt: number[] }>("state");
+  const canonical = PhoneNumber.parse(phone);
+  await runInDurableObject(env.PHONE.get(env.PHONE.idFromName(canonical)), async (_instance, state) => {
+    const stored = await state.storage.get<{ sentAt: number[]; requesters: Record<string, number[]> }>("state");
     if (!stored) return;
     stored.sentAt = [];
+    stored.requesters = {};
     await state.storage.put("state", stored);
   });
 }
 
-/** Requests a code and logs in with it (development mode returns the code). */
-export async function login(phone = uniquePhone(), deviceName = "test device"): Promise<Session> {
+/**
+ * Requests a code and logs in with it (development mode returns the code). Given a
+ * number that may have had a code already, it first forgets the number's sends, so a
+ * second device logs in without waiting out the resend interval.
+ */
+export async function login(phone?: string, deviceName = "test device"): Promise<Session> {
+  if (phone === undefined) phone = uniquePhone();
+  else await forgetOtpSends(phone);
   const otp = await api("/api/otp", { body: { phone } });
   expect(otp.status).toBe(201);
-  const { devCode } = (await otp.json()) as { devCode: string };
-  const response = await api("/api/auth/login", { body: { phone, code: devCode, deviceName } });
+  const { devCode, attemptId } = (await otp.json()) as { devCode: string; attemptId: string };
+  const response = await api("/api/auth/login", { body: { phone, code: devCode, attemptId, deviceName } });
   expect(response.status).toBe(200);
   return { ...((await response.json()) as TokenResponse), phone };
 }

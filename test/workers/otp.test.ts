@@ -7,15 +7,17 @@ describe("POST /api/otp", () => {
     const response = await api("/api/otp", { body: { phone: uniquePhone() } });
     expect(response.status).toBe(201);
     const body = (await response.json()) as Record<string, unknown>;
-    expect(body).toMatchObject({ sent: true, expiresInSeconds: 300 });
+    expect(body).toMatchObject({ sent: true, expiresInSeconds: 300, resendAfterSeconds: 30 });
     expect(body.devCode).toMatch(/^\d{6}$/);
+    expect(body.attemptId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(response.headers.get("cache-control")).toBe("no-store");
   });
 
   it("answers the same for a new number and for one with an account", async () => {
     const phone = uniquePhone();
     const first = await api("/api/otp", { body: { phone } });
-    const { devCode } = (await first.json()) as { devCode: string };
-    expect((await api("/api/auth/login", { body: { phone, code: devCode } })).status).toBe(200);
+    const { devCode, attemptId } = (await first.json()) as { devCode: string; attemptId: string };
+    expect((await api("/api/auth/login", { body: { phone, code: devCode, attemptId } })).status).toBe(200);
     const fresh = await api("/api/otp", { body: { phone: uniquePhone() } });
     const known = await api("/api/otp", { body: { phone } }); // throttled: resend is 30 s
     expect(fresh.status).toBe(201);
@@ -43,7 +45,7 @@ describe("POST /api/otp", () => {
     // it (or to another invalid number), so all three are refused alike, never three accounts.
     for (const phone of ["+4477009675736", "+44077009675736", "+440077009675736", "+1555675"]) {
       await expectError(await api("/api/otp", { body: { phone } }), 400, "validation_failed");
-      await expectError(await api("/api/auth/login", { body: { phone, code: "123456" } }), 400, "validation_failed");
+      await expectError(await api("/api/auth/login", { body: { phone, code: "123456", attemptId: "A".repeat(22) } }), 400, "validation_failed");
     }
   });
 
@@ -59,10 +61,10 @@ describe("POST /api/otp", () => {
     await expectError(await api("/api/otp", { body: { phone: "+1".padEnd(500_000, "5") } }), 413, "too_large");
   });
 
-  it("throttles resends to the same phone", async () => {
+  it("throttles resends to the same phone, whoever asks", async () => {
     const phone = uniquePhone();
     expect((await api("/api/otp", { body: { phone } })).status).toBe(201);
-    const again = await api("/api/otp", { body: { phone } });
+    const again = await api("/api/otp", { body: { phone }, ip: uniqueIp() });
     expect(again.status).toBe(429);
     const body = (await again.json()) as { error: { code: string; retryAfterMs: number; retryable: boolean } };
     expect(body.error).toMatchObject({ code: "rate_limited", retryable: true });
@@ -78,39 +80,123 @@ describe("POST /api/otp", () => {
   });
 });
 
-describe("per-phone caps (SMS pumping)", () => {
-  async function setSendHistory(phone: string, sentAt: number[]) {
-    await runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_instance, state) => {
-      await state.storage.put("state", { sentAt });
-    });
-  }
+const HOUR = 3_600_000;
+const T0 = Date.UTC(2026, 0, 1, 9, 0, 0);
+const phoneStub = (phone: string) => env.PHONE.get(env.PHONE.idFromName(phone));
 
-  it("allows 5 codes per hour", async () => {
+/** One code request straight to the number's object, at a chosen time, from a chosen requester. */
+async function requestAt(phone: string, requester: string, now: number) {
+  const outcome = await phoneStub(phone).requestCode(phone, requester, now);
+  return outcome.ok ? { ok: true as const, ...outcome.value } : { ok: false as const, code: outcome.error.code, retryAfterMs: outcome.error.retryAfterMs ?? 0 };
+}
+
+async function storedState(phone: string) {
+  return runInDurableObject(phoneStub(phone), async (_instance, state) =>
+    state.storage.get<{ attempts: unknown[]; sentAt: number[]; requesters: Record<string, number[]> }>("state"),
+  );
+}
+
+let requesterCounter = 0;
+const newRequester = () => `198.18.${(++requesterCounter >> 8) & 255}.${requesterCounter & 255}`;
+
+describe("sending limits per number (slow the attacker, never lock the owner out)", () => {
+  it("space codes to one number by an interval that doubles with each code and stops at OTP_MAX_RESEND_SECONDS", async () => {
     const phone = uniquePhone();
-    const now = Date.now();
-    const minutesAgo = (m: number) => now - m * 60_000;
-    await setSendHistory(phone, [minutesAgo(50), minutesAgo(40), minutesAgo(30), minutesAgo(20)]);
-    expect((await api("/api/otp", { body: { phone } })).status).toBe(201); // the 5th this hour
-    await setSendHistory(phone, [minutesAgo(50), minutesAgo(40), minutesAgo(30), minutesAgo(20), minutesAgo(10)]);
-    const refused = await api("/api/otp", { body: { phone } });
-    expect(refused.status).toBe(429);
-    const { error } = (await refused.json()) as { error: { code: string; retryAfterMs: number } };
-    expect(error.code).toBe("rate_limited");
-    // free again when the oldest of the five is an hour old
-    expect(error.retryAfterMs).toBeGreaterThan(9 * 60_000);
-    expect(error.retryAfterMs).toBeLessThanOrEqual(10 * 60_000);
+    let now = T0;
+    const intervals: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const sent = await requestAt(phone, newRequester(), now);
+      expect(sent.ok).toBe(true);
+      if (!sent.ok) return;
+      intervals.push(sent.resendAfterSeconds);
+      // One millisecond early is refused, from any address, with the exact wait.
+      const early = await requestAt(phone, newRequester(), now + sent.resendAfterSeconds * 1000 - 1);
+      expect(early).toEqual({ ok: false, code: "rate_limited", retryAfterMs: 1 });
+      now += sent.resendAfterSeconds * 1000;
+    }
+    expect(intervals).toEqual([30, 60, 120, 240, 480, 900, 900, 900]);
+    // An hour without a code ends the streak: back to the first interval.
+    const later = await requestAt(phone, newRequester(), now + HOUR);
+    expect(later).toMatchObject({ ok: true, resendAfterSeconds: 30 });
   });
 
-  it("allows 10 codes per day", async () => {
+  it("let the owner get a code after an attacker asked from five addresses, within the interval", async () => {
     const phone = uniquePhone();
-    const now = Date.now();
-    const hoursAgo = (h: number) => now - h * 3_600_000;
-    await setSendHistory(phone, [23, 21, 19, 17, 15, 13, 11, 9, 7].map(hoursAgo));
-    expect((await api("/api/otp", { body: { phone } })).status).toBe(201); // the 10th today
-    await setSendHistory(phone, [23, 21, 19, 17, 15, 13, 11, 9, 7, 5].map(hoursAgo));
-    const refused = await api("/api/otp", { body: { phone } });
-    expect(refused.status).toBe(429);
-    const { error } = (await refused.json()) as { error: { retryAfterMs: number } };
-    expect(Math.round(error.retryAfterMs / 3_600_000)).toBe(1); // the 23-hour-old one ages out
+    let now = T0;
+    for (let i = 0; i < 5; i++) {
+      const sent = await requestAt(phone, newRequester(), now);
+      expect(sent.ok).toBe(true);
+      if (sent.ok) now += sent.resendAfterSeconds * 1000;
+    }
+    // Before the change, five codes in an hour locked the number for about an hour.
+    const owner = newRequester();
+    const tooSoon = await requestAt(phone, owner, now - 60_000);
+    expect(tooSoon).toMatchObject({ ok: false, code: "rate_limited", retryAfterMs: 60_000 });
+    expect(await requestAt(phone, owner, now)).toMatchObject({ ok: true });
+  });
+
+  it("hold an attacker rotating addresses to about 4 codes an hour, and the owner never waits more than 15 minutes", async () => {
+    const phone = uniquePhone();
+    const sends: number[] = [];
+    let now = T0;
+    let worstOwnerWait = 0;
+    while (now < T0 + 5 * HOUR) {
+      // The attacker takes every slot the moment it opens, each time from a new address…
+      const sent = await requestAt(phone, newRequester(), now);
+      expect(sent.ok).toBe(true);
+      if (!sent.ok) return;
+      sends.push(now);
+      // …and the owner, asking just after, is told to wait at most the capped interval.
+      const owner = await requestAt(phone, newRequester(), now + 1);
+      expect(owner.ok).toBe(false);
+      if (!owner.ok) worstOwnerWait = Math.max(worstOwnerWait, owner.retryAfterMs);
+      now += sent.resendAfterSeconds * 1000;
+    }
+    expect(worstOwnerWait).toBe(900_000 - 1);
+    const perHour = [0, 1, 2, 3, 4].map((h) => sends.filter((t) => t >= T0 + h * HOUR && t < T0 + (h + 1) * HOUR).length);
+    expect(perHour).toEqual([8, 4, 4, 4, 4]); // 30 s, then doubling: a burst of 8 in the first hour, then 4 an hour
+  });
+
+  it("cap codes per requester and number: the attacker's address is refused while another address still gets a code", async () => {
+    const phone = uniquePhone();
+    const attacker = newRequester();
+    let now = T0;
+    for (let i = 0; i < 5; i++) {
+      const sent = await requestAt(phone, attacker, now);
+      expect(sent.ok).toBe(true);
+      if (sent.ok) now += sent.resendAfterSeconds * 1000;
+    }
+    // The interval allows a 6th code now, but not for this address: OTP_MAX_PER_HOUR is 5.
+    const refused = await requestAt(phone, attacker, now);
+    expect(refused).toMatchObject({ ok: false, code: "rate_limited", retryAfterMs: T0 + HOUR - now });
+    expect(await requestAt(phone, newRequester(), now)).toMatchObject({ ok: true });
+  });
+
+  it("cap codes per requester and number per day (OTP_MAX_PER_DAY)", async () => {
+    const phone = uniquePhone();
+    const requester = newRequester();
+    const step = HOUR + 1_000; // an hour apart: no streak, no hourly cap
+    for (let i = 0; i < 10; i++) expect(await requestAt(phone, requester, T0 + i * step)).toMatchObject({ ok: true });
+    const now = T0 + 10 * step;
+    expect(await requestAt(phone, requester, now)).toMatchObject({ ok: false, code: "rate_limited", retryAfterMs: T0 + 24 * HOUR - now });
+    expect(await requestAt(phone, newRequester(), now)).toMatchObject({ ok: true });
+  });
+
+  it("keep the stored state bounded: expired attempts go, at most 32 requesters are remembered", async () => {
+    const phone = uniquePhone();
+    for (let i = 0; i < 40; i++) await requestAt(phone, newRequester(), T0 + i * HOUR * 0.4);
+    const state = await storedState(phone);
+    expect(Object.keys(state!.requesters).length).toBeLessThanOrEqual(32);
+    expect(state!.attempts.length).toBe(1); // 300 s codes, 24 minutes apart: only the last is live
+    expect(state!.sentAt.length).toBeLessThanOrEqual(32);
+  });
+
+  it("read a number's state stored before attempts existed", async () => {
+    const phone = uniquePhone();
+    await runInDurableObject(phoneStub(phone), async (_instance, state) => {
+      await state.storage.put("state", { accountId: "u_legacyAccount000000000", pending: { codeHash: "x", expiresAt: T0 + 1, wrongAttempts: 0 }, sentAt: [T0 - HOUR] });
+    });
+    expect(await requestAt(phone, newRequester(), T0)).toMatchObject({ ok: true, resendAfterSeconds: 30 });
+    expect(await phoneStub(phone).accountId()).toBe("u_legacyAccount000000000");
   });
 });

@@ -3,7 +3,7 @@ import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app.ts";
 import { DeviceList, Me, TokenResponse } from "../../src/protocol/index.ts";
-import { api, expectError, login } from "./helpers.ts";
+import { api, expectError, forgetOtpSends, login } from "./helpers.ts";
 
 const testSecret = (env as unknown as { JWT_SECRET: string }).JWT_SECRET;
 
@@ -80,13 +80,7 @@ describe("refresh tokens", () => {
 describe("devices", () => {
   it("lists the account's devices and revokes one at once", async () => {
     const phone = (await login()).phone;
-    const { runInDurableObject } = await import("cloudflare:test");
-    const resetThrottle = () =>
-      runInDurableObject(env.PHONE.get(env.PHONE.idFromName(phone)), async (_i, state) => {
-        const stored = (await state.storage.get<{ sentAt: number[] }>("state"))!;
-        stored.sentAt = [];
-        await state.storage.put("state", stored);
-      });
+    const resetThrottle = () => forgetOtpSends(phone);
     await resetThrottle();
     const phoneSession = await login(phone, "phone");
     await resetThrottle();

@@ -15,6 +15,6 @@ export async function loggedInClient(baseUrl: string, deviceName = "e2e"): Promi
   const phone = uniquePhone();
   const otp = await api.requestOtp(phone);
   if (!otp.devCode) throw new Error("the development server returned no devCode");
-  await api.login(phone, otp.devCode, deviceName);
+  await api.login({ phone, code: otp.devCode, attemptId: otp.attemptId, deviceName });
   return api;
 }
