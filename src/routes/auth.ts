@@ -60,7 +60,8 @@ export const authRoutes = new Hono<AppEnv>()
     }
     const user = userObject(c.env, userId);
     const issued = unwrap(await user.rotateRefreshToken(userId, refreshToken));
-    return c.json(await tokenResponse(c.env, await user.me(), issued), 200, NO_STORE);
+    // A retry within the grace period gets the same pair: the access token is issued at the first rotation's time.
+    return c.json(await tokenResponse(c.env, await user.me(), issued, issued.issuedAt), 200, NO_STORE);
   })
 
   .post("/auth/logout", requireAuth, async (c) => {
@@ -69,10 +70,10 @@ export const authRoutes = new Hono<AppEnv>()
     return c.body(null, 204);
   });
 
-async function tokenResponse(env: Env, me: TokenResponse["user"], issued: IssuedDevice): Promise<TokenResponse> {
+async function tokenResponse(env: Env, me: TokenResponse["user"], issued: IssuedDevice, issuedAt = Date.now()): Promise<TokenResponse> {
   const config = configFrom(env);
   return {
-    credentials: await issueAccessToken(config, me.userId, issued.device.deviceId),
+    credentials: await issueAccessToken(config, me.userId, issued.device.deviceId, issuedAt),
     expiresIn: config.accessTokenTtlSeconds,
     refreshToken: issued.refreshToken,
     user: me,

@@ -5,7 +5,7 @@ import migrations from "../../migrations/user/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
-import { base64url, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
+import { base64url, hmacSha256, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
 import { describeError, log } from "../lib/log.ts";
 import { attempt, type Outcome } from "../lib/result.ts";
 import { OpenChatSockets } from "./open-chat-sockets.ts";
@@ -19,6 +19,13 @@ const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
 
 /** How long a used refresh token is remembered, so presenting it again is caught as reuse. */
 const USED_TOKEN_RETENTION_MS = 30 * 24 * 3_600_000;
+
+/**
+ * A refresh token presented again this soon after its first use, while its replacement
+ * is still unused, is a retry (two tabs refreshing at once, a lost response): it gets
+ * the same new pair again instead of revoking the device.
+ */
+export const REFRESH_RETRY_GRACE_MS = 60_000;
 
 export type IssuedDevice = { device: Device; refreshToken: string };
 
@@ -88,12 +95,16 @@ export class User extends DurableObject<Env> {
   }
 
   /**
-   * Trades a refresh token for a new one. A token already used is a sign of theft:
-   * the device is revoked, so both the thief and the owner must log in again.
+   * Trades a refresh token for a new one. The replacement is derived from the old
+   * token with the server's secret, so a retry within REFRESH_RETRY_GRACE_MS, before
+   * the replacement was used, gets the same pair again (`issuedAt` is the first
+   * rotation's time, for an identical access token). Any other use of a used token is
+   * a sign of theft: the device is revoked, so both the thief and the owner must log
+   * in again.
    */
-  async rotateRefreshToken(userId: string, token: string, now = Date.now()): Promise<Outcome<IssuedDevice>> {
+  async rotateRefreshToken(userId: string, token: string, now = Date.now()): Promise<Outcome<IssuedDevice & { issuedAt: number }>> {
     const tokenHash = await sha256Hex(token);
-    const replacement = await newRefreshToken(userId);
+    const replacement = await newRefreshToken(userId, { secret: configFrom(this.env).hmacSecret, usedToken: token });
     let reusedBy: string | null = null;
     const outcome = attempt(() => {
       // The token names its account: a made-up one finds no row here, like any unknown token.
@@ -102,6 +113,9 @@ export class User extends DurableObject<Env> {
       const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, stored.deviceId)).get();
       if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
       if (stored.usedAt !== null) {
+        const next = this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, replacement.tokenHash)).get();
+        const retry = now - stored.usedAt <= REFRESH_RETRY_GRACE_MS && next?.deviceId === stored.deviceId && next.usedAt === null;
+        if (retry) return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token, issuedAt: stored.usedAt };
         this.#revokeRows(stored.deviceId, now);
         reusedBy = stored.deviceId;
         throw new AppError("refresh_token_reused", 401, "refresh token reused: the device was logged out");
@@ -114,7 +128,7 @@ export class User extends DurableObject<Env> {
         .run();
       this.#db.insert(schema.refreshTokens).values({ tokenHash: replacement.tokenHash, deviceId: stored.deviceId, createdAt: now }).run();
       this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, stored.deviceId)).run();
-      return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token };
+      return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token, issuedAt: now };
     });
     if (reusedBy) await this.#closeDeviceSockets(reusedBy);
     return outcome;
@@ -258,9 +272,16 @@ function toDevice(row: typeof schema.devices.$inferSelect, currentDeviceId: stri
   };
 }
 
-/** `rt1.<userId>.<random>`: the user id routes the refresh to this object; only the hash is stored. */
-async function newRefreshToken(userId: string): Promise<{ token: string; tokenHash: string }> {
-  const token = `rt1.${userId}.${base64url(randomBytes(32))}`;
+/**
+ * `rt1.<userId>.<43 characters>`: the user id routes the refresh to this object; only
+ * the hash is stored. A login's first token is random; each rotation's replacement is
+ * base64url(HMAC-SHA256(secret, "refresh-rotation\n" + used token)), so presenting
+ * the same token twice yields the same replacement, and nobody without the secret can
+ * compute it.
+ */
+async function newRefreshToken(userId: string, rotation?: { secret: string; usedToken: string }): Promise<{ token: string; tokenHash: string }> {
+  const body = rotation ? await hmacSha256(rotation.secret, `refresh-rotation\n${rotation.usedToken}`) : randomBytes(32);
+  const token = `rt1.${userId}.${base64url(body)}`;
   return { token, tokenHash: await sha256Hex(token) };
 }
 

@@ -51,18 +51,53 @@ describe("access tokens", () => {
 });
 
 describe("refresh tokens", () => {
-  it("rotate on use: the new one works, the old one is refused and revokes the device", async () => {
+  it("rotate on use: the new one works; once it was used, the old one is refused and revokes the device", async () => {
     const session = await login();
     const refreshed = await api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } });
     expect(refreshed.status).toBe(200);
+    expect(refreshed.headers.get("cache-control")).toBe("no-store");
     const next = TokenResponse.parse(await refreshed.json());
     expect(next.refreshToken).not.toBe(session.refreshToken);
+    expect(next.refreshToken).toMatch(new RegExp(`^rt1\\.${session.user.userId}\\.[A-Za-z0-9_-]{43}$`));
     expect(next.device.deviceId).toBe(session.device.deviceId);
     expect((await api("/api/me", { token: next.credentials })).status).toBe(200);
+    const after = TokenResponse.parse(await (await api("/api/auth/refresh", { body: { refreshToken: next.refreshToken } })).json());
 
+    // The replacement was used: the old token again, even within the grace period, is theft.
     await expectError(await api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } }), 401, "refresh_token_reused");
-    await expectError(await api("/api/me", { token: next.credentials }), 401, "device_revoked");
-    await expectError(await api("/api/auth/refresh", { body: { refreshToken: next.refreshToken } }), 401, "device_revoked");
+    await expectError(await api("/api/me", { token: after.credentials }), 401, "device_revoked");
+    await expectError(await api("/api/auth/refresh", { body: { refreshToken: after.refreshToken } }), 401, "device_revoked");
+  });
+
+  it("answer two concurrent refreshes with one token with the same pair, and keep the device logged in", async () => {
+    const session = await login();
+    const responses = await Promise.all([0, 1].map(() => api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } })));
+    expect(responses.map((r) => r.status)).toEqual([200, 200]);
+    const [first, second] = await Promise.all(responses.map(async (r) => TokenResponse.parse(await r.json())));
+    expect(second!.credentials).toBe(first!.credentials);
+    expect(second!.refreshToken).toBe(first!.refreshToken);
+    expect(first!.refreshToken).not.toBe(session.refreshToken);
+    // A phone that lost the answer retries later (within the grace period): the same pair again.
+    const retried = TokenResponse.parse(await (await api("/api/auth/refresh", { body: { refreshToken: session.refreshToken } })).json());
+    expect({ credentials: retried.credentials, refreshToken: retried.refreshToken }).toEqual({ credentials: first!.credentials, refreshToken: first!.refreshToken });
+    expect((await api("/api/me", { token: first!.credentials })).status).toBe(200);
+    const next = await api("/api/auth/refresh", { body: { refreshToken: first!.refreshToken } });
+    expect(next.status).toBe(200);
+    expect((await api("/api/me", { token: TokenResponse.parse(await next.json()).credentials })).status).toBe(200);
+  });
+
+  it("treat a retry after the 60 s grace period as reuse and revoke the device", async () => {
+    const session = await login();
+    const user = env.USER.get(env.USER.idFromName(session.user.userId));
+    const rotatedAt = Date.now();
+    const first = await user.rotateRefreshToken(session.user.userId, session.refreshToken, rotatedAt);
+    expect(first.ok).toBe(true);
+    const withinGrace = await user.rotateRefreshToken(session.user.userId, session.refreshToken, rotatedAt + 60_000);
+    expect(withinGrace).toEqual(first);
+    const late = await user.rotateRefreshToken(session.user.userId, session.refreshToken, rotatedAt + 60_001);
+    expect(late).toMatchObject({ ok: false, status: 401, error: { code: "refresh_token_reused" } });
+    await expectError(await api("/api/me", { token: session.credentials }), 401, "device_revoked");
+    if (first.ok) await expectError(await api("/api/auth/refresh", { body: { refreshToken: first.value.refreshToken } }), 401, "device_revoked");
   });
 
   it("refuse unknown and malformed tokens", async () => {
