@@ -67,7 +67,8 @@ const wrongCode = () => new AppError("invalid_code", 401, "the code is wrong, ex
  *   OTP_MAX_PER_DAY codes;
  * - per number, whoever asks: the interval between two codes starts at
  *   OTP_RESEND_SECONDS and doubles with each code of the current streak (codes less
- *   than an hour apart), up to OTP_MAX_RESEND_SECONDS. It slows, it never locks.
+ *   than an hour, or twice the longest interval, apart), up to OTP_MAX_RESEND_SECONDS.
+ *   It slows, it never locks.
  */
 export class PhoneIdentity extends DurableObject<Env> {
   async requestCode(phone: string, requester: string, now = Date.now()): Promise<Outcome<IssuedCode>> {
