@@ -128,14 +128,14 @@ export class ApiClient {
   revokeDevice = (deviceId: string) => this.#call("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`, null);
   lookupUser = (phone: string) => this.#call("GET", `/api/users/lookup?phone=${encodeURIComponent(phone)}`, UserLookupResponse);
   createChat = (request: CreateChatRequest) => this.#call("POST", "/api/chats", Chat, { body: request });
-  chats = () => this.#call("GET", "/api/chats", ChatList);
+  /** A page of the caller's chats, newest first; pass the page's `nextCursor` for the next. */
+  chats(query: { limit?: number; cursor?: string } = {}): Promise<ChatList> {
+    return this.#call("GET", `/api/chats${queryString(query)}`, ChatList);
+  }
   chat = (chatId: string) => this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}`, Chat);
 
   history(chatId: string, query: { before?: number; after?: number; limit?: number } = {}): Promise<HistoryPage> {
-    const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
-    const suffix = params.size > 0 ? `?${params}` : "";
-    return this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}/messages${suffix}`, HistoryPage);
+    return this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}/messages${queryString(query)}`, HistoryPage);
   }
 
   /** The REST send: for bots and for chats that are not open. Idempotent by clientId. */
@@ -200,4 +200,11 @@ function tokenExpiry(token: string): number {
   } catch {
     return 0;
   }
+}
+
+/** `?a=1&b=2` from the defined values, or "" when there are none. */
+function queryString(query: Record<string, string | number | undefined>): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+  return params.size > 0 ? `?${params}` : "";
 }

@@ -29,6 +29,8 @@ const EnvSettings = z.object({
   OTP_MAX_PER_DAY: intVar(10, 1, 10000),
   SEND_RATE_PER_SECOND: intVar(20, 1, 100000),
   SEND_BURST: intVar(60, 1, 100000),
+  ACCOUNT_SEND_RATE_PER_SECOND: intVar(30, 1, 100000),
+  ACCOUNT_SEND_BURST: intVar(120, 1, 100000),
   CATCH_UP_PAGE_SIZE: intVar(200, 1, 200),
 });
 
@@ -51,7 +53,10 @@ export type Config = {
     maxPerDay: number;
   };
   accessTokenTtlSeconds: number;
+  /** Per sender per chat. */
   send: { ratePerSecond: number; burst: number };
+  /** Per account, across all its chats. */
+  accountSend: { ratePerSecond: number; burst: number };
   /** Events per catch-up page. */
   catchUpPageSize: number;
 };
@@ -99,6 +104,7 @@ export function configFrom(env: object): Config {
     },
     accessTokenTtlSeconds: settings.ACCESS_TOKEN_TTL_SECONDS,
     send: { ratePerSecond: settings.SEND_RATE_PER_SECOND, burst: settings.SEND_BURST },
+    accountSend: { ratePerSecond: settings.ACCOUNT_SEND_RATE_PER_SECOND, burst: settings.ACCOUNT_SEND_BURST },
     catchUpPageSize: settings.CATCH_UP_PAGE_SIZE,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
