@@ -5,10 +5,12 @@
  * close its sockets: one call per chat the device had open within a token's lifetime
  * (usually none or a few), not one per chat of the account.
  *
- * Kept in the object's key-value storage, one key per device. Written after the
- * upgrade is answered (a write in the same turn would hold the answer behind its
- * commit); if the object dies before the write, the socket still closes when its
- * token expires.
+ * Kept in the object's key-value storage, one key per device, written with
+ * `allowUnconfirmed`: a plain write would hold the upgrade's answer until it is
+ * durable (the output gate), for a record that only speeds up a revocation. (A timer
+ * does not do: one set while answering an RPC did not fire once the call returned.)
+ * If the object dies before the write lands, the socket still closes when its token
+ * expires.
  */
 const KEY_PREFIX = "openChatSockets:";
 /** Chats remembered per device; beyond it, revocation falls back to every chat. */
@@ -20,12 +22,11 @@ const REWRITE_AFTER_MS = 60_000;
 type DeviceEntry = { chats: Record<string, number>; overflowUntil: number };
 
 export class OpenChatSockets {
-  readonly #kv: SyncKvStorage;
+  readonly #storage: DurableObjectStorage;
   readonly #entries = new Map<string, DeviceEntry>();
-  readonly #dirty = new Set<string>();
 
-  constructor(kv: SyncKvStorage) {
-    this.#kv = kv;
+  constructor(storage: DurableObjectStorage) {
+    this.#storage = storage;
   }
 
   /** A socket of `deviceId` opened on `chatId` with a token valid until `expiresAt` (ms). */
@@ -39,8 +40,7 @@ export class OpenChatSockets {
       entry.overflowUntil = Math.max(entry.overflowUntil, ...Object.values(entry.chats));
       entry.chats = {};
     }
-    this.#dirty.add(deviceId);
-    if (this.#dirty.size === 1) setTimeout(() => this.#flush(), 0);
+    void this.#storage.put(KEY_PREFIX + deviceId, entry, { allowUnconfirmed: true });
   }
 
   /** The chats where the device may still have a socket; null when too many to list (ask every chat). */
@@ -55,24 +55,15 @@ export class OpenChatSockets {
   /** Forgets a revoked device. */
   forget(deviceId: string): void {
     this.#entries.delete(deviceId);
-    this.#dirty.delete(deviceId);
-    this.#kv.delete(KEY_PREFIX + deviceId);
+    this.#storage.kv.delete(KEY_PREFIX + deviceId);
   }
 
   #entry(deviceId: string): DeviceEntry {
     let entry = this.#entries.get(deviceId);
     if (!entry) {
-      entry = this.#kv.get<DeviceEntry>(KEY_PREFIX + deviceId) ?? { chats: {}, overflowUntil: 0 };
+      entry = this.#storage.kv.get<DeviceEntry>(KEY_PREFIX + deviceId) ?? { chats: {}, overflowUntil: 0 };
       this.#entries.set(deviceId, entry);
     }
     return entry;
-  }
-
-  #flush(): void {
-    for (const deviceId of this.#dirty) {
-      const entry = this.#entries.get(deviceId);
-      if (entry) this.#kv.put(KEY_PREFIX + deviceId, entry);
-    }
-    this.#dirty.clear();
   }
 }

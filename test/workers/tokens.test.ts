@@ -1,4 +1,4 @@
-import { env } from "cloudflare:test";
+import { env, runInDurableObject } from "cloudflare:test";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app.ts";
@@ -135,6 +135,19 @@ describe("devices", () => {
 
     await expectError(await api(`/api/devices/${laptop.device.deviceId}`, { method: "DELETE", token: phoneSession.credentials }), 404, "not_found");
     await expectError(await api("/api/devices/not-a-device", { method: "DELETE", token: phoneSession.credentials }), 400, "validation_failed");
+  });
+
+  it("show when each device was last active, updated by its requests at most once a minute", async () => {
+    const session = await login();
+    const user = env.USER.get(env.USER.idFromName(session.user.userId));
+    const longAgo = Date.now() - 5 * 60_000;
+    await runInDurableObject(user, (_instance, state) => {
+      state.storage.sql.exec("UPDATE devices SET last_active_at = ? WHERE device_id = ?", longAgo, session.device.deviceId);
+    });
+    expect((await api("/api/me", { token: session.credentials })).status).toBe(200);
+    const list = DeviceList.parse(await (await api("/api/devices", { token: session.credentials })).json());
+    const device = list.devices.find((d) => d.deviceId === session.device.deviceId)!;
+    expect(device.lastActiveAt).toBeGreaterThan(Date.now() - 10_000);
   });
 
   it("cannot revoke another account's device", async () => {
