@@ -83,6 +83,7 @@ async function tokenResponse(env: Env, me: TokenResponse["user"], issued: Issued
 
 /** A short device name from the User-Agent when the client gives none. */
 function describeClient(userAgent: string | undefined): string {
-  if (!userAgent) return "Unnamed device";
-  return userAgent.slice(0, 64);
+  // The same rules as a name the client gives (no control or bidi characters, NFC).
+  const name = LoginRequest.shape.deviceName.safeParse(userAgent?.slice(0, 64));
+  return name.success && name.data ? name.data : "Unnamed device";
 }

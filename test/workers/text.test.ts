@@ -211,3 +211,21 @@ describe("names and descriptions", () => {
     await expectTextRefused(await api("/api/auth/refresh", { body: { refreshToken: "abc\uD800" } }), "refreshToken", /well-formed/);
   });
 });
+
+describe("a device named from its User-Agent", () => {
+  async function loginWithUserAgent(userAgent: string) {
+    const phone = uniquePhone();
+    const otp = (await (await api("/api/otp", { body: { phone } })).json()) as { devCode: string; attemptId: string };
+    const response = await api("/api/auth/login", { body: { phone, code: otp.devCode, attemptId: otp.attemptId }, headers: { "user-agent": userAgent } });
+    expect(response.status).toBe(200);
+    return ((await response.json()) as { device: { name: string } }).device.name;
+  }
+
+  it("follows the name rules: a User-Agent with control or bidi characters gives a neutral name", async () => {
+    expect(await loginWithUserAgent("Mozilla/5.0 (X11; Linux x86_64)")).toBe("Mozilla/5.0 (X11; Linux x86_64)");
+    // Header values are bytes: U+202E arrives as its UTF-8 bytes read one per character (a C1 control among them).
+    expect(await loginWithUserAgent("evil\u00e2\u0080\u00aetxt.exe")).toBe("Unnamed device");
+    expect(await loginWithUserAgent("tab\there")).toBe("Unnamed device");
+    expect(await loginWithUserAgent("x".repeat(100))).toBe("x".repeat(64));
+  });
+});
