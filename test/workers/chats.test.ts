@@ -190,5 +190,5 @@ describe("REST send and history", () => {
     expect(retry.status).toBe(200);
     // another sender in the same chat is not affected
     expect((await restSend(bob, chatId, "b-1", "hi")).status).toBe(201);
-  });
+  }, 30_000); // 600 sequential requests
 });
