@@ -63,17 +63,17 @@ export const ChatSummary = z.object({
 });
 export type ChatSummary = z.infer<typeof ChatSummary>;
 
+/** A page size in a query string: digits, 1 to `max`, `fallback` when absent. */
+function pageLimitParam(max: number, fallback: number) {
+  return z.string().regex(/^\d{1,4}$/, "must be a number").transform(Number).pipe(z.number().int().min(1).max(max)).default(fallback);
+}
+
 /** Where the next page of GET /api/chats starts: opaque to clients. */
 export const ChatListCursor = z.string().regex(/^\d{1,15}\.[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat list cursor");
 
 /** GET /api/chats?limit=&cursor= */
 export const ChatListQuery = z.strictObject({
-  limit: z
-    .string()
-    .regex(/^\d{1,4}$/, "must be a number")
-    .transform(Number)
-    .pipe(z.number().int().min(1).max(Limits.maxChatListPageSize))
-    .default(Limits.defaultChatListPageSize),
+  limit: pageLimitParam(Limits.maxChatListPageSize, Limits.defaultChatListPageSize),
   cursor: ChatListCursor.optional(),
 });
 export type ChatListQuery = z.infer<typeof ChatListQuery>;
@@ -111,12 +111,7 @@ export const HistoryQuery = z
   .strictObject({
     before: optionalSeqParam,
     after: optionalSeqParam,
-    limit: z
-      .string()
-      .regex(/^\d{1,4}$/, "must be a number")
-      .transform(Number)
-      .pipe(z.number().int().min(1).max(Limits.maxPageSize))
-      .default(50),
+    limit: pageLimitParam(Limits.maxPageSize, 50),
   })
   .refine((q) => q.before === undefined || q.after === undefined, {
     message: "give before or after, not both",

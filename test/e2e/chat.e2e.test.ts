@@ -1,24 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatConnection, type ApiClient, type ChatEvent, type ConnectionStatus } from "../../src/client/index.ts";
+import { ChatConnection, type ApiClient } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
-
-/** Collects what a connection delivers, for assertions. */
-function record(connection: ChatConnection) {
-  const events: ChatEvent[] = [];
-  const statuses: ConnectionStatus[] = [];
-  connection.on("event", (event) => events.push(event));
-  connection.on("status", (status) => statuses.push(status));
-  return { events, statuses };
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { record, waitFor } from "./support/waiting.ts";
 
 describe("chatting through wrangler dev", () => {
   let server: DevServer;

@@ -1,15 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatConnection, type ApiClient, type ChatEvent, type ConnectionStatus } from "../../src/client/index.ts";
+import { ChatConnection, type ApiClient } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { record, waitFor } from "./support/waiting.ts";
 
 /**
  * A socket lives as long as the access token it opened with. With 30 s tokens, the
@@ -36,12 +29,9 @@ describe("sockets outliving their token", () => {
     // A heartbeat slower than the test, so only the token's expiry closes the socket.
     const connection = new ChatConnection({ api, chatId, heartbeatMs: 120_000 });
     open.push(connection);
-    const events: ChatEvent[] = [];
-    const statuses: ConnectionStatus[] = [];
-    connection.on("event", (event) => events.push(event));
-    connection.on("status", (status) => statuses.push(status));
+    const recorded = record(connection);
     connection.connect();
-    return { connection, events, statuses };
+    return { connection, ...recorded };
   }
 
   it("are closed when it expires, and the SDK refreshes, resumes and delivers every message once", async () => {
