@@ -59,6 +59,11 @@ describe("docs/protocol.md examples", () => {
     }
   });
 
+  it("are all listed in the schema index", () => {
+    const index = doc.slice(doc.indexOf("## 13. Schema index"));
+    expect(schemaNames.filter((name) => !index.includes(`\`${name}\``))).toEqual([]);
+  });
+
   it("cover every zod schema exported from src/protocol/index.ts", () => {
     expect(schemaNames.length).toBeGreaterThan(0);
     const documented = new Set(examples.map((e) => e.schema));
