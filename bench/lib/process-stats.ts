@@ -131,9 +131,10 @@ export type ServerProcess = { role: string; pid: number };
 /**
  * CPU used by each server process (and its busiest thread) between `start()` and
  * `stop()`, as a fraction of one core. A value near 1.0 for a busiest thread means
- * that thread was the bottleneck.
+ * that thread was the bottleneck. `seconds` is the same CPU time (utime + stime) in
+ * CPU seconds, not rounded through `cores`, for the per-message cost.
  */
-export type ProcessCpu = { cores: number; systemCores: number; busiestThreadCores: number };
+export type ProcessCpu = { cores: number; systemCores: number; busiestThreadCores: number; seconds: number };
 
 export class CpuMeter {
   readonly #processes: readonly ServerProcess[];
@@ -164,7 +165,7 @@ export class CpuMeter {
       const threadsBefore = this.#threadsBefore.get(pid) ?? new Map<number, number>();
       let busiest = 0;
       for (const [tid, threadSeconds] of threadCpuSeconds(pid)) busiest = Math.max(busiest, threadSeconds - (threadsBefore.get(tid) ?? 0));
-      result[role] = { cores: round(used / seconds, 2), systemCores: round(system / seconds, 2), busiestThreadCores: round(busiest / seconds, 2) };
+      result[role] = { cores: round(used / seconds, 2), systemCores: round(system / seconds, 2), busiestThreadCores: round(busiest / seconds, 2), seconds: round(used, 2) };
     }
     return result;
   }

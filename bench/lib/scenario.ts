@@ -59,6 +59,25 @@ export type CpuFigures = {
 
 export const CLIENT_BOUND_CORES = 0.9;
 
+/**
+ * Server CPU seconds over one measured phase: utime + stime of every server process
+ * (for wrangler dev its user runtime and its local proxy; for bare ws the one Node
+ * process). A record without per-process seconds falls back to cores x wall time.
+ * Unlike latency, this barely moves when other work shares the cores.
+ */
+export function serverCpuSeconds(cpu: CpuFigures & { wallMs?: number }): number {
+  let total = 0;
+  for (const process of Object.values(cpu.server)) {
+    total += Number.isFinite(process.seconds) ? process.seconds : process.cores * ((cpu.wallMs ?? Number.NaN) / 1000);
+  }
+  return total;
+}
+
+/** Server CPU µs per unit of work done in the phase (a round trip, a delivered copy); NaN when none was done. */
+export function serverCpuMicrosPer(cpu: CpuFigures & { wallMs?: number }, units: number): number {
+  return units > 0 ? round((serverCpuSeconds(cpu) * 1e6) / units, 1) : Number.NaN;
+}
+
 let profiledPhases = 0;
 
 /**
@@ -158,6 +177,7 @@ export function indexInPhase(clientId: string, tagDot: string): number {
 // Formatting
 
 export const ms = (value: number | undefined): string => (value === undefined || !Number.isFinite(value) ? "-" : `${fmt(value)} ms`);
+export const micros = (value: number | undefined): string => (value === undefined || !Number.isFinite(value) ? "-" : `${fmt(value)} µs`);
 export const perSecond = (value: number | undefined): string => (value === undefined || !Number.isFinite(value) ? "-" : `${fmt(value)}/s`);
 
 export function fmt(value: number): string {

@@ -15,7 +15,7 @@ import { closeAll, integrityOf, type ChatSocket } from "../client.ts";
 import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
 import { runOpenLoop, sleep, waitUntil } from "../lib/open-loop.ts";
 import { round } from "../lib/process-stats.ts";
-import { fmt, indexInPhase, ms, openSockets, perSecond, PhaseMeter, ratio, settleAfterSetup, verdict, type CpuFigures, type FiguresByTarget, type RunContext, type Scenario, type TableRow } from "../lib/scenario.ts";
+import { fmt, indexInPhase, micros, ms, openSockets, perSecond, PhaseMeter, ratio, serverCpuMicrosPer, serverCpuSeconds, settleAfterSetup, verdict, type CpuFigures, type FiguresByTarget, type RunContext, type Scenario, type TableRow } from "../lib/scenario.ts";
 
 type Room = { chatId: string; sender: ChatSocket; sockets: ChatSocket[] };
 
@@ -34,7 +34,18 @@ export type StepFigures = {
   clientFellBehind: boolean;
   passed: boolean;
   cpu: CpuFigures;
+  /** utime + stime of every server process over the step (sending and draining). */
+  serverCpuSeconds: number;
+  /** serverCpuSeconds per delivered copy (`deliveries`: the sender's own copy and ack are in the cost, not in the count), in µs. */
+  serverCpuUsPerCopy: number;
 };
+
+/**
+ * The rate at which the table shows server CPU per delivered copy, when that step
+ * ran (otherwise the highest passing step). One fixed rate, because the cost per
+ * copy falls as the rate rises: frames that wait are merged.
+ */
+export const CPU_REFERENCE_RATE = 100;
 
 export type FanOutFigures = {
   chats: number;
@@ -48,6 +59,8 @@ export type FanOutFigures = {
   maxDeliveriesPerSecond: number;
   /** The first failing step was client-bound: the knee may be the client's, not the server's. */
   failureClientBound: boolean;
+  /** Server CPU per delivered copy for the table: at CPU_REFERENCE_RATE if that step ran, else at the highest passing step (every step has its own figure too). */
+  serverCpuPerCopy: { atRate: number; step: "reference rate" | "highest passing step" | "first step"; usPerCopy: number } | null;
 };
 
 async function openRooms(target: Target, chats: number, membersPerChat: number, context: RunContext): Promise<Room[]> {
@@ -134,6 +147,8 @@ async function runStep(target: Target, rooms: Room[], rate: number, stepping: St
     clientFellBehind: loop.abandoned,
     passed: everyCopy && deliveries === expectedDeliveries && gaps === 0 && duplicates === 0 && ackFailures === 0 && summary.p99Ms <= maxP99Ms,
     cpu,
+    serverCpuSeconds: round(serverCpuSeconds(cpu), 2),
+    serverCpuUsPerCopy: serverCpuMicrosPer(cpu, deliveries),
   };
 }
 
@@ -149,7 +164,7 @@ async function runStepped(target: Target, context: RunContext, shape: { chats: n
       steps.push(step);
       context.log(
         `    ${target.name} @ ${rate} msg/s: ${step.deliveries}/${step.expectedDeliveries} delivered, p99 ${step.latency.p99Ms} ms, ` +
-          `${step.deliveriesPerSecond} deliveries/s, client ${step.cpu.clientCores} cores, ${step.passed ? "pass" : "FAIL"}`,
+          `${step.deliveriesPerSecond} deliveries/s, server CPU ${step.serverCpuUsPerCopy} µs per copy, client ${step.cpu.clientCores} cores, ${step.passed ? "pass" : "FAIL"}`,
       );
       // Past the knee, keep stepping while every copy still arrives (only latency
       // failed): those steps show the throughput. Stop once deliveries fall behind.
@@ -163,6 +178,8 @@ async function runStepped(target: Target, context: RunContext, shape: { chats: n
   const passing = steps.filter((s, i) => s.passed && steps.slice(0, i).every((earlier) => earlier.passed));
   const knee = passing.at(-1);
   const failure = steps.find((s) => !s.passed);
+  const reference = steps.find((s) => s.offeredRate === CPU_REFERENCE_RATE);
+  const cpuStep = reference ?? knee ?? steps[0];
   return {
     chats: shape.chats,
     membersPerChat: shape.membersPerChat,
@@ -172,6 +189,9 @@ async function runStepped(target: Target, context: RunContext, shape: { chats: n
     kneeDeliveriesPerSecond: knee?.deliveriesPerSecond ?? 0,
     maxDeliveriesPerSecond: Math.max(0, ...steps.filter((s) => s.deliveries === s.expectedDeliveries).map((s) => s.deliveriesPerSecond)),
     failureClientBound: failure?.cpu.clientBound ?? false,
+    serverCpuPerCopy: cpuStep
+      ? { atRate: cpuStep.offeredRate, step: cpuStep === reference ? "reference rate" : cpuStep === knee ? "highest passing step" : "first step", usPerCopy: cpuStep.serverCpuUsPerCopy }
+      : null,
   };
 }
 
@@ -207,6 +227,7 @@ function steppedRows(figures: FiguresByTarget<FanOutFigures>, kneeTarget: number
     { metric: "knee (100% delivered, p99 <= 50 ms)", workerd: kneeText(workerd), bare: kneeText(bare), ratio: ratio(workerd?.kneeRate, bare?.kneeRate), target: `>= ${kneeTarget} msg/s`, verdict: verdict(workerd && workerd.kneeRate >= kneeTarget) },
     { metric: "deliveries/s at the knee", workerd: perSecond(workerd?.kneeDeliveriesPerSecond), bare: perSecond(bare?.kneeDeliveriesPerSecond), ratio: ratio(workerd?.kneeDeliveriesPerSecond, bare?.kneeDeliveriesPerSecond), target: "", verdict: "" },
     { metric: "deliveries/s, best step with every copy delivered", workerd: perSecond(workerd?.maxDeliveriesPerSecond), bare: perSecond(bare?.maxDeliveriesPerSecond), ratio: ratio(workerd?.maxDeliveriesPerSecond, bare?.maxDeliveriesPerSecond), target: "", verdict: "" },
+    cpuPerCopyRow(workerd, bare),
   ];
   const stepText = (step?: StepFigures) =>
     step ? `p99 ${ms(step.latency.p99Ms)}, ${step.deliveries === step.expectedDeliveries ? "100%" : `${fmt(round((100 * step.deliveries) / Math.max(1, step.expectedDeliveries), 1))}%`}${step.passed ? "" : " FAIL"}` : "-";
@@ -217,6 +238,38 @@ function steppedRows(figures: FiguresByTarget<FanOutFigures>, kneeTarget: number
     rows.push({ metric: `  @ ${fmt(rate)} msg/s`, workerd: stepText(w), bare: stepText(b), ratio: ratio(w?.latency.p99Ms, b?.latency.p99Ms), target: "", verdict: "" });
   }
   return rows;
+}
+
+/**
+ * Server CPU per delivered copy, both targets at the same step so the ratio means
+ * something: CPU_REFERENCE_RATE when it ran, else the highest step both passed, else
+ * the first step both ran. The metric names the step.
+ */
+function cpuPerCopyRow(workerd: FanOutFigures | undefined, bare: FanOutFigures | undefined): TableRow {
+  const at = (f: FanOutFigures | undefined, rate: number) => f?.steps.find((s) => s.offeredRate === rate);
+  const ranByBoth = (workerd?.steps ?? bare?.steps ?? []).map((s) => s.offeredRate).filter((rate) => (!workerd || at(workerd, rate)) && (!bare || at(bare, rate)));
+  const passedByBoth = ranByBoth.filter((rate) => (!workerd || at(workerd, rate)!.passed) && (!bare || at(bare, rate)!.passed));
+  let rate: number | undefined;
+  let which = "";
+  if (at(workerd, CPU_REFERENCE_RATE) || at(bare, CPU_REFERENCE_RATE)) {
+    rate = CPU_REFERENCE_RATE;
+  } else if (passedByBoth.length > 0) {
+    rate = passedByBoth.at(-1)!;
+    which = ` (highest step both targets passed; no ${CPU_REFERENCE_RATE} msg/s step)`;
+  } else {
+    rate = ranByBoth[0];
+    which = ` (first step: none passed on both targets; no ${CPU_REFERENCE_RATE} msg/s step)`;
+  }
+  const w = rate === undefined ? undefined : at(workerd, rate)?.serverCpuUsPerCopy;
+  const b = rate === undefined ? undefined : at(bare, rate)?.serverCpuUsPerCopy;
+  return {
+    metric: `server CPU per delivered copy${rate === undefined ? "" : ` @ ${fmt(rate)} msg/s${which}`}`,
+    workerd: micros(w),
+    bare: micros(b),
+    ratio: ratio(w, b),
+    target: "",
+    verdict: "",
+  };
 }
 
 function steppedNotes(label: string, figures: FiguresByTarget<FanOutFigures>): string[] {

@@ -10,7 +10,7 @@ import { closeAll, integrityOf, type ChatSocket } from "../client.ts";
 import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
 import { runOpenLoop, sleep, waitUntil } from "../lib/open-loop.ts";
 import { round } from "../lib/process-stats.ts";
-import { indexInPhase, ms, openSockets, perSecond, PhaseMeter, ratio, settleAfterSetup, verdict, type CpuFigures, type RunContext, type Scenario } from "../lib/scenario.ts";
+import { indexInPhase, micros, ms, openSockets, perSecond, PhaseMeter, ratio, serverCpuMicrosPer, serverCpuSeconds, settleAfterSetup, verdict, type CpuFigures, type RunContext, type Scenario } from "../lib/scenario.ts";
 
 /** Each 1:1 scenario has its own pair of users, so its chat is new. */
 async function openPair(target: Target, firstUser: number): Promise<{ sender: ChatSocket; receiver: ChatSocket }> {
@@ -153,6 +153,10 @@ export type ClosedLoopFigures = {
   gaps: number;
   duplicates: number;
   cpu: CpuFigures;
+  /** utime + stime of every server process over the measured loop. */
+  serverCpuSeconds: number;
+  /** serverCpuSeconds per completed round trip (send, store, ack, deliver), in µs. */
+  serverCpuUsPerRoundTrip: number;
 };
 
 export const oneToOneClosedLoop: Scenario<ClosedLoopFigures> = {
@@ -177,6 +181,7 @@ export const oneToOneClosedLoop: Scenario<ClosedLoopFigures> = {
     return [
       { metric: "round trips/s (send -> ack + delivery)", workerd: perSecond(workerd?.roundTripsPerSecond), bare: perSecond(bare?.roundTripsPerSecond), ratio: ratio(workerd?.roundTripsPerSecond, bare?.roundTripsPerSecond), target: `>= ${t.roundTripsPerSecond.toLocaleString("en-US")}/s`, verdict: verdict(workerd && !workerd.stalled && workerd.roundTripsPerSecond >= t.roundTripsPerSecond) },
       { metric: "round trip p50 / p99", workerd: `${ms(workerd?.roundTrip.p50Ms)} / ${ms(workerd?.roundTrip.p99Ms)}`, bare: `${ms(bare?.roundTrip.p50Ms)} / ${ms(bare?.roundTrip.p99Ms)}`, ratio: ratio(workerd?.roundTrip.p50Ms, bare?.roundTrip.p50Ms), target: "", verdict: "" },
+      { metric: "server CPU per round trip (every server process)", workerd: micros(workerd?.serverCpuUsPerRoundTrip), bare: micros(bare?.serverCpuUsPerRoundTrip), ratio: ratio(workerd?.serverCpuUsPerRoundTrip, bare?.serverCpuUsPerRoundTrip), target: "", verdict: "" },
     ];
   },
 
@@ -244,6 +249,7 @@ async function closedLoop(target: Target, context: RunContext, sender: ChatSocke
   const elapsed = (performance.now() - startedAt) / 1000;
   const cpu = await meter.stop();
   const integrity = integrityOf([receiver]);
+  context.log(`    ${target.name} ${phase}: ${recorder.count} round trips, server CPU ${serverCpuMicrosPer(cpu, recorder.count)} µs per round trip`);
   return {
     roundTrips: recorder.count,
     seconds: round(elapsed, 2),
@@ -253,5 +259,7 @@ async function closedLoop(target: Target, context: RunContext, sender: ChatSocke
     gaps: integrity.gaps - integrityBefore.gaps,
     duplicates: integrity.duplicates - integrityBefore.duplicates,
     cpu,
+    serverCpuSeconds: round(serverCpuSeconds(cpu), 2),
+    serverCpuUsPerRoundTrip: serverCpuMicrosPer(cpu, recorder.count),
   };
 }
