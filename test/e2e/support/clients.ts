@@ -9,9 +9,21 @@ export function uniquePhone(): string {
   return `+1415${exchange}${String(counter % 10_000).padStart(4, "0")}`;
 }
 
-/** Logs a new user in through the running server, with the development code. */
-export async function loggedInClient(baseUrl: string, deviceName = "e2e"): Promise<ApiClient> {
-  const api = new ApiClient({ baseUrl });
+/**
+ * Logs a new user in through the running server, with the development code. Tests
+ * that log in many users give each a `clientAddress` (sent as `CF-Connecting-IP`,
+ * which `wrangler dev` passes through), as many people behind many addresses would:
+ * the per-address login limits then apply to each on its own.
+ */
+export async function loggedInClient(baseUrl: string, deviceName = "e2e", clientAddress?: string): Promise<ApiClient> {
+  const addressed: typeof fetch | undefined = clientAddress
+    ? (input, init) => {
+        const headers = new Headers(init?.headers);
+        headers.set("cf-connecting-ip", clientAddress);
+        return fetch(input, { ...init, headers });
+      }
+    : undefined;
+  const api = new ApiClient(addressed ? { baseUrl, fetch: addressed } : { baseUrl });
   const phone = uniquePhone();
   const otp = await api.requestOtp(phone);
   if (!otp.devCode) throw new Error("the development server returned no devCode");

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +22,8 @@ export type DevServer = {
   stop: () => Promise<void>;
   /** Where the runtime keeps this server's state (one SQLite file per Durable Object). */
   stateDir: string;
+  /** Resident memory of the runtime that runs the Worker and its objects, in bytes. */
+  runtimeRss: () => number;
 };
 
 /**
@@ -47,7 +49,7 @@ export async function startDevServer(vars: Record<string, string>): Promise<DevS
     if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${output}`);
     try {
       const response = await fetch(`${url}/healthz`);
-      if (response.ok) return { url, output: () => output, stop, stateDir };
+      if (response.ok) return { url, output: () => output, stop, stateDir, runtimeRss: () => residentBytes(runtimePid(child.pid!)) };
     } catch {
       // not listening yet
     }
@@ -57,6 +59,31 @@ export async function startDevServer(vars: Record<string, string>): Promise<DevS
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
+}
+
+/**
+ * `wrangler dev` runs two workerd processes: a proxy on the public port and the user
+ * runtime, the one started with `--inspector-addr`. Found among this server's process group.
+ */
+function runtimePid(groupId: number): number {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const processGroup = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+      const command = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (processGroup === groupId && command.includes("workerd") && command.includes("--inspector-addr")) return Number(entry);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  throw new Error(`no workerd runtime in process group ${groupId}`);
+}
+
+function residentBytes(pid: number): number {
+  const kib = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  if (!kib) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(kib) * 1024;
 }
 
 async function killTree(child: ChildProcess): Promise<void> {
