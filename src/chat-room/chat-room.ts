@@ -31,7 +31,8 @@ import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { AccountSendLeases } from "./account-send-leases.ts";
-import { closeQuietly, deviceTag, sendErrorFrame, sendEventsFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
+import { CatchUp } from "./catch-up.ts";
+import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
 
@@ -50,10 +51,6 @@ const MAX_SENDS_PER_COMMIT = 64;
 
 type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
 
-/** Catch-up pacing per device and chat: 1 MiB/s, bursts of 2 MiB (8 full pages). */
-const CATCH_UP_BYTES_PER_SECOND = 1024 * 1024;
-const CATCH_UP_BYTES_BURST = 2 * 1024 * 1024;
-
 /** Retry delay for telling members' User objects about the chat after a failure. */
 const INDEX_RETRY_MS = 30_000;
 
@@ -66,8 +63,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
   readonly #config: Config;
   readonly #sendRate: TokenBuckets;
-  /** Catch-up bytes per device, refilled at `CATCH_UP_BYTES_PER_SECOND` (in memory, like the send rate). */
-  readonly #catchUpBudget = new TokenBuckets(CATCH_UP_BYTES_PER_SECOND, CATCH_UP_BYTES_BURST);
+  readonly #catchUp: CatchUp;
   readonly #sessions: Sessions;
   #log!: EventLog;
   #membership!: Membership;
@@ -81,6 +77,12 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     this.#config = configFrom(env);
     this.#sendRate = new TokenBuckets(this.#config.send.ratePerSecond, this.#config.send.burst);
     this.#sessions = new Sessions(ctx, () => this.#membership.chat?.chatId ?? "");
+    this.#catchUp = new CatchUp({
+      log: () => this.#log,
+      sessions: this.#sessions,
+      chatId: () => this.#membership.requireChat().chatId,
+      pageSize: this.#config.catchUpPageSize,
+    });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
@@ -193,7 +195,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       headSeq: this.#log.headSeq,
       catchingUp: !session.live,
     });
-    if (!session.live) this.#sendFirstPage(server, session);
+    if (!session.live) this.#catchUp.firstPage(server, session);
     return upgradeResponse(request.headers, client);
   }
 
@@ -319,37 +321,8 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
 
-  /**
-   * Sends the socket its next catch-up page (nothing once it is live); returns its
-   * cursor. A page holds at most `catchUpPageSize` events and `Limits.maxPageBytes` of
-   * them, and the next one is sent only when the client asks (`sync`). Pages are also
-   * paced per device and chat (`CatchUpBudget`), so pipelined syncs or reconnect loops
-   * cannot queue megabytes in the runtime: over budget, `sync` answers `rate_limited`.
-   */
-  sendNextPage(ws: WebSocket, session: SessionState, now = Date.now()): number {
-    const headSeq = this.#log.headSeq;
-    if (session.live) return headSeq;
-    const waitMs = this.#catchUpBudget.waitMs(session.deviceId, now);
-    if (waitMs > 0) throw new AppError("rate_limited", 429, "catching up too fast: sync again later", { retryAfterMs: waitMs });
-    const page = this.#log.after(session.cursor, this.#config.catchUpPageSize, Limits.maxPageBytes);
-    this.#catchUpBudget.take(session.deviceId, now, page.bytes);
-    const cursor = page.events.at(-1)?.seq ?? headSeq;
-    // Decided in the same turn as the read: an event stored after this page is either
-    // in the next page (more) or pushed live, never both and never neither.
-    const live = cursor >= headSeq;
-    this.#sessions.save(ws, { ...session, cursor, live });
-    sendEventsFrame(ws, this.#membership.requireChat().chatId, page.json, !live);
-    return cursor;
-  }
-
-  /** The page a resuming socket gets at once; over the budget, an empty page tells it to `sync` later. */
-  #sendFirstPage(ws: WebSocket, session: SessionState): void {
-    try {
-      this.sendNextPage(ws, session);
-    } catch (error) {
-      if (!(error instanceof AppError) || error.code !== "rate_limited") throw error;
-      sendEventsFrame(ws, this.#membership.requireChat().chatId, [], true);
-    }
+  sendNextPage(ws: WebSocket, session: SessionState): number {
+    return this.#catchUp.nextPage(ws, session);
   }
 
   #checkReplyTarget(replyToSeq: number, visibleFrom: number): void {
