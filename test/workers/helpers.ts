@@ -3,7 +3,12 @@ import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { HistoryPage, PhoneNumber, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
-let counter = 0;
+/**
+ * Where this file's client addresses start. The Rate Limiting bindings' counts are
+ * shared by every test file of a run, so each file starts at a random point of
+ * 10.0.0.0/8 rather than at the same first address.
+ */
+let counter = Math.floor(Math.random() * 2 ** 24);
 /** Where this file's phone numbers start: +1 415 NXX XXXX, with NXX from 200 to 999. */
 let phoneCounter = Math.floor(Math.random() * 7_000_000);
 /** A valid phone number and a client address no other test uses (storage is shared per file). */
