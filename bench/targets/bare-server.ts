@@ -19,10 +19,10 @@ import WebSocket, { WebSocketServer } from "ws";
 import type { BenchUser } from "../client.ts";
 import type { Target } from "./target.ts";
 
-/** The Worker's default HISTORY_PAGE_SIZE: events per catch-up page. */
+/** The Worker's default CATCH_UP_PAGE_SIZE: events per catch-up page (the Worker also caps a page at 256 KiB). */
 const PAGE_SIZE = 200;
-/** The Worker refuses bigger frames before parsing them. */
-const MAX_FRAME_BYTES = 96 * 1024;
+/** The Worker's Limits.maxFrameBytes: it refuses bigger frames before parsing them. */
+const MAX_FRAME_BYTES = 6 * 64 * 1024 + 4096;
 
 // ---------------------------------------------------------------------------
 // The server program

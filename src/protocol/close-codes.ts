@@ -1,3 +1,5 @@
+import type { ErrorCode } from "./errors.ts";
+
 /**
  * WebSocket close codes the server uses. 4000-4499: do not reconnect with the same
  * credentials (the client must change something first). 4500-4999 and the standard
@@ -31,26 +33,45 @@ export const CloseCode = {
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
-/** The close code a refused socket gets for an error (see ErrorCode). */
-export function closeCodeForError(code: string): CloseCode {
-  switch (code) {
-    case "unauthorized":
-    case "invalid_token":
-    case "token_expired":
-      return CloseCode.unauthorized;
-    case "device_revoked":
-      return CloseCode.deviceRevoked;
-    case "not_a_member":
-    case "forbidden":
-      return CloseCode.notAMember;
-    case "chat_not_found":
-      return CloseCode.chatNotFound;
-    case "validation_failed":
-    case "invalid_cursor":
-      return CloseCode.badRequest;
-    default:
-      return CloseCode.tryAgain;
-  }
+/**
+ * The close code a refused socket gets for each error. A table over every ErrorCode,
+ * so a new code must be given its close code (and so its reconnect rule) to compile.
+ */
+const closeCodes: Record<ErrorCode, CloseCode> = {
+  unauthorized: CloseCode.unauthorized,
+  invalid_token: CloseCode.unauthorized,
+  token_expired: CloseCode.unauthorized,
+  device_revoked: CloseCode.deviceRevoked,
+  not_a_member: CloseCode.notAMember,
+  forbidden: CloseCode.notAMember,
+  chat_not_found: CloseCode.chatNotFound,
+  validation_failed: CloseCode.badRequest,
+  invalid_cursor: CloseCode.badRequest,
+  // Not refusals of a socket today; if one ever is, the client retries with backoff.
+  invalid_json: CloseCode.tryAgain,
+  unsupported_media_type: CloseCode.tryAgain,
+  too_large: CloseCode.tryAgain,
+  not_found: CloseCode.tryAgain,
+  invalid_code: CloseCode.tryAgain,
+  code_expired: CloseCode.tryAgain,
+  too_many_attempts: CloseCode.tryAgain,
+  invalid_refresh_token: CloseCode.tryAgain,
+  refresh_token_reused: CloseCode.tryAgain,
+  rate_limited: CloseCode.tryAgain,
+  admins_only: CloseCode.tryAgain,
+  invalid_member: CloseCode.tryAgain,
+  invalid_reply: CloseCode.tryAgain,
+  idempotency_conflict: CloseCode.tryAgain,
+  unknown_frame: CloseCode.tryAgain,
+  binary_not_supported: CloseCode.tryAgain,
+  misconfigured: CloseCode.tryAgain,
+  unavailable: CloseCode.tryAgain,
+  internal: CloseCode.tryAgain,
+};
+
+/** The close code a refused socket gets for an error. */
+export function closeCodeForError(code: ErrorCode): CloseCode {
+  return closeCodes[code];
 }
 
 /** Whether a client should reconnect (with backoff) after a close with this code. */
