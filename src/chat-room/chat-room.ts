@@ -59,11 +59,19 @@ const INDEX_RETRY_MS = 30_000;
  * members and its event log, and the sequencer that gives every event its `seq`.
  * It holds the hibernatable sockets of the clients that have the chat open.
  */
-export class ChatRoom extends DurableObject<Env> implements RoomCommands {
+export class ChatRoom extends DurableObject<Env> {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
   readonly #config: Config;
   readonly #sendRate: TokenBuckets;
   readonly #catchUp: CatchUp;
+  /**
+   * What frame handlers may do, as a private object rather than public methods: a
+   * public method of a Durable Object can be called by anyone holding a stub, over RPC.
+   */
+  readonly #commandContext: RoomCommands = {
+    enqueueSend: (sender, input, respond) => this.#sendBatch.add({ sender, input, respond }),
+    sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
+  };
   readonly #sessions: Sessions;
   #log!: EventLog;
   #membership!: Membership;
@@ -143,7 +151,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
 
   /** The REST path of a send (bots, tests, clients without the chat open). */
   send(sender: Sender, input: SendMessageRequest): Promise<Outcome<SendResult>> {
-    return new Promise((resolve) => this.enqueueSend(sender, input, resolve));
+    return new Promise((resolve) => this.#sendBatch.add({ sender, input, respond: resolve }));
   }
 
   history(userId: string, query: HistoryQuery): Outcome<HistoryPage> {
@@ -243,7 +251,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       sendFrame(ws, outcome.ok ? { type: "reply", id: frame.id, ok: true, result: outcome.value } : { type: "reply", id: frame.id, ok: false, error: outcome.error });
     try {
       const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame, respond: Respond<unknown>) => void;
-      handler(this, ws, session, frame, respond);
+      handler(this.#commandContext, ws, session, frame, respond);
     } catch (error) {
       respond(failed(error));
     }
@@ -260,11 +268,7 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
     this.#sessions.forget(ws);
   }
 
-  // ---- Commands (RoomCommands) ----
-
-  enqueueSend(sender: Sender, input: SendMessageRequest, respond: Respond<SendResult>): void {
-    this.#sendBatch.add({ sender, input, respond });
-  }
+  // ---- Commands ----
 
   /**
    * Stores a batch at once when its senders hold enough of their accounts' send tokens
@@ -319,10 +323,6 @@ export class ChatRoom extends DurableObject<Env> implements RoomCommands {
       stored.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
-  }
-
-  sendNextPage(ws: WebSocket, session: SessionState): number {
-    return this.#catchUp.nextPage(ws, session);
   }
 
   #checkReplyTarget(replyToSeq: number, visibleFrom: number): void {

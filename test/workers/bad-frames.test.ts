@@ -1,5 +1,6 @@
+import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { connect, createDirect, login, socketSend } from "./helpers.ts";
+import { connect, createDirect, createGroup, history, login, socketSend } from "./helpers.ts";
 
 /** Names an object inherits from its prototype: none of them is a frame type. */
 const PROTOTYPE_NAMES = [
@@ -40,5 +41,26 @@ describe("frames whose type names a prototype property", () => {
     expect(socket.closed).toBeNull();
     const sent = await socketSend(socket, "after-bad-frames", "still here");
     expect(sent).toMatchObject({ ok: true, result: { seq: 2, duplicate: false } });
+  });
+});
+
+describe("the chat object's RPC surface", () => {
+  it("does not expose the frame handlers' operations (queueing a send, sending a page)", async () => {
+    const alice = await login();
+    const chatId = await createGroup(alice, []);
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId)) as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const sender = { userId: alice.user.userId, deviceId: alice.device.deviceId };
+    const refusal = async (call: () => Promise<unknown>) => {
+      try {
+        await call();
+        return "answered";
+      } catch (error) {
+        return String(error);
+      }
+    };
+    expect(await refusal(() => stub.enqueueSend!(sender, { clientId: "rpc-1", body: "sneaked" }, null))).toMatch(/does not implement/);
+    expect(await refusal(() => stub.sendNextPage!(null, null))).toMatch(/does not implement/);
+    const page = await history(alice, chatId);
+    expect(page.events.filter((e) => e.type === "message")).toEqual([]);
   });
 });
