@@ -11,7 +11,7 @@ import {
   type EventEnvelope,
   type SendResult,
 } from "../protocol/index.ts";
-import type { ApiClient } from "./api-client.ts";
+import { ApiError, type ApiClient } from "./api-client.ts";
 import { Outbox } from "./outbox.ts";
 
 export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
@@ -97,7 +97,7 @@ export class ChatConnection {
     this.#setStatus("connecting");
     const socket = new ReconnectingWebSocket(
       () => this.#api.socketUrl(this.chatId, this.#cursor),
-      async () => ["chat.v1", `bearer.${await this.#api.accessToken()}`],
+      async () => ["chat.v1", `bearer.${await this.#credentials()}`],
       {
         WebSocket: this.#options.WebSocket,
         minReconnectionDelay: 200 + Math.random() * 800, // jitter: a herd does not return at once
@@ -189,6 +189,25 @@ export class ChatConnection {
     setTimeout(() => {
       if (this.#socket === socket && this.#status === "catching-up") this.#requestNextPage();
     }, reply.error.retryAfterMs ?? 1000);
+  }
+
+  /**
+   * The access token for the next connection. When getting one needs a refresh that
+   * the server refuses for good (unknown or reused refresh token, device logged out),
+   * no connection can succeed: stop, as a 4001 or 4009 close would.
+   */
+  async #credentials(): Promise<string> {
+    try {
+      return await this.#api.accessToken();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        const code = error.code === "device_revoked" ? CloseCode.deviceRevoked : CloseCode.unauthorized;
+        queueMicrotask(() => {
+          if (this.#status !== "closed") this.#finalClose(code, error.code);
+        });
+      }
+      throw error;
+    }
   }
 
   #shouldReconnect(code: number, reason: string): boolean {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatConnection, type ApiClient } from "../../src/client/index.ts";
+import { ApiClient, ChatConnection } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
 import { record, waitFor } from "./support/waiting.ts";
@@ -107,5 +107,19 @@ describe("chatting through wrangler dev", () => {
     const socket = new WebSocket(alice.socketUrl(chat.chatId), ["chat.v1", "bearer.not-a-token"]);
     const closed = await new Promise<CloseEvent>((resolve) => socket.addEventListener("close", resolve));
     expect(closed.code).toBe(4001);
+
+    // The SDK with a token the server refuses and a refresh token it does not know:
+    // it tries one refresh, then stops for good instead of reconnecting in a loop.
+    const forged = new ApiClient({ baseUrl: server.url, session: { ...alice.session!, credentials: "not-a-token", refreshToken: `rt1.${alice.session!.user.userId}.${"A".repeat(43)}` } });
+    const connection = new ChatConnection({ api: forged, chatId: chat.chatId, heartbeatMs: 1000 });
+    open.push(connection);
+    const recorded = record(connection);
+    const finalClose = new Promise<number>((resolve) => connection.on("closed", (code) => resolve(code)));
+    connection.connect();
+    expect(await finalClose).toBe(4001);
+    expect(connection.status).toBe("closed");
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(connection.status).toBe("closed");
+    expect(recorded.statuses.filter((s) => s === "connecting").length).toBeLessThanOrEqual(2);
   });
 });
