@@ -134,7 +134,6 @@ export class User extends DurableObject<Env> {
     return outcome;
   }
 
-  /** Called on every authenticated request: a revoked device is refused at once. */
   /**
    * Called on every authenticated request: a revoked device is refused at once. For a
    * chat socket, `socket` says which chat it opens and until when its token is valid,
