@@ -38,7 +38,9 @@ export const chatRoutes = new Hono<AppEnv>()
     await enforceRateLimit(c.env.HISTORY_LIMITER, c.get("caller").userId);
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const query = queryParams(c, HistoryQuery);
-    return c.json(unwrap(await chatRoomObject(c.env, chatId).history(c.get("caller").userId, query)));
+    // Already the JSON text of a HistoryPage (serialized once, in the chat's object).
+    const page = unwrap(await chatRoomObject(c.env, chatId).history(c.get("caller").userId, query));
+    return c.body(page, 200, { "content-type": "application/json" });
   })
   .post("/:chatId/messages", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
