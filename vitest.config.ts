@@ -35,7 +35,9 @@ export default defineConfig({
             },
           }),
         ],
-        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+        // 20 s: tests that count requests up to a rate limit may first wait (up to 10 s)
+        // for a fresh fixed window (awayFromRateWindowEdge).
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"], testTimeout: 20_000 },
       },
       { test: { name: "node", include: ["test/node/**/*.test.ts"], environment: "node" } },
       {

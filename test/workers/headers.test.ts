@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ErrorResponse } from "../../src/protocol/index.ts";
-import { api, connect, createDirect, login, restSend, socketSend } from "./helpers.ts";
+import { api, connect, createDirect, login, restSend, socketSend, awayFromRateWindowEdge } from "./helpers.ts";
 
 const nosniff = (response: Response) => expect(response.headers.get("x-content-type-options"), `${response.status} ${response.url}`).toBe("nosniff");
 
@@ -47,6 +47,7 @@ describe("response headers", () => {
   });
 
   it("Retry-After on a 429 from the lookup limiter (60 per minute per account)", async () => {
+    await awayFromRateWindowEdge();
     const alice = await login();
     const statuses: number[] = [];
     let limited: Response | null = null;

@@ -177,3 +177,14 @@ export async function socketSend(socket: TestSocket, clientId: string, body: str
   socket.send({ type: "send", id, clientId, body });
   return socket.reply(id);
 }
+
+/**
+ * The Rate Limiting binding counts in fixed windows aligned to the wall clock (locally:
+ * `floor(now / period)`), so a test that counts requests up to a limit fails if a window
+ * ends half-way through. This waits, when needed, until at least `needMs` of the current
+ * 60 s window remain.
+ */
+export async function awayFromRateWindowEdge(needMs = 10_000): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000);
+  if (left < needMs) await new Promise((resolve) => setTimeout(resolve, left + 50));
+}

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { issueAccessToken } from "../../src/auth/access-token.ts";
 import { configFrom } from "../../src/lib/config.ts";
 import { ChatList, HistoryPage, Limits, type ServerFrame } from "../../src/protocol/index.ts";
-import { api, connect, createDirect, createGroup, expectError, history, login, openSocket, restSend, socketSend, type Session, type TestSocket } from "./helpers.ts";
+import { api, connect, createDirect, createGroup, expectError, history, login, openSocket, restSend, socketSend, type Session, type TestSocket, awayFromRateWindowEdge } from "./helpers.ts";
 
 /** 60 KiB of text: about 4 such messages fill a page's byte cap. */
 const BIG = "x".repeat(60 * 1024);
@@ -143,6 +143,7 @@ describe("a socket lives as long as its token", () => {
 
 describe("per-account request limits", () => {
   it("history reads are limited per account (120 a minute), with Retry-After; another account is not affected", async () => {
+    await awayFromRateWindowEdge();
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
     let limited: Response | null = null;
@@ -158,6 +159,7 @@ describe("per-account request limits", () => {
   });
 
   it("chat creation is limited per account (20 a minute)", async () => {
+    await awayFromRateWindowEdge();
     const [alice, bob] = await Promise.all([login(), login()]);
     const statuses: number[] = [];
     for (let i = 0; i < 25; i++) {
