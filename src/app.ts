@@ -1,10 +1,10 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import type { AppEnv } from "./lib/app-env.ts";
-import { AppError, internalErrorBody } from "./lib/app-error.ts";
-import { describeError, log } from "./lib/log.ts";
+import { AppError } from "./lib/app-error.ts";
+import { failureOf } from "./lib/failure.ts";
+import { log } from "./lib/log.ts";
 import { Limits, type ErrorResponse } from "./protocol/index.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { chatRoutes } from "./routes/chats.ts";
@@ -65,20 +65,11 @@ app.notFound((c) => {
 });
 
 app.onError((error, c) => {
-  if (error instanceof AppError) {
-    if (error.status >= 500) log.error("request failed", { requestId: c.get("requestId"), code: error.code, error: error.message });
-    const body: ErrorResponse = { error: error.toBody() };
-    // The body's retryAfterMs, for clients and proxies that read only the standard header.
-    const headers = error.retryAfterMs === undefined ? undefined : { "Retry-After": String(retryAfterSeconds(error.retryAfterMs)) };
-    return c.json(body, error.status, headers);
-  }
-  if (error instanceof HTTPException && error.status < 500) {
-    const body: ErrorResponse = { error: { code: "validation_failed", message: error.message || "bad request", retryable: false } };
-    return c.json(body, error.status);
-  }
-  log.error("unhandled error", { requestId: c.get("requestId"), ...describeError(error) });
-  const body: ErrorResponse = { error: internalErrorBody };
-  return c.json(body, 500);
+  const { status, error: body } = failureOf(error, { requestId: c.get("requestId") });
+  const response: ErrorResponse = { error: body };
+  // The body's retryAfterMs, for clients and proxies that read only the standard header.
+  const headers = body.retryAfterMs === undefined ? undefined : { "Retry-After": String(retryAfterSeconds(body.retryAfterMs)) };
+  return c.json(response, status, headers);
 });
 
 /** `Retry-After` is whole seconds: rounded up, and at least 1 so that 0 never means "now". */

@@ -3,7 +3,8 @@ import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlit
 import migrations from "../../migrations/chat-room/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/chat-room-schema.ts";
-import { AppError, internalErrorBody, validationError } from "../lib/app-error.ts";
+import { AppError, validationError } from "../lib/app-error.ts";
+import { failureOf } from "../lib/failure.ts";
 import { configFrom, type Config } from "../lib/config.ts";
 import { describeError, log } from "../lib/log.ts";
 import { attempt, succeed, type Outcome } from "../lib/result.ts";
@@ -23,7 +24,6 @@ import {
   type SendMessageRequest,
   type SendResult,
 } from "../protocol/index.ts";
-import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { commands, type Respond, type RoomCommands } from "./commands.ts";
 import { SendBatch } from "./send-batch.ts";
 import { EventLog, type EventPage, type Sender } from "./event-log.ts";
@@ -258,7 +258,7 @@ export class ChatRoom extends DurableObject<Env> {
       const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame, respond: Respond<unknown>) => void;
       handler(this.#commandContext, ws, session, frame, respond);
     } catch (error) {
-      respond(failed(error));
+      respond(failureOf(error, { object: "ChatRoom" }));
     }
   }
 
@@ -301,7 +301,7 @@ export class ChatRoom extends DurableObject<Env> {
         const result = this.#storeMessage(sender, input, now, stored);
         return succeed(result);
       } catch (error) {
-        return failed(error);
+        return failureOf(error, { object: "ChatRoom" });
       }
     });
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
@@ -357,13 +357,6 @@ export class ChatRoom extends DurableObject<Env> {
     for (const failure of failures) log.warn("could not add a chat to a member's list", describeError(failure.reason));
     return failures.length === 0;
   }
-}
-
-/** An expected failure as itself; anything else is logged and answered as `internal`. */
-function failed(error: unknown): { ok: false; status: ContentfulStatusCode; error: ErrorBody } {
-  if (error instanceof AppError) return { ok: false, status: error.status, error: error.toBody() };
-  log.error("command failed", describeError(error));
-  return { ok: false, status: 500, error: internalErrorBody };
 }
 
 // Maps and sets, not plain objects: a frame `type` such as `constructor` or `__proto__`

@@ -1,13 +1,12 @@
-import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { ErrorBody } from "../protocol/errors.ts";
 import { AppError } from "./app-error.ts";
+import { failureOf, type Failure } from "./failure.ts";
 
 /**
  * What a Durable Object RPC method returns when it can fail in an expected way.
  * Thrown errors lose their class across RPC, so expected failures travel as data
  * and the caller rethrows them with `unwrap`.
  */
-export type Outcome<T> = { ok: true; value: T } | { ok: false; status: ContentfulStatusCode; error: ErrorBody };
+export type Outcome<T> = { ok: true; value: T } | Failure;
 
 export function succeed<T>(value: T): Outcome<T> {
   return { ok: true, value };
@@ -18,7 +17,7 @@ export function attempt<T>(work: () => T): Outcome<T> {
   try {
     return succeed(work());
   } catch (error) {
-    if (error instanceof AppError) return { ok: false, status: error.status, error: error.toBody() };
+    if (error instanceof AppError) return failureOf(error);
     throw error;
   }
 }

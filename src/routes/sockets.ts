@@ -1,8 +1,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
-import { AppError, internalErrorBody } from "../lib/app-error.ts";
+import { AppError } from "../lib/app-error.ts";
+import { failureOf } from "../lib/failure.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
-import { describeError, log } from "../lib/log.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
 import { authenticateSocket } from "../middleware/auth.ts";
 import { chatIdParam } from "./chats.ts";
@@ -24,8 +24,6 @@ export const socketRoutes = new Hono<AppEnv>().get("/chat/:chatId", async (c) =>
     ForwardedIdentity.write(headers, caller); // overwrites anything the client sent
     return await chatRoomObject(c.env, chatId).fetch(new Request(c.req.raw, { headers }));
   } catch (error) {
-    if (error instanceof AppError) return refuseUpgrade(c.req.raw.headers, error.toBody());
-    log.error("socket upgrade failed", { requestId: c.get("requestId"), ...describeError(error) });
-    return refuseUpgrade(c.req.raw.headers, internalErrorBody);
+    return refuseUpgrade(c.req.raw.headers, failureOf(error, { requestId: c.get("requestId"), during: "socket upgrade" }).error);
   }
 });
