@@ -8,6 +8,8 @@ import { log } from "./lib/log.ts";
 import { Limits, type ErrorResponse } from "./protocol/index.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { chatRoutes } from "./routes/chats.ts";
+import { invitationRoutes } from "./routes/invitations.ts";
+import { blockRoutes } from "./routes/blocks.ts";
 import { deviceRoutes } from "./routes/devices.ts";
 import { meRoutes } from "./routes/me.ts";
 import { socketRoutes } from "./routes/sockets.ts";
@@ -57,6 +59,8 @@ app.route("/api/me", meRoutes);
 app.route("/api/devices", deviceRoutes);
 app.route("/api/users", userRoutes);
 app.route("/api/chats", chatRoutes);
+app.route("/api/invitations", invitationRoutes);
+app.route("/api/blocks", blockRoutes);
 app.route("/", socketRoutes);
 
 app.notFound((c) => {

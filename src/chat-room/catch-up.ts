@@ -2,6 +2,8 @@ import { AppError } from "../lib/app-error.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { Limits } from "../protocol/index.ts";
 import type { EventLog } from "./event-log.ts";
+import type { Period } from "./membership.ts";
+import { visibleAfter } from "./visible-events.ts";
 import { sendEventsFrame, type Sessions, type SessionState } from "./sessions.ts";
 
 /** Catch-up pacing per device and chat: 1 MiB/s, bursts of 2 MiB (8 full pages). */
@@ -12,6 +14,8 @@ export type CatchUpOptions = {
   log: () => EventLog;
   sessions: Sessions;
   chatId: () => string;
+  /** The member's periods: a socket is sent only what they may see. */
+  periods: (userId: string) => readonly Period[];
   /** Events per page (`CATCH_UP_PAGE_SIZE`). */
   pageSize: number;
 };
@@ -39,12 +43,12 @@ export class CatchUp {
     if (session.live) return headSeq;
     const waitMs = this.#budget.waitMs(session.deviceId, now);
     if (waitMs > 0) throw new AppError("rate_limited", 429, "catching up too fast: sync again later", { retryAfterMs: waitMs });
-    const page = log.after(session.cursor, this.#options.pageSize, Limits.maxPageBytes);
+    const page = visibleAfter(log, this.#options.periods(session.userId), session.cursor, this.#options.pageSize, Limits.maxPageBytes);
     this.#budget.take(session.deviceId, now, page.bytes);
-    const cursor = page.events.at(-1)?.seq ?? headSeq;
     // Decided in the same turn as the read: an event stored after this page is either
     // in the next page (more) or pushed live, never both and never neither.
-    const live = cursor >= headSeq;
+    const live = !page.hasMore;
+    const cursor = live ? headSeq : (page.events.at(-1)?.seq ?? session.cursor);
     this.#options.sessions.save(ws, { ...session, cursor, live });
     sendEventsFrame(ws, this.#options.chatId(), page.json, !live);
     return cursor;

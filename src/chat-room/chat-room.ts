@@ -17,7 +17,9 @@ import {
   type Chat,
   type ChatEvent,
   type ChatKind,
-  type ChatSummary,
+  type AddMembersResult,
+  type ChangeResult,
+  type UpdateChatRequest,
   type ErrorBody,
   type MemberRole,
   type HistoryQuery,
@@ -26,7 +28,7 @@ import {
 } from "../protocol/index.ts";
 import { commands, type Respond, type RoomCommands } from "./commands.ts";
 import { SendBatch } from "./send-batch.ts";
-import { EventLog, type EventPage, type Sender } from "./event-log.ts";
+import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { AccountSendLeases } from "./account-send-leases.ts";
@@ -34,6 +36,11 @@ import { CatchUp } from "./catch-up.ts";
 import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
+import { userObject } from "../lib/stubs.ts";
+import { Scheduler } from "../lib/scheduler.ts";
+import { AccountFanOut } from "./account-fan-out.ts";
+import { visibleAfter, visibleBefore } from "./visible-events.ts";
+import { refuseAdds } from "./add-refusals.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -43,6 +50,8 @@ export type CreateChatInput = {
   creatorId: string;
   /** The other initial members (the creator excluded). */
   memberIds: string[];
+  /** Accounts whose `groupAdd` setting asks for an invitation instead. */
+  inviteIds: string[];
 };
 
 /** Sends stored per commit at most: bounds the work (and broadcast frame) of one turn. */
@@ -50,8 +59,8 @@ const MAX_SENDS_PER_COMMIT = 64;
 
 type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
 
-/** Retry delay for telling members' User objects about the chat after a failure. */
-const INDEX_RETRY_MS = 30_000;
+/** The object's deadlines (one alarm): see Scheduler. */
+type Deadline = "fan-out";
 
 /**
  * One object per chat (`idFromName(chatId)`): the source of truth for the chat's
@@ -75,7 +84,9 @@ export class ChatRoom extends DurableObject<Env> {
   #log!: EventLog;
   #membership!: Membership;
   readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#leaseThenStore(batch), MAX_SENDS_PER_COMMIT);
-  readonly #accountLeases = new AccountSendLeases((userId, count) => this.env.USER.get(this.env.USER.idFromName(userId)).grantSends(count));
+  readonly #accountLeases = new AccountSendLeases((userId, count) => userObject(this.env, userId).grantSends(count));
+  readonly #scheduler: Scheduler<Deadline>;
+  readonly #fanOut: AccountFanOut;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -88,8 +99,16 @@ export class ChatRoom extends DurableObject<Env> {
       log: () => this.#log,
       sessions: this.#sessions,
       chatId: () => this.#membership.requireChat().chatId,
+      periods: (userId) => this.#membership.periodsOf(userId),
       pageSize: this.#config.catchUpPageSize,
     });
+    this.#fanOut = new AccountFanOut({
+      log: () => this.#log,
+      membership: () => this.#membership,
+      notify: (userId, update) => userObject(env, userId).chatChanged(update),
+      retryNoLaterThan: (at) => this.#scheduler.noLaterThan("fan-out", at),
+    });
+    this.#scheduler = new Scheduler<Deadline>(ctx.storage, { "fan-out": (now) => this.#fanOut.retry(now) });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
@@ -123,21 +142,19 @@ export class ChatRoom extends DurableObject<Env> {
     }
     if (!hasSchema(this.ctx.storage)) await this.#openStorage();
     const members = [
-      { userId: input.creatorId, role: input.kind === "direct" ? ("member" as const) : ("admin" as const), joinedSeq: 1 },
-      ...input.memberIds.map((userId) => ({ userId, role: "member" as const, joinedSeq: 1 })),
+      { userId: input.creatorId, role: input.kind === "direct" ? ("member" as const) : ("admin" as const) },
+      ...input.memberIds.map((userId) => ({ userId, role: "member" as const })),
     ];
     this.#membership.create(
       { chatId: input.chatId, kind: input.kind, name: input.name, description: input.description, createdBy: input.creatorId, createdAt: now },
       members,
     );
-    this.#log.append(
-      { type: "chat.created", actorId: input.creatorId, kind: input.kind, name: input.name, members: members.map(({ userId, role }) => ({ userId, role })) },
-      now,
-    );
-    // Committed with the rows above: if this object dies before every member's
-    // User object has the chat in its list, the alarm finishes the job.
-    void this.ctx.storage.setAlarm(now + INDEX_RETRY_MS);
-    if (await this.#indexInMemberAccounts()) await this.ctx.storage.deleteAlarm();
+    this.#log.append({ type: "chat.created", actorId: input.creatorId, kind: input.kind, name: input.name, members }, now);
+    for (const userId of input.inviteIds) this.#membership.invite(userId, input.creatorId, now);
+    this.#fanOut.committed(now);
+    // The creator's list has the chat when this answers (the alarm covers a failure).
+    await this.#fanOut.push();
+    await this.#deliverInvitations(input.inviteIds, input.creatorId, now);
     return { ok: true, value: { chat: this.#membership.describe(this.#log.headSeq), created: true } };
   }
 
@@ -160,20 +177,177 @@ export class ChatRoom extends DurableObject<Env> {
    */
   history(userId: string, query: HistoryQuery): Outcome<string> {
     return attempt(() => {
-      const member = this.#membership.requireMember(userId);
+      // Former members too: they read what they saw while members, and nothing after.
+      const periods = this.#membership.periodsOf(userId);
       const headSeq = this.#log.headSeq;
-      const floor = member.joinedSeq;
-      let page: EventPage;
-      let hasMore: boolean;
-      if (query.after !== undefined) {
-        page = this.#log.after(Math.max(query.after, floor - 1), query.limit, Limits.maxPageBytes);
-        hasMore = (page.events.at(-1)?.seq ?? headSeq) < headSeq;
-      } else {
-        page = this.#log.before(query.before ?? headSeq + 1, floor, query.limit, Limits.maxPageBytes);
-        hasMore = (page.events[0]?.seq ?? floor) > floor;
-      }
-      return `{"events":[${page.json.join(",")}],"hasMore":${hasMore},"headSeq":${headSeq}}`;
+      const page =
+        query.after !== undefined
+          ? visibleAfter(this.#log, periods, query.after, query.limit, Limits.maxPageBytes)
+          : visibleBefore(this.#log, periods, query.before ?? headSeq + 1, query.limit, Limits.maxPageBytes);
+      return `{"events":[${page.json.join(",")}],"hasMore":${page.hasMore},"headSeq":${headSeq}}`;
     });
+  }
+
+  // ---- Membership changes (RPC from the Worker; each one event in the log) ----
+
+  /**
+   * Adds accounts (admins only). Each account's own object says whether it may be
+   * added by this admin, must be invited instead, or refuses (no account, or it
+   * blocked the admin: then nothing changes for anyone). Capacity is checked again
+   * after those answers, in the turn that writes: concurrent adds cannot pass the cap.
+   */
+  async addMembers(actorId: string, userIds: string[], now = Date.now()): Promise<Outcome<AddMembersResult>> {
+    const allowed = attempt(() => this.#membership.requireAdmin(actorId));
+    if (!allowed.ok) return allowed;
+    const requested = [...new Set(userIds)];
+    const candidates = requested.filter((userId) => !this.#membership.isMember(userId));
+    const policies = await Promise.all(candidates.map((userId) => userObject(this.env, userId).addPolicy(actorId)));
+    const outcome = attempt((): AddMembersResult => {
+      // Re-checked: other requests ran while the accounts answered.
+      this.#membership.requireAdmin(actorId);
+      refuseAdds(candidates, policies);
+      const added = candidates.filter((userId, index) => policies[index] === "allow" && !this.#membership.isMember(userId));
+      const invited = candidates.filter((userId, index) => policies[index] === "invite" && !this.#membership.isMember(userId));
+      const alreadyMembers = requested.filter((userId) => !added.includes(userId) && !invited.includes(userId));
+      if (this.#membership.memberCount + added.length > Limits.maxGroupMembers) {
+        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} members`, { retryable: false });
+      }
+      if (this.#membership.invitationCount() + invited.length > Limits.maxGroupMembers) {
+        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} pending invitations`, { retryable: false });
+      }
+      for (const userId of invited) this.#membership.invite(userId, actorId, now);
+      if (added.length === 0) return { added, invited, alreadyMembers };
+      const members = added.map((userId) => ({ userId, role: "member" as const }));
+      const event = this.#log.append({ type: "member.added", actorId, members }, now);
+      this.#membership.add(members, event.seq);
+      this.#changed([event], now);
+      return { seq: event.seq, added, invited, alreadyMembers };
+    });
+    if (outcome.ok) await this.#deliverInvitations(outcome.value.invited, actorId, now);
+    return outcome;
+  }
+
+  /** Removes a member (admins only): their sockets get the event, then close; their account hears it. */
+  removeMember(actorId: string, userId: string, now = Date.now()): Outcome<ChangeResult> {
+    return attempt(() => {
+      this.#membership.requireAdmin(actorId);
+      if (userId === actorId) return this.#leave(actorId, now);
+      if (!this.#membership.isMember(userId)) throw new AppError("member_not_found", 404, "that user is not a member of this chat", { retryable: false });
+      const event = this.#log.append({ type: "member.removed", actorId, userId }, now);
+      this.#membership.end(userId, event.seq);
+      this.#sessions.closeUser(userId, [event], CloseCode.notAMember, "removed");
+      this.#changed([event], now);
+      return { seq: event.seq };
+    });
+  }
+
+  /** The caller leaves; if they were the last admin, the longest-standing member becomes one. */
+  leave(userId: string, now = Date.now()): Outcome<ChangeResult> {
+    return attempt(() => this.#leave(userId, now));
+  }
+
+  #leave(userId: string, now: number): ChangeResult {
+    this.#membership.requireGroup();
+    const member = this.#membership.requireMember(userId);
+    const left = this.#log.append({ type: "member.left", actorId: userId }, now);
+    this.#membership.end(userId, left.seq);
+    this.#sessions.closeUser(userId, [left], CloseCode.notAMember, "left");
+    const events: ChatEvent[] = [left];
+    const successor = member.role === "admin" && this.#membership.adminCount() === 0 ? this.#membership.longestStanding() : undefined;
+    if (successor) {
+      events.push(this.#log.append({ type: "member.role_changed", actorId: userId, userId: successor.userId, role: "admin", reason: "last_admin_left" }, now));
+      this.#membership.setRole(successor.userId, "admin");
+    }
+    this.#changed(events, now);
+    return { seq: left.seq };
+  }
+
+  /** Promotes or demotes a member (admins only). A group always keeps an admin. */
+  setRole(actorId: string, userId: string, role: MemberRole, now = Date.now()): Outcome<ChangeResult> {
+    return attempt(() => {
+      this.#membership.requireAdmin(actorId);
+      const target = this.#membership.isMember(userId) ? this.#membership.requireMember(userId) : null;
+      if (!target) throw new AppError("member_not_found", 404, "that user is not a member of this chat", { retryable: false });
+      if (target.role === role) throw new AppError("no_change", 409, `already ${role === "admin" ? "an admin" : "a member"}`, { retryable: false });
+      if (role === "member" && this.#membership.adminCount() === 1) {
+        throw new AppError("last_admin", 409, "the group's only admin cannot be demoted: promote someone first", { retryable: false });
+      }
+      const event = this.#log.append({ type: "member.role_changed", actorId, userId, role }, now);
+      this.#membership.setRole(userId, role);
+      this.#changed([event], now);
+      return { seq: event.seq };
+    });
+  }
+
+  /** Renames or describes the chat (admins only). */
+  update(actorId: string, patch: UpdateChatRequest, now = Date.now()): Outcome<ChangeResult> {
+    return attempt(() => {
+      const chat = this.#membership.requireChat();
+      this.#membership.requireAdmin(actorId);
+      const changes: { name?: string; description?: string } = {};
+      if (patch.name !== undefined && patch.name !== chat.name) changes.name = patch.name;
+      if (patch.description !== undefined && patch.description !== chat.description) changes.description = patch.description;
+      if (Object.keys(changes).length === 0) throw new AppError("no_change", 409, "the chat already has that name and description", { retryable: false });
+      const event = this.#log.append({ type: "chat.updated", actorId, ...changes }, now);
+      this.#membership.update(changes);
+      this.#changed([event], now);
+      return { seq: event.seq };
+    });
+  }
+
+  /** An invited account accepts: it joins with its own `member.added` event. */
+  acceptInvitation(userId: string, now = Date.now()): Outcome<ChangeResult> {
+    return attempt(() => {
+      this.#membership.requireGroup();
+      if (this.#membership.isMember(userId)) throw new AppError("no_change", 409, "already a member", { retryable: false });
+      const invitation = this.#membership.takeInvitation(userId, now - Limits.invitationTtlMs);
+      if (!invitation) throw new AppError("not_found", 404, "no such invitation", { retryable: false });
+      if (this.#membership.memberCount >= Limits.maxGroupMembers) {
+        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} members`, { retryable: false });
+      }
+      const members = [{ userId, role: "member" as const }];
+      const event = this.#log.append({ type: "member.added", actorId: userId, members }, now);
+      this.#membership.add(members, event.seq);
+      this.#changed([event], now);
+      return { seq: event.seq };
+    });
+  }
+
+  /** An invited account declines: the invitation is gone (nothing is written to the log). */
+  declineInvitation(userId: string): void {
+    if (this.#membership.chat) this.#membership.takeInvitation(userId, 0);
+  }
+
+  /**
+   * Records a block between the two members of a direct chat: neither may send while
+   * it lasts. A chat that does not exist stays that way (nothing is written).
+   */
+  setBlock(blockerId: string, blockedId: string, on: boolean): void {
+    const chat = this.#membership.chat;
+    if (chat?.kind !== "direct" || !this.#membership.isMember(blockerId)) return;
+    this.#membership.setBlock(blockerId, blockedId, on);
+  }
+
+  /** Rows of fan-out state: one per membership period, whatever the number of messages. */
+  fanOutStateRows(): number {
+    return this.#membership.chat ? this.#membership.periodRowCount() : 0;
+  }
+
+  /** After a membership or chat change: the members' sockets get the events, their accounts the news. */
+  #changed(events: ChatEvent[], now: number): void {
+    this.#sessions.broadcast(events, () => this.ctx.storage.sync());
+    this.#fanOut.committed(now);
+  }
+
+  /** Puts an invitation in each invited account's list (a failure is logged: the admin may invite again). */
+  async #deliverInvitations(userIds: string[], invitedBy: string, now: number): Promise<void> {
+    const chat = this.#membership.chat;
+    if (userIds.length === 0 || !chat || chat.kind === "direct") return;
+    const invitation = { chatId: chat.chatId, kind: chat.kind, name: chat.name, invitedBy, createdAt: now };
+    const results = await Promise.allSettled(userIds.map((userId) => userObject(this.env, userId).receiveInvitation(invitation)));
+    for (const result of results) {
+      if (result.status === "rejected") log.warn("could not deliver an invitation", describeError(result.reason));
+    }
   }
 
   /** A revoked device's sockets close at once. */
@@ -182,9 +356,7 @@ export class ChatRoom extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
-    if (!(await this.#indexInMemberAccounts())) {
-      await this.ctx.storage.setAlarm(Date.now() + INDEX_RETRY_MS);
-    }
+    await this.#scheduler.run();
   }
 
   // ---- Sockets ----
@@ -221,9 +393,8 @@ export class ChatRoom extends DurableObject<Env> {
     if (!Number.isSafeInteger(after) || after > headSeq) {
       throw new AppError("invalid_cursor", 400, `after must be a seq between 0 and ${headSeq}`, { retryable: false });
     }
-    // A member sees the chat from the event that made them a member.
-    const cursor = Math.max(after, member.joinedSeq - 1);
-    return { session: { ...base, cursor, live: cursor >= headSeq }, role: member.role };
+    // Catch-up shows only the member's periods; from the head, the socket is live.
+    return { session: { ...base, cursor: after, live: after >= headSeq }, role: member.role };
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -306,6 +477,7 @@ export class ChatRoom extends DurableObject<Env> {
     });
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
     this.#sessions.broadcast(stored, () => this.ctx.storage.sync());
+    if (stored.length > 0) this.#fanOut.committed(now);
   }
 
   #storeMessage(sender: Sender, input: SendMessageRequest, now: number, stored: ChatEvent[]): SendResult {
@@ -319,6 +491,9 @@ export class ChatRoom extends DurableObject<Env> {
       // A retry of a stored message is answered even when the sender is over its rate.
       const original = this.#log.findByClientId(sender.deviceId, input.clientId);
       if (!original) throw new AppError("rate_limited", 429, "sending too fast", { retryAfterMs: waitMs });
+    }
+    if (chat.kind === "direct" && this.#membership.blocked && !this.#log.findByClientId(sender.deviceId, input.clientId)) {
+      throw new AppError("blocked", 403, "one of you blocked the other: no messages until unblocked", { retryable: false });
     }
     if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq);
     const { event, duplicate } = this.#log.appendMessage(sender, input, now);
@@ -334,28 +509,6 @@ export class ChatRoom extends DurableObject<Env> {
     if (replyToSeq < visibleFrom || this.#log.typeAt(replyToSeq) !== "message") {
       throw new AppError("invalid_reply", 400, `replyToSeq ${replyToSeq} is not a message of this chat`, { retryable: false });
     }
-  }
-
-  /** Adds the chat to the list of every member whose User object does not have it yet. */
-  async #indexInMemberAccounts(): Promise<boolean> {
-    const chat = this.#membership.chat;
-    if (!chat) return true;
-    const pending = this.#membership.notifiedBelow(1);
-    const memberIds = this.#membership.current().map((m) => m.userId);
-    const results = await Promise.allSettled(
-      pending.map(async (member) => {
-        const summary: ChatSummary = { chatId: chat.chatId, kind: chat.kind, name: chat.name, addedAt: chat.createdAt };
-        if (chat.kind === "direct") {
-          const peerId = memberIds.find((id) => id !== member.userId);
-          if (peerId) summary.peerId = peerId;
-        }
-        await this.env.USER.get(this.env.USER.idFromName(member.userId)).addChat(summary);
-        this.#membership.markNotified(member.userId, member.joinedSeq);
-      }),
-    );
-    const failures = results.filter((r) => r.status === "rejected");
-    for (const failure of failures) log.warn("could not add a chat to a member's list", describeError(failure.reason));
-    return failures.length === 0;
   }
 }
 

@@ -1,19 +1,23 @@
+import { getTableColumns } from "drizzle-orm";
+import { events } from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
 import { utf8ByteLength, type ChatEvent, type MessageEvent, type SendMessageRequest } from "../protocol/index.ts";
 
-/** The columns of one `events` row, as SQLite returns them. */
-type EventRow = {
-  seq: number;
-  type: string;
-  created_at: number;
-  actor_id: string;
-  actor_device_id: string | null;
-  client_id: string | null;
-  message_id: string | null;
-  body: string | null;
-  reply_to_seq: number | null;
-  data: string | null;
-};
+/** One `events` row as the raw statements below return it (columns aliased to the drizzle keys). */
+type EventRow = typeof events.$inferSelect;
+type EventColumn = keyof EventRow;
+
+/** The SQL name of a column of the drizzle table: the table is defined once, in the schema. */
+const column = (key: EventColumn): string => getTableColumns(events)[key].name;
+const SELECT_COLUMNS = (Object.keys(getTableColumns(events)) as EventColumn[]).map((key) => `${column(key)} AS "${key}"`).join(", ");
+const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq"] as const).map(column);
+const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (${column("actorDeviceId")}, ${column("clientId")}) DO NOTHING`;
+const INSERT_OTHER = `INSERT INTO events (${(["seq", "type", "createdAt", "actorId", "data"] as const).map(column).join(", ")}) VALUES (?, ?, ?, ?, ?)`;
+const SELECT_BY_CLIENT_ID = `SELECT ${SELECT_COLUMNS} FROM events WHERE ${column("actorDeviceId")} = ? AND ${column("clientId")} = ?`;
+const SELECT_HEAD = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM events ORDER BY seq DESC LIMIT 1`;
+const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
+const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
 
 export type Sender = { userId: string; deviceId: string };
 export type AppendedMessage = { event: MessageEvent; duplicate: boolean };
@@ -24,29 +28,35 @@ export type NewEvent = Exclude<ChatEvent, MessageEvent> extends infer E
     : never
   : never;
 
-const SELECT_COLUMNS =
-  "seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, reply_to_seq, data";
-
 /**
  * The chat's event log: the sequencer and its storage. Every statement here is
  * synchronous, so an append and the broadcast that follows it run in one turn of
  * the object and commit together (the output gate holds replies until then).
  *
- * This is the hot path, so it uses prepared-free raw SQL on `ctx.storage.sql`
- * rather than the query builder: one INSERT per message, nothing else.
+ * This is the hot path, so it uses raw SQL on `ctx.storage.sql` rather than the query
+ * builder (one INSERT per message, nothing else), with every statement built from the
+ * drizzle table in `src/db/chat-room-schema.ts`, so the table is defined once.
  */
 export class EventLog {
   readonly #sql: SqlStorage;
   #headSeq: number;
+  #headCreatedAt: number;
 
-  constructor(sql: SqlStorage, headSeq?: number) {
+  constructor(sql: SqlStorage, empty = false) {
     this.#sql = sql;
-    this.#headSeq = headSeq ?? sql.exec<{ head: number }>("SELECT coalesce(max(seq), 0) AS head FROM events").one().head;
+    const head = empty ? undefined : sql.exec<{ seq: number; createdAt: number }>(SELECT_HEAD).toArray()[0];
+    this.#headSeq = head?.seq ?? 0;
+    this.#headCreatedAt = head?.createdAt ?? 0;
   }
 
   /** The log of a chat that does not exist: nothing is read (there is no table yet). */
   static empty(sql: SqlStorage): EventLog {
-    return new EventLog(sql, 0);
+    return new EventLog(sql, true);
+  }
+
+  /** When the latest event was stored (ms; 0 before the chat exists): the chat's last activity. */
+  get headCreatedAt(): number {
+    return this.#headCreatedAt;
   }
 
   /** The seq of the latest event (0 before the chat exists). */
@@ -62,13 +72,12 @@ export class EventLog {
     const seq = this.#headSeq + 1;
     const messageId = crypto.randomUUID();
     const { rowsWritten } = this.#sql.exec(
-      `INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, reply_to_seq)
-       VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (actor_device_id, client_id) DO NOTHING`,
+      INSERT_MESSAGE,
       seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null,
     );
     if (rowsWritten > 0) {
       this.#headSeq = seq;
+      this.#headCreatedAt = now;
       const event: MessageEvent = {
         type: "message", seq, createdAt: now, messageId, senderId: sender.userId,
         senderDeviceId: sender.deviceId, clientId: input.clientId, body: input.body,
@@ -84,7 +93,7 @@ export class EventLog {
   /** The message a device stored under `clientId`, if any. */
   findByClientId(deviceId: string, clientId: string): MessageEvent | null {
     const row = this.#sql
-      .exec<EventRow>(`SELECT ${SELECT_COLUMNS} FROM events WHERE actor_device_id = ? AND client_id = ?`, deviceId, clientId)
+      .exec<EventRow>(SELECT_BY_CLIENT_ID, deviceId, clientId)
       .toArray()[0];
     return row ? (toEvent(row) as MessageEvent) : null;
   }
@@ -94,10 +103,11 @@ export class EventLog {
     const seq = this.#headSeq + 1;
     const { type, actorId, ...data } = event;
     this.#sql.exec(
-      "INSERT INTO events (seq, type, created_at, actor_id, data) VALUES (?, ?, ?, ?, ?)",
+      INSERT_OTHER,
       seq, type, now, actorId, JSON.stringify(data),
     );
     this.#headSeq = seq;
+    this.#headCreatedAt = now;
     return { ...event, seq, createdAt: now } as ChatEvent;
   }
 
@@ -106,44 +116,44 @@ export class EventLog {
   }
 
   /**
-   * Up to `limit` events with seq > `after`, ascending, holding at most `maxBytes` of
-   * event JSON (always at least one event, so one event larger than that still moves
-   * a reader forward). Rows are read one at a time and reading stops at the cap: a
-   * page of big messages never sits in memory beyond what is returned.
+   * Appends to `page` the events with `after` < seq <= `upTo`, ascending, until it holds
+   * `limit` events or `maxBytes` of event JSON (a page always takes at least one event,
+   * so one event larger than that still moves a reader forward). Rows are read one at a
+   * time and reading stops at the cap: a page of big messages never sits in memory
+   * beyond what is returned. Returns whether the page filled up.
    */
-  after(after: number, limit: number, maxBytes = Number.POSITIVE_INFINITY): EventPage {
-    const rows = this.#sql.exec<EventRow>(`SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit);
-    return takePage(rows, maxBytes);
+  readAfter(page: EventPage, after: number, upTo: number, limit: number, maxBytes: number): boolean {
+    return takeInto(page, this.#sql.exec<EventRow>(SELECT_AFTER, after, upTo, limit - page.events.length), limit, maxBytes);
   }
 
-  /** Up to `limit` events with `floor` <= seq < `before`, the newest first read, returned ascending; capped like `after`. */
-  before(before: number, floor: number, limit: number, maxBytes = Number.POSITIVE_INFINITY): EventPage {
-    const rows = this.#sql.exec<EventRow>(
-      `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`,
-      before, floor, limit,
-    );
-    const page = takePage(rows, maxBytes);
-    page.events.reverse();
-    page.json.reverse();
-    return page;
+  /**
+   * Like `readAfter`, descending: the events with `floor` <= seq < `before`, newest
+   * first (the caller reverses the page once it is complete).
+   */
+  readBefore(page: EventPage, before: number, floor: number, limit: number, maxBytes: number): boolean {
+    return takeInto(page, this.#sql.exec<EventRow>(SELECT_BEFORE, before, floor, limit - page.events.length), limit, maxBytes);
   }
 }
 
 /** Events in read order with their JSON (for frames built without serializing twice). */
 export type EventPage = { events: ChatEvent[]; json: string[]; bytes: number };
 
-function takePage(rows: Iterable<EventRow>, maxBytes: number): EventPage {
-  const page: EventPage = { events: [], json: [], bytes: 0 };
+export function emptyPage(): EventPage {
+  return { events: [], json: [], bytes: 0 };
+}
+
+/** Takes rows into `page` until it holds `limit` events or `maxBytes`; true when it is full. */
+function takeInto(page: EventPage, rows: Iterable<EventRow>, limit: number, maxBytes: number): boolean {
   for (const row of rows) {
     const event = toEvent(row);
     const json = JSON.stringify(event);
     const bytes = utf8ByteLength(json) + 1; // and its comma
-    if (page.events.length > 0 && page.bytes + bytes > maxBytes) break;
+    if (page.events.length > 0 && page.bytes + bytes > maxBytes) return true;
     page.events.push(event);
     page.json.push(json);
     page.bytes += bytes;
   }
-  return page;
+  return page.events.length >= limit;
 }
 
 function toEvent(row: EventRow): ChatEvent {
@@ -151,17 +161,17 @@ function toEvent(row: EventRow): ChatEvent {
     const event: MessageEvent = {
       type: "message",
       seq: row.seq,
-      createdAt: row.created_at,
-      messageId: row.message_id!,
-      senderId: row.actor_id,
-      senderDeviceId: row.actor_device_id!,
-      clientId: row.client_id!,
+      createdAt: row.createdAt,
+      messageId: row.messageId!,
+      senderId: row.actorId,
+      senderDeviceId: row.actorDeviceId!,
+      clientId: row.clientId!,
       body: row.body!,
     };
-    if (row.reply_to_seq !== null) event.replyToSeq = row.reply_to_seq;
+    if (row.replyToSeq !== null) event.replyToSeq = row.replyToSeq;
     return event;
   }
-  return { ...JSON.parse(row.data ?? "{}"), type: row.type, seq: row.seq, createdAt: row.created_at, actorId: row.actor_id } as ChatEvent;
+  return { ...JSON.parse(row.data ?? "{}"), type: row.type, seq: row.seq, createdAt: row.createdAt, actorId: row.actorId } as ChatEvent;
 }
 
 function assertSameContent(original: MessageEvent, input: SendMessageRequest): MessageEvent {

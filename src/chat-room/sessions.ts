@@ -26,7 +26,8 @@ const BROADCAST_CHUNK = 128;
 /** Events at most in one broadcast frame when waiting frames are merged (as many as one commit stores). */
 const MAX_EVENTS_PER_BROADCAST = 64;
 
-export const socketTags = (userId: string, deviceId: string) => [`u:${userId}`, `d:${deviceId}`];
+export const socketTags = (userId: string, deviceId: string) => [userTag(userId), deviceTag(deviceId)];
+const userTag = (userId: string) => `u:${userId}`;
 export const deviceTag = (deviceId: string) => `d:${deviceId}`;
 
 /**
@@ -132,7 +133,21 @@ export class Sessions {
       .finally(() => this.#awaitingCommit--);
   }
 
-  /** Closes every socket of one device (revoked) or one user (removed). */
+  /**
+   * Closes every socket of a user who stopped being a member. Live sockets first get
+   * `lastEvents` (the event that ended their membership), so they see exactly their
+   * period; sockets still catching up just close (history has the rest).
+   */
+  closeUser(userId: string, lastEvents: ChatEvent[], code: number, reason: string): void {
+    const text = JSON.stringify({ type: "events", chatId: this.#chatId(), events: lastEvents, more: false } satisfies EventsFrame);
+    for (const ws of this.#ctx.getWebSockets(userTag(userId))) {
+      if (this.#states.get(ws)?.live) sendText(ws, text);
+      this.#states.delete(ws);
+      closeQuietly(ws, code, reason);
+    }
+  }
+
+  /** Closes every socket of one device (revoked). */
   closeTagged(tag: string, code: number, reason: string): number {
     const sockets = this.#ctx.getWebSockets(tag);
     for (const ws of sockets) {

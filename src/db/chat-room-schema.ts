@@ -1,4 +1,4 @@
-import { integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** One ChatRoom object per chat: this database holds that one chat. */
 
@@ -13,17 +13,43 @@ export const chat = sqliteTable("chat", {
 });
 
 /**
- * Members and the seq range in which they belong. `notifiedSeq` is how far the
- * member's User object has been told about this chat (fan-out progress, a
- * watermark per member: state grows with members, not with messages).
+ * Membership periods: one row each time a user becomes a member, closed (`leftSeq`)
+ * by the event that removed them or that they left with. A member sees exactly the
+ * events with `joinedSeq <= seq <= leftSeq` of each of their periods. `notifiedSeq`
+ * is how far the member's User object has been told about this chat (the fan-out's
+ * progress, a watermark per period: state grows with members, not with messages).
  */
-export const members = sqliteTable("members", {
+export const members = sqliteTable(
+  "members",
+  {
+    userId: text("user_id").notNull(),
+    joinedSeq: integer("joined_seq").notNull(),
+    leftSeq: integer("left_seq"),
+    role: text("role", { enum: ["admin", "member"] }).notNull(),
+    notifiedSeq: integer("notified_seq").notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.userId, table.joinedSeq] })],
+);
+
+/**
+ * People an admin asked to add whose privacy setting wants to be asked first: they
+ * accept or decline from their invitations list. One row per invited user.
+ */
+export const invitations = sqliteTable("invitations", {
   userId: text("user_id").primaryKey(),
-  role: text("role", { enum: ["admin", "member"] }).notNull(),
-  joinedSeq: integer("joined_seq").notNull(),
-  leftSeq: integer("left_seq"),
-  notifiedSeq: integer("notified_seq").notNull().default(0),
+  invitedBy: text("invited_by").notNull(),
+  createdAt: integer("created_at").notNull(),
 });
+
+/** In a direct chat: who blocked whom (neither may send while a row exists). */
+export const blocks = sqliteTable(
+  "blocks",
+  {
+    blockerId: text("blocker_id").notNull(),
+    blockedId: text("blocked_id").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.blockerId, table.blockedId] })],
+);
 
 /**
  * The chat's event log, one row per event (never per member). Messages use the

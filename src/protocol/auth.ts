@@ -71,8 +71,16 @@ export const Profile = z.object({
 });
 export type Profile = z.infer<typeof Profile>;
 
-/** What GET /api/me returns: the profile plus the phone, which only its owner sees. */
-export const Me = Profile.extend({ phone: CanonicalPhone });
+/**
+ * Who may add this account to a group without asking: anyone, only people it has a
+ * one-to-one chat with, or nobody. Anyone else's add becomes an invitation it accepts
+ * or declines.
+ */
+export const GroupAddSetting = z.enum(["everyone", "contacts", "nobody"]);
+export type GroupAddSetting = z.infer<typeof GroupAddSetting>;
+
+/** What GET /api/me returns: the profile plus what only its owner sees (phone, privacy settings). */
+export const Me = Profile.extend({ phone: CanonicalPhone, groupAdd: GroupAddSetting });
 export type Me = z.infer<typeof Me>;
 
 /** PATCH /api/me */
@@ -80,9 +88,10 @@ export const ProfilePatch = z
   .strictObject({
     displayName: nameText(Limits.maxDisplayNameLength).optional(),
     about: longText(Limits.maxAboutLength).optional(),
+    groupAdd: GroupAddSetting.optional(),
   })
-  .refine((patch) => patch.displayName !== undefined || patch.about !== undefined, {
-    message: "give displayName or about",
+  .refine((patch) => Object.keys(patch).length > 0, {
+    message: "give displayName, about or groupAdd",
   });
 export type ProfilePatch = z.infer<typeof ProfilePatch>;
 

@@ -51,7 +51,15 @@ export const Chat = z.object({
 });
 export type Chat = z.infer<typeof Chat>;
 
-/** One entry of GET /api/chats. */
+/** Whether the account is in the chat: `member`, or how it stopped being one. */
+export const ChatMembership = z.enum(["member", "left", "removed"]);
+export type ChatMembership = z.infer<typeof ChatMembership>;
+
+/**
+ * One entry of GET /api/chats: what a chat list draws. Kept by the account's own
+ * object and brought up to date by the chat after every change (see the fan-out in
+ * docs/architecture.md), so it may trail the chat by a moment, never go backwards.
+ */
 export const ChatSummary = z.object({
   chatId: ChatId,
   kind: ChatKind,
@@ -59,16 +67,26 @@ export const ChatSummary = z.object({
   name: z.string(),
   /** For a direct chat, the other member. */
   peerId: UserId.optional(),
+  /** When this account first got the chat in its list. */
   addedAt: z.number().int(),
+  /** The chat's latest seq this account knows of (for a former member: the event that ended it). */
+  headSeq: Seq,
+  memberCount: z.number().int().nonnegative(),
+  /** When the chat's latest event was stored (ms): the list's order, newest first. */
+  lastActivityAt: z.number().int(),
+  membership: ChatMembership,
 });
 export type ChatSummary = z.infer<typeof ChatSummary>;
+
+/** What a chat tells a member's account (a ChatSummary without the account's own `addedAt`). */
+export type ChatIndexUpdate = Omit<ChatSummary, "addedAt">;
 
 /** A page size in a query string: digits, 1 to `max`, `fallback` when absent. */
 function pageLimitParam(max: number, fallback: number) {
   return z.string().regex(/^\d{1,4}$/, "must be a number").transform(Number).pipe(z.number().int().min(1).max(max)).default(fallback);
 }
 
-/** Where the next page of GET /api/chats starts: opaque to clients. */
+/** Where the next page of GET /api/chats starts (`<lastActivityAt>.<chatId>`): opaque to clients. */
 export const ChatListCursor = z.string().regex(/^\d{1,15}\.[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat list cursor");
 
 /** GET /api/chats?limit=&cursor= */

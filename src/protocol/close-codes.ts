@@ -17,7 +17,11 @@ export const CloseCode = {
   unauthorized: 4001,
   /** The socket request was malformed (for example `?after=` not a seq, or beyond the head). Fix it first. */
   badRequest: 4400,
-  /** The user is not a member of this chat (never was, or was removed). Do not reconnect. */
+  /**
+   * The user is not a member of this chat: never was, or is no longer. Also closes
+   * every socket of a member when they are removed (reason `removed`, after the
+   * `member.removed` event) or leave (reason `left`). Do not reconnect.
+   */
   notAMember: 4003,
   /** The chat does not exist. Do not reconnect. */
   chatNotFound: 4004,
@@ -62,6 +66,12 @@ const closeCodes: Record<ErrorCode, CloseCode> = {
   invalid_member: CloseCode.tryAgain,
   invalid_reply: CloseCode.tryAgain,
   idempotency_conflict: CloseCode.tryAgain,
+  not_a_group: CloseCode.tryAgain,
+  group_full: CloseCode.tryAgain,
+  member_not_found: CloseCode.tryAgain,
+  no_change: CloseCode.tryAgain,
+  last_admin: CloseCode.tryAgain,
+  blocked: CloseCode.tryAgain,
   unknown_frame: CloseCode.tryAgain,
   binary_not_supported: CloseCode.tryAgain,
   misconfigured: CloseCode.tryAgain,

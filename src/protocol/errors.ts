@@ -31,6 +31,13 @@ export const ErrorCode = z.enum([
   "invalid_reply",
   "invalid_cursor",
   "idempotency_conflict",
+  // membership
+  "not_a_group",
+  "group_full",
+  "member_not_found",
+  "no_change",
+  "last_admin",
+  "blocked",
   // sockets
   "unknown_frame",
   "binary_not_supported",

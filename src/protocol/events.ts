@@ -31,22 +31,93 @@ export const MessageEvent = EventBase.extend({
 });
 export type MessageEvent = z.infer<typeof MessageEvent>;
 
+const MemberEntry = z.object({ userId: UserId, role: MemberRole });
+
 /** Always seq 1: who created the chat, its kind and its first members. */
 export const ChatCreatedEvent = EventBase.extend({
   type: z.literal("chat.created"),
   actorId: UserId,
   kind: ChatKind,
   name: z.string().max(Limits.maxChatNameLength),
-  members: z.array(z.object({ userId: UserId, role: MemberRole })),
+  members: z.array(MemberEntry),
 });
 export type ChatCreatedEvent = z.infer<typeof ChatCreatedEvent>;
 
 /**
- * Everything that can happen in a chat, in one total order by `seq`. Later versions
- * add deletes, membership changes and renames; clients skip types they do not know.
+ * People became members: each one's membership period starts at this event's seq, so
+ * it is the first event they see. `actorId` is the admin who added them, or the
+ * invited user who accepted (then `members` is that user alone).
  */
-export const ChatEvent = z.discriminatedUnion("type", [MessageEvent, ChatCreatedEvent]);
+export const MemberAddedEvent = EventBase.extend({
+  type: z.literal("member.added"),
+  actorId: UserId,
+  members: z.array(MemberEntry).min(1),
+});
+export type MemberAddedEvent = z.infer<typeof MemberAddedEvent>;
+
+/** An admin removed `userId`: the last event of their period (they see it, then nothing). */
+export const MemberRemovedEvent = EventBase.extend({
+  type: z.literal("member.removed"),
+  actorId: UserId,
+  userId: UserId,
+});
+export type MemberRemovedEvent = z.infer<typeof MemberRemovedEvent>;
+
+/** `actorId` left the chat: the last event of their period. */
+export const MemberLeftEvent = EventBase.extend({
+  type: z.literal("member.left"),
+  actorId: UserId,
+});
+export type MemberLeftEvent = z.infer<typeof MemberLeftEvent>;
+
+/**
+ * `userId` is now `role`. `reason: "last_admin_left"` when the server promoted the
+ * longest-standing member because the last admin left (`actorId` is the one who left).
+ */
+export const MemberRoleChangedEvent = EventBase.extend({
+  type: z.literal("member.role_changed"),
+  actorId: UserId,
+  userId: UserId,
+  role: MemberRole,
+  reason: z.literal("last_admin_left").optional(),
+});
+export type MemberRoleChangedEvent = z.infer<typeof MemberRoleChangedEvent>;
+
+/** An admin renamed or described the chat: the fields present are the new values. */
+export const ChatUpdatedEvent = EventBase.extend({
+  type: z.literal("chat.updated"),
+  actorId: UserId,
+  name: z.string().optional(),
+  description: z.string().optional(),
+});
+export type ChatUpdatedEvent = z.infer<typeof ChatUpdatedEvent>;
+
+/**
+ * The event registry: every event type, once. Adding a type means a schema here, its
+ * section in docs/protocol.md (a test checks) and a test that produces it. The log
+ * stores messages in their own columns and every other type's fields as JSON, so
+ * storage needs nothing per type.
+ */
+export const eventSchemas = [
+  MessageEvent,
+  ChatCreatedEvent,
+  MemberAddedEvent,
+  MemberRemovedEvent,
+  MemberLeftEvent,
+  MemberRoleChangedEvent,
+  ChatUpdatedEvent,
+] as const;
+
+/**
+ * Everything that can happen in a chat, in one total order by `seq`. Later versions
+ * add more types (deletes); clients skip types they do not know.
+ */
+export const ChatEvent = z.discriminatedUnion("type", eventSchemas);
 export type ChatEvent = z.infer<typeof ChatEvent>;
+export type ChatEventType = ChatEvent["type"];
+
+/** Every event type the server writes. */
+export const chatEventTypes: readonly ChatEventType[] = eventSchemas.map((schema) => schema.shape.type.value);
 
 /**
  * What every event has, whatever its type: enough to keep the cursor moving over an

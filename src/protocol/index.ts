@@ -5,4 +5,5 @@ export * from "./limits.ts";
 export * from "./auth.ts";
 export * from "./events.ts";
 export * from "./chats.ts";
+export * from "./membership.ts";
 export * from "./frames.ts";

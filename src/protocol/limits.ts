@@ -14,6 +14,14 @@ export const Limits = {
   maxAboutLength: 256,
   /** Members of a group, the creator included. */
   maxGroupMembers: 1024,
+  /** Accounts one request may add to a group. */
+  maxMembersPerAdd: 256,
+  /** Accounts one account may block. */
+  maxBlockedUsers: 1000,
+  /** Group invitations an account keeps waiting; a new one beyond this drops the oldest. */
+  maxPendingInvitations: 100,
+  /** An invitation not accepted within this long (7 days) expires. */
+  invitationTtlMs: 7 * 24 * 3_600_000,
   /** Events per history page and per catch-up page. */
   maxPageSize: 200,
   /**

@@ -8,7 +8,21 @@ import { unwrap } from "../lib/result.ts";
 import { chatRoomObject, userObject } from "../lib/stubs.ts";
 import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
 import { requireAuth } from "../middleware/auth.ts";
-import { ChatId, ChatListQuery, CreateChatRequest, HistoryQuery, SendMessageRequest, type ChatList } from "../protocol/index.ts";
+import {
+  AddMembersRequest,
+  ChatId,
+  ChatListQuery,
+  CreateChatRequest,
+  HistoryQuery,
+  SendMessageRequest,
+  SetRoleRequest,
+  UpdateChatRequest,
+  UserId,
+  type AddMembersResult,
+  type ChangeResult,
+  type ChatList,
+} from "../protocol/index.ts";
+import { refuseAdds } from "../chat-room/add-refusals.ts";
 import { enforceRateLimit } from "../middleware/rate-limit.ts";
 import type { CreateChatInput } from "../chat-room/chat-room.ts";
 
@@ -47,30 +61,80 @@ export const chatRoutes = new Hono<AppEnv>()
     const input = await jsonBody(c, SendMessageRequest);
     const result = unwrap(await chatRoomObject(c.env, chatId).send(c.get("caller"), input));
     return c.json(result, result.duplicate ? 200 : 201);
+  })
+  .patch("/:chatId", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const patch = await jsonBody(c, UpdateChatRequest);
+    const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).update(c.get("caller").userId, patch));
+    return c.json(result);
+  })
+  .post("/:chatId/members", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const { userIds } = await jsonBody(c, AddMembersRequest);
+    await requireMintedUserIds(c.env, userIds);
+    const result: AddMembersResult = unwrap(await chatRoomObject(c.env, chatId).addMembers(c.get("caller").userId, userIds));
+    return c.json(result, result.added.length > 0 ? 201 : 200);
+  })
+  .delete("/:chatId/members/:userId", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const userId = await memberIdParam(c.env, c.req.param("userId"));
+    const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).removeMember(c.get("caller").userId, userId));
+    return c.json(result);
+  })
+  .put("/:chatId/members/:userId/role", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const userId = await memberIdParam(c.env, c.req.param("userId"));
+    const { role } = await jsonBody(c, SetRoleRequest);
+    const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).setRole(c.get("caller").userId, userId, role));
+    return c.json(result);
+  })
+  .post("/:chatId/leave", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).leave(c.get("caller").userId));
+    return c.json(result);
   });
 
+/** A user id from the path: malformed is 400 `validation_failed`, one never minted 400 `invalid_member`. */
+export async function memberIdParam(env: Env, raw: string | undefined): Promise<string> {
+  const userId = parseWith(UserId, raw);
+  await requireMintedUserIds(env, [userId]);
+  return userId;
+}
+
 async function creationInput(env: Env, creatorId: string, request: CreateChatRequest): Promise<CreateChatInput> {
+  const secret = configFrom(env).hmacSecret;
   if (request.kind === "direct") {
     if (request.peerId === creatorId) throw new AppError("invalid_member", 400, "a direct chat needs another user", { retryable: false });
-    await requireAccounts(env, [request.peerId]);
+    await requireMintedUserIds(env, [request.peerId]);
+    const [policy, blockingPeer] = await Promise.all([
+      userObject(env, request.peerId).addPolicy(creatorId),
+      userObject(env, creatorId).isBlocking(request.peerId),
+    ]);
+    refuseAdds([request.peerId], [policy]);
+    if (blockingPeer) throw new AppError("blocked", 403, "you blocked this user: unblock them first", { retryable: false });
     return {
-      chatId: await directChatId(configFrom(env).hmacSecret, creatorId, request.peerId),
+      chatId: await directChatId(secret, creatorId, request.peerId),
       kind: "direct",
       name: "",
       description: "",
       creatorId,
       memberIds: [request.peerId],
+      inviteIds: [],
     };
   }
-  const memberIds = [...new Set(request.memberIds)].filter((id) => id !== creatorId);
-  await requireAccounts(env, memberIds);
+  const candidates = [...new Set(request.memberIds)].filter((id) => id !== creatorId);
+  await requireMintedUserIds(env, candidates);
+  // Each account says whether this creator may add it (or must invite it instead).
+  const policies = await Promise.all(candidates.map((id) => userObject(env, id).addPolicy(creatorId)));
+  refuseAdds(candidates, policies);
   return {
-    chatId: await mintId(configFrom(env).hmacSecret, "g"),
+    chatId: await mintId(secret, "g"),
     kind: request.kind,
     name: request.name,
     description: request.description ?? "",
     creatorId,
-    memberIds,
+    memberIds: candidates.filter((_, index) => policies[index] === "allow"),
+    inviteIds: candidates.filter((_, index) => policies[index] === "invite"),
   };
 }
 
@@ -91,20 +155,12 @@ export async function chatIdParam(env: Env, raw: string | undefined): Promise<st
   return chatId;
 }
 
-/**
- * Every id must be an account. Made-up ids are refused by their tag, with no object
- * woken; the rest are asked (in parallel) whether their account exists.
- */
-async function requireAccounts(env: Env, userIds: string[]): Promise<void> {
+/** Ids this server never minted are refused by their tag, with no object woken. */
+export async function requireMintedUserIds(env: Env, userIds: string[]): Promise<void> {
   const secret = configFrom(env).hmacSecret;
   const minted = await Promise.all(userIds.map((id) => isMintedId(secret, "u", id)));
   const forged = userIds.filter((_, index) => !minted[index]);
   if (forged.length > 0) {
     throw new AppError("invalid_member", 400, `no account for ${forged.slice(0, 5).join(", ")}`, { retryable: false });
-  }
-  const profiles = await Promise.all(userIds.map((id) => userObject(env, id).publicProfile()));
-  const missing = userIds.filter((_, index) => profiles[index] === null);
-  if (missing.length > 0) {
-    throw new AppError("invalid_member", 400, `no account for ${missing.slice(0, 5).join(", ")}`, { retryable: false });
   }
 }

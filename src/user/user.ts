@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
+import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import migrations from "../../migrations/user/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
@@ -12,7 +12,12 @@ import { OpenChatSockets } from "./open-chat-sockets.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
-import type { ChatList, ChatListQuery, ChatSummary, Device, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { AddPolicy } from "../chat-room/add-refusals.ts";
+import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import { ChatIndex } from "./chat-index.ts";
+import { Blocks } from "./blocks.ts";
+import { Invitations } from "./invitations.ts";
+
 
 /** A device's last-active time is written at most this often, not on every request. */
 const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
@@ -42,6 +47,9 @@ export class User extends DurableObject<Env> {
    */
   #exists = false;
   readonly #openChatSockets: OpenChatSockets;
+  readonly #chatIndex: ChatIndex;
+  readonly #blocks: Blocks;
+  readonly #invitations: Invitations;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
 
@@ -49,6 +57,9 @@ export class User extends DurableObject<Env> {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
     this.#openChatSockets = new OpenChatSockets(ctx.storage);
+    this.#chatIndex = new ChatIndex(this.#db);
+    this.#blocks = new Blocks(this.#db);
+    this.#invitations = new Invitations(this.#db);
     void ctx.blockConcurrencyWhile(async () => {
       if (hasSchema(ctx.storage)) await this.#openStorage();
     });
@@ -69,7 +80,7 @@ export class User extends DurableObject<Env> {
   me(): Me {
     const row = this.#exists ? this.#db.select().from(schema.profile).get() : undefined;
     if (!row) throw new AppError("not_found", 404, "no such account");
-    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, createdAt: row.createdAt };
   }
 
   /** What other users may see. Null when this id has no account. */
@@ -193,43 +204,75 @@ export class User extends DurableObject<Env> {
     return this.#sendBudget.grant("account", now, Math.min(requested, Math.max(1, Math.floor(burst / 4))));
   }
 
-  /** Records that this account belongs to a chat (idempotent). */
-  addChat(summary: ChatSummary): void {
-    if (!this.#exists) return; // no such account: nothing to index (and nothing to create)
-    this.#db
-      .insert(schema.chats)
-      .values({ chatId: summary.chatId, kind: summary.kind, name: summary.name, peerId: summary.peerId ?? null, addedAt: summary.addedAt })
-      .onConflictDoNothing()
-      .run();
+  // ---- Chat list (kept current by each chat's fan-out) ----
+
+  /**
+   * A chat's news for this account's list, merged by max(headSeq) (retries and late
+   * arrivals never go backwards). An id with no account acknowledges and stores
+   * nothing: there is no one to tell.
+   */
+  chatChanged(update: ChatIndexUpdate, now = Date.now()): void {
+    if (!this.#exists) return;
+    this.#chatIndex.update(update, now);
   }
 
-  /** A page of the account's chats, newest first, from `cursor` (`<addedAt>.<chatId>`, exclusive). */
   listChats(query: ChatListQuery): ChatList {
     if (!this.#exists) return { chats: [] };
-    const { chats } = schema;
-    let where;
-    if (query.cursor) {
-      const dot = query.cursor.indexOf(".");
-      const addedAt = Number(query.cursor.slice(0, dot));
-      const chatId = query.cursor.slice(dot + 1);
-      where = or(lt(chats.addedAt, addedAt), and(eq(chats.addedAt, addedAt), lt(chats.chatId, chatId)));
-    }
-    const rows = this.#db
-      .select()
-      .from(chats)
-      .where(where)
-      .orderBy(desc(chats.addedAt), desc(chats.chatId))
-      .limit(query.limit + 1)
-      .all();
-    const page = rows.slice(0, query.limit).map((row) => ({
-      chatId: row.chatId,
-      kind: row.kind,
-      name: row.name,
-      addedAt: row.addedAt,
-      ...(row.peerId ? { peerId: row.peerId } : {}),
-    }));
-    const last = page.at(-1);
-    return rows.length > query.limit && last ? { chats: page, nextCursor: `${last.addedAt}.${last.chatId}` } : { chats: page };
+    return this.#chatIndex.list(query);
+  }
+
+  // ---- Who may add this account to groups ----
+
+  /**
+   * What happens when `adderId` adds this account to a group: it is added, gets an
+   * invitation instead (its `groupAdd` setting), or the add is refused (no such
+   * account, or it blocked the adder).
+   */
+  addPolicy(adderId: string): AddPolicy {
+    const profile = this.#exists ? this.#db.select({ groupAdd: schema.profile.groupAdd }).from(schema.profile).get() : undefined;
+    if (!profile) return "missing";
+    if (this.#blocks.has(adderId)) return "blocked";
+    if (profile.groupAdd === "everyone") return "allow";
+    if (profile.groupAdd === "contacts" && this.#chatIndex.hasDirectChatWith(adderId)) return "allow";
+    return "invite";
+  }
+
+  receiveInvitation(invitation: Invitation, now = Date.now()): void {
+    if (!this.#exists) return;
+    this.#invitations.add(invitation, now);
+  }
+
+  listInvitations(now = Date.now()): InvitationList {
+    if (!this.#exists) return { invitations: [] };
+    return { invitations: this.#invitations.list(now) };
+  }
+
+  /** Removes the invitation to `chatId` (accepting or declining it), or `not_found`. */
+  takeInvitation(chatId: string, now = Date.now()): Outcome<Invitation> {
+    return attempt(() => {
+      const invitation = this.#exists ? this.#invitations.take(chatId, now) : null;
+      if (!invitation) throw new AppError("not_found", 404, "no such invitation", { retryable: false });
+      return invitation;
+    });
+  }
+
+  // ---- Blocks ----
+
+  /** Whether this account blocked `userId`. */
+  isBlocking(userId: string): boolean {
+    return this.#exists && this.#blocks.has(userId);
+  }
+
+  block(userId: string, now = Date.now()): Outcome<boolean> {
+    return attempt(() => this.#blocks.add(userId, now));
+  }
+
+  unblock(userId: string): boolean {
+    return this.#exists && this.#blocks.remove(userId);
+  }
+
+  listBlocks(): BlockList {
+    return { blocked: this.#exists ? this.#blocks.list() : [] };
   }
 
   /** Token rows stay, so a revoked device's refresh tokens answer `device_revoked`. */
@@ -243,7 +286,7 @@ export class User extends DurableObject<Env> {
    * opened too many to list).
    */
   async #closeDeviceSockets(deviceId: string, now = Date.now()): Promise<void> {
-    const chatIds = this.#openChatSockets.chatsOf(deviceId, now) ?? this.#db.select({ chatId: schema.chats.chatId }).from(schema.chats).all().map((row) => row.chatId);
+    const chatIds = this.#openChatSockets.chatsOf(deviceId, now) ?? this.#chatIndex.chatIds();
     this.#openChatSockets.forget(deviceId);
     const results = await Promise.allSettled(
       chatIds.map((chatId) => this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).closeDeviceSockets(deviceId)),

@@ -1,4 +1,4 @@
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Chat, ChatList } from "../../src/protocol/index.ts";
 import { api, createDirect, createGroup, expectError, history, login, restSend } from "./helpers.ts";
@@ -89,10 +89,10 @@ describe("chat lists", () => {
     const chatObject = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
     // As if the object had died between storing the chat and telling bob's account.
     await runInDurableObject(bobsObject, (_instance, state) => void state.storage.sql.exec("DELETE FROM chats"));
-    await runInDurableObject(chatObject, async (_instance, state) => {
+    await runInDurableObject(chatObject, (_instance, state) => {
       state.storage.sql.exec("UPDATE members SET notified_seq = 0 WHERE user_id = ?", bob.user.userId);
-      await state.storage.setAlarm(Date.now());
     });
+    await evictDurableObject(chatObject);
     const listed = async () => ChatList.parse(await (await api("/api/chats", { token: bob.credentials })).json()).chats.map((c) => c.chatId);
     expect(await listed()).toEqual([]);
     expect(await runDurableObjectAlarm(chatObject)).toBe(true);

@@ -1,0 +1,45 @@
+import { asc, desc, eq, lt } from "drizzle-orm";
+import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import * as schema from "../db/user-schema.ts";
+import { Limits, type Invitation } from "../protocol/index.ts";
+
+/**
+ * Groups an admin asked to add this account to, while its `groupAdd` setting wants to
+ * be asked. Bounded: invitations expire after `Limits.invitationTtlMs`, and beyond
+ * `Limits.maxPendingInvitations` the oldest is dropped.
+ */
+export class Invitations {
+  readonly #db: DrizzleSqliteDODatabase<typeof schema>;
+
+  constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
+    this.#db = db;
+  }
+
+  add(invitation: Invitation, now: number): void {
+    const { invitations } = schema;
+    this.#prune(now);
+    this.#db
+      .insert(invitations)
+      .values(invitation)
+      .onConflictDoUpdate({ target: invitations.chatId, set: { name: invitation.name, invitedBy: invitation.invitedBy, createdAt: invitation.createdAt } })
+      .run();
+    const excess = this.#db.select({ chatId: invitations.chatId }).from(invitations).orderBy(desc(invitations.createdAt)).limit(-1).offset(Limits.maxPendingInvitations).all();
+    for (const { chatId } of excess) this.#db.delete(invitations).where(eq(invitations.chatId, chatId)).run();
+  }
+
+  list(now: number): Invitation[] {
+    this.#prune(now);
+    return this.#db.select().from(schema.invitations).orderBy(asc(schema.invitations.createdAt)).all();
+  }
+
+  /** Removes and returns the invitation to `chatId`, if any (and not expired). */
+  take(chatId: string, now: number): Invitation | null {
+    const { invitations } = schema;
+    const row = this.#db.delete(invitations).where(eq(invitations.chatId, chatId)).returning().get();
+    return row && row.createdAt > now - Limits.invitationTtlMs ? row : null;
+  }
+
+  #prune(now: number): void {
+    this.#db.delete(schema.invitations).where(lt(schema.invitations.createdAt, now - Limits.invitationTtlMs)).run();
+  }
+}
