@@ -1,4 +1,4 @@
-import { asc, desc, eq, lt } from "drizzle-orm";
+import { asc, count, eq, lt } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/user-schema.ts";
 import { Limits, type Invitation } from "../protocol/index.ts";
@@ -23,8 +23,10 @@ export class Invitations {
       .values(invitation)
       .onConflictDoUpdate({ target: invitations.chatId, set: { name: invitation.name, invitedBy: invitation.invitedBy, createdAt: invitation.createdAt } })
       .run();
-    const excess = this.#db.select({ chatId: invitations.chatId }).from(invitations).orderBy(desc(invitations.createdAt)).limit(-1).offset(Limits.maxPendingInvitations).all();
-    for (const { chatId } of excess) this.#db.delete(invitations).where(eq(invitations.chatId, chatId)).run();
+    const excess = (this.#db.select({ rows: count() }).from(invitations).get()?.rows ?? 0) - Limits.maxPendingInvitations;
+    if (excess <= 0) return;
+    const oldest = this.#db.select({ chatId: invitations.chatId }).from(invitations).orderBy(asc(invitations.createdAt)).limit(excess).all();
+    for (const { chatId } of oldest) this.#db.delete(invitations).where(eq(invitations.chatId, chatId)).run();
   }
 
   list(now: number): Invitation[] {
