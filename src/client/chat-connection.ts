@@ -60,6 +60,8 @@ export class ChatConnection {
   };
   #socket: ReconnectingWebSocket | null = null;
   #cursor: number | undefined;
+  /** Who this connection is signed in as (from the `ready` frame). */
+  #userId: string | undefined;
   #status: ConnectionStatus = "closed";
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #lastHeardAt = 0;
@@ -145,6 +147,7 @@ export class ChatConnection {
     }
     switch (frame.type) {
       case "ready":
+        this.#userId = frame.userId;
         this.#cursor ??= frame.headSeq;
         this.#setStatus(frame.catchingUp ? "catching-up" : "live");
         this.#outbox.connected();
@@ -164,7 +167,7 @@ export class ChatConnection {
     for (const event of events) {
       const cursor = this.#cursor ?? event.seq - 1;
       if (event.seq <= cursor) continue; // already delivered (a resend after reconnect)
-      if (event.seq !== cursor + 1) {
+      if (event.seq !== cursor + 1 && !this.#startsMyPeriod(event)) {
         // Never expected from the server; resuming from the cursor repairs it.
         this.#socket?.reconnect(CloseCode.normal, "gap");
         return;
@@ -175,6 +178,15 @@ export class ChatConnection {
     }
     if (more) this.#requestNextPage();
     else this.#setStatus("live");
+  }
+
+  /**
+   * Between two of this user's membership periods the server sends nothing: the next
+   * event after a period is the `member.added` that starts the following one.
+   */
+  #startsMyPeriod(event: EventEnvelope): boolean {
+    const known = ChatEvent.safeParse(event);
+    return known.success && known.data.type === "member.added" && known.data.members.some((member) => member.userId === this.#userId);
   }
 
   #requestNextPage(): void {
