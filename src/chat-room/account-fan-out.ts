@@ -43,32 +43,38 @@ export class AccountFanOut {
   /** Called in the turn of every commit that changed the chat (synchronous: the deadline commits with it). */
   committed(now: number): void {
     this.#options.retryNoLaterThan(now + FAN_OUT_RETRY_MS);
-    void this.push();
+    if (this.#round) this.#again = true;
+    else void this.#start();
   }
 
   /**
-   * Runs a round now, or after the one in flight. Resolves true once a round that
-   * started after this call left no account behind.
+   * Runs a round that starts after this call (waiting for the one in flight, if any).
+   * Resolves true when it left no account behind.
    */
-  push(): Promise<boolean> {
-    if (this.#round) {
-      this.#again = true;
-      return this.#round.then(() => this.push());
-    }
-    const round = this.#runRound().finally(() => {
-      this.#round = null;
-      if (this.#again) {
-        this.#again = false;
-        void this.push();
-      }
-    });
-    this.#round = round;
-    return round;
+  async push(): Promise<boolean> {
+    while (this.#round) await this.#round;
+    return this.#start();
   }
 
   /** The alarm's job: one more round; if an account is still behind, try again later. */
   async retry(now: number): Promise<void> {
     if (!(await this.push())) this.#options.retryNoLaterThan(now + FAN_OUT_RETRY_MS);
+  }
+
+  #start(): Promise<boolean> {
+    this.#again = false;
+    const round = this.#runRound()
+      .catch((error: unknown) => {
+        log.error("fan-out round failed; the alarm retries", describeError(error));
+        return false;
+      })
+      .finally(() => {
+        this.#round = null;
+        // Commits landed during the round: one more round covers them all.
+        if (this.#again) void this.#start();
+      });
+    this.#round = round;
+    return round;
   }
 
   async #runRound(): Promise<boolean> {
@@ -80,7 +86,7 @@ export class AccountFanOut {
     const targets = membership.behind(headSeq);
     if (targets.length === 0) return true;
     // The entries are taken in this turn, with the head they describe.
-    const members = [...membership.members()];
+    const members = chat.kind === "direct" ? [...membership.members()] : [];
     const base = { chatId: chat.chatId, kind: chat.kind, name: chat.name, memberCount: membership.memberCount, lastActivityAt: events.headCreatedAt };
     const updates = targets.map((period): ChatIndexUpdate => {
       const update: ChatIndexUpdate = { ...base, headSeq: period.leftSeq ?? headSeq, membership: "member" };
