@@ -5,6 +5,12 @@ import type { Membership, PeriodRow } from "./membership.ts";
 
 /** How long after a commit the alarm checks that every member's account heard of it. */
 export const FAN_OUT_RETRY_MS = 10_000;
+/**
+ * Rounds start at most this often. A quiet chat's round starts at once; a busy one's
+ * commits wait at most this long and share one round, so a chat at 1,000 messages/s
+ * makes at most 50 calls per member per second instead of 1,000.
+ */
+export const FAN_OUT_MIN_INTERVAL_MS = 20;
 
 export type AccountFanOutOptions = {
   log: () => EventLog;
@@ -19,10 +25,11 @@ export type AccountFanOutOptions = {
  * Brings every member's User object up to the chat's head: its chat list entry (head
  * seq, name, member count, last activity, and whether the account is still a member).
  *
- * After each commit the pushes start at once, one call per account behind the head,
- * carrying the whole range it missed (the entry at the head). Commits that land while
- * a round is in flight are coalesced into the next round, so a busy chat makes one
- * call per account per round, not per message. Progress is one watermark per
+ * After each commit the pushes start at once (within FAN_OUT_MIN_INTERVAL_MS of the last
+ * round), one call per account behind the head, carrying the whole range it missed
+ * (the entry at the head). Commits that land while a round is in flight or waiting
+ * share the next round, so a busy chat makes one call per account per round, not per
+ * message. Progress is one watermark per
  * membership period (`notifiedSeq`), advanced when the account acknowledges.
  *
  * Nothing is lost if the object dies mid-round: every commit also makes the retry
@@ -35,6 +42,9 @@ export class AccountFanOut {
   #round: Promise<boolean> | null = null;
   /** A commit landed during the round in flight: run another after it. */
   #again = false;
+  #lastStartedAt = Number.NEGATIVE_INFINITY;
+  /** The next round, waiting for FAN_OUT_MIN_INTERVAL_MS since the last one started. */
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: AccountFanOutOptions) {
     this.#options = options;
@@ -43,8 +53,26 @@ export class AccountFanOut {
   /** Called in the turn of every commit that changed the chat (synchronous: the deadline commits with it). */
   committed(now: number): void {
     this.#options.retryNoLaterThan(now + FAN_OUT_RETRY_MS);
-    if (this.#round) this.#again = true;
-    else void this.#start();
+    this.#request(now);
+  }
+
+  /** A round soon: now, after the one in flight, or when the minimum interval has passed. */
+  #request(now = Date.now()): void {
+    if (this.#round) {
+      this.#again = true;
+      return;
+    }
+    if (this.#timer) return;
+    const wait = this.#lastStartedAt + FAN_OUT_MIN_INTERVAL_MS - now;
+    if (wait <= 0) {
+      void this.#start();
+      return;
+    }
+    // If the object is evicted before this fires, the stored deadline runs the round.
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#start();
+    }, wait);
   }
 
   /**
@@ -53,6 +81,8 @@ export class AccountFanOut {
    */
   async push(): Promise<boolean> {
     while (this.#round) await this.#round;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
     return this.#start();
   }
 
@@ -63,6 +93,7 @@ export class AccountFanOut {
 
   #start(): Promise<boolean> {
     this.#again = false;
+    this.#lastStartedAt = Date.now();
     const round = this.#runRound()
       .catch((error: unknown) => {
         log.error("fan-out round failed; the alarm retries", describeError(error));
@@ -71,7 +102,7 @@ export class AccountFanOut {
       .finally(() => {
         this.#round = null;
         // Commits landed during the round: one more round covers them all.
-        if (this.#again) void this.#start();
+        if (this.#again) this.#request();
       });
     this.#round = round;
     return round;
