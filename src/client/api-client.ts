@@ -38,7 +38,30 @@ export type ApiClientOptions = {
   session?: TokenResponse;
   /** Called whenever tokens change (login, refresh), so the app can persist them. */
   onSession?: (session: TokenResponse | null) => void;
+  /** The fetch to call instead of the global one (a wrapper, or a Worker's own `fetch` in tests). */
   fetch?: typeof fetch;
+  /**
+   * Headers sent with every request, for example `CF-Connecting-IP` when the client
+   * speaks for another address (a trusted proxy, a test). A function is called anew
+   * for each request.
+   */
+  headers?: Record<string, string> | (() => Record<string, string>);
+};
+
+/** One request through `ApiClient.request`. */
+export type ApiRequestOptions = {
+  /** Sent as JSON. */
+  body?: unknown;
+  /** Sent as it is (labelled JSON unless `headers` name another content type): for bodies made by hand. */
+  rawBody?: string;
+  /**
+   * The bearer token. By default the session's, refreshed when about to expire and
+   * once more when the server answers `token_expired`; a string sends that token as it
+   * is; false sends none.
+   */
+  auth?: boolean | string;
+  /** Headers for this request only, over the client's. */
+  headers?: Record<string, string>;
 };
 
 export type LoginOptions = {
@@ -64,6 +87,7 @@ export class ApiClient {
   #expiresAt = 0;
   #refreshing: Promise<TokenResponse> | null = null;
   readonly #fetch: typeof fetch;
+  readonly #headers: ApiClientOptions["headers"];
   readonly #onSession: ((session: TokenResponse | null) => void) | undefined;
 
   constructor(options: ApiClientOptions) {
@@ -71,6 +95,7 @@ export class ApiClient {
     this.#session = options.session ?? null;
     if (this.#session) this.#expiresAt = tokenExpiry(this.#session.credentials);
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#headers = options.headers;
     this.#onSession = options.onSession;
   }
 
@@ -158,27 +183,34 @@ export class ApiClient {
     return session;
   }
 
-  async #call<T>(
-    method: string,
-    path: string,
-    schema: z.ZodType<T> | null,
-    options: { body?: unknown; auth?: boolean } = {},
-  ): Promise<T> {
+  /**
+   * One request to the API, answered with the Response as it is, whatever its status:
+   * for callers that need the status or the headers. The typed methods are built on it.
+   */
+  async request(method: string, path: string, options: ApiRequestOptions = {}): Promise<Response> {
+    const withSession = options.auth === undefined || options.auth === true;
+    const body = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
     const send = async () => {
-      const headers: Record<string, string> = {};
-      if (options.body !== undefined) headers["content-type"] = "application/json";
-      if (options.auth !== false) headers.authorization = `Bearer ${await this.accessToken()}`;
+      const headers = new Headers();
+      if (body !== undefined) headers.set("content-type", "application/json");
+      const shared = typeof this.#headers === "function" ? this.#headers() : this.#headers;
+      for (const extra of [shared, options.headers]) for (const [name, value] of Object.entries(extra ?? {})) headers.set(name, value);
+      const token = withSession ? await this.accessToken() : typeof options.auth === "string" ? options.auth : "";
+      if (token) headers.set("authorization", `Bearer ${token}`);
       const init: RequestInit = { method, headers };
-      if (options.body !== undefined) init.body = JSON.stringify(options.body);
+      if (body !== undefined) init.body = body;
       return this.#fetch(`${this.baseUrl}${path}`, init);
     };
-    let response = await send();
-    if (response.status === 401 && options.auth !== false && this.#session) {
-      const error = await errorOf(response);
-      if (error.body.code !== "token_expired") throw error;
-      await this.refresh();
-      response = await send();
-    }
+    const response = await send();
+    if (response.status !== 401 || !withSession || !this.#session) return response;
+    const error = await errorOf(response.clone());
+    if (error.body.code !== "token_expired") return response;
+    await this.refresh();
+    return send();
+  }
+
+  async #call<T>(method: string, path: string, schema: z.ZodType<T> | null, options: ApiRequestOptions = {}): Promise<T> {
+    const response = await this.request(method, path, options);
     if (!response.ok) throw await errorOf(response);
     if (schema === null) return undefined as T;
     return schema.parse(await response.json());
