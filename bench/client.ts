@@ -1,47 +1,30 @@
 /**
- * The benchmark's client side: logging users in over the REST API, creating chats,
- * and `ChatSocket`, a chat WebSocket that checks order and counts what it receives.
+ * The benchmark's client side: logging users in over the REST API (the SDK's
+ * ApiClient), and `ChatSocket`, a chat WebSocket that checks order and counts what it
+ * receives.
  */
 import WebSocket from "ws";
-import type { z } from "zod";
-import {
-  Chat,
-  ErrorResponse,
-  EventsFrameEnvelope,
-  HistoryPage,
-  OtpResponse,
-  ReadyFrame,
-  ReplyFrame,
-  TokenResponse,
-  type CreateChatRequest,
-} from "../src/protocol/index.ts";
+import { ApiClient, ApiError, EventsFrameEnvelope, HistoryPage, ReadyFrame, ReplyFrame, type TokenResponse } from "../src/client/index.ts";
 import { scanLiveMessage } from "./lib/frames.ts";
 
 export type BenchUser = {
   userId: string;
   deviceId: string;
   credentials: string;
-  refreshToken: string;
   /** performance.now() when `credentials` was issued: access tokens live 900 s at most. */
   issuedAt: number;
+  /** The user's REST client, logged in (the Worker only: the bare server has no accounts). */
+  api?: ApiClient;
 };
 
 // ---------------------------------------------------------------------------
 // REST API
 
-/** A failed API call, with the status and the server's error code. */
-export class ApiCallError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(`${status} ${code}: ${message}`);
-    this.status = status;
-    this.code = code;
-  }
-}
+/** No REST call of the benchmark waits longer than this. */
+const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
- * The REST calls the benchmark needs. Every request carries its own
+ * Makes the benchmark's REST clients. Every request carries its own
  * `cf-connecting-ip`: the OTP and login routes are limited per client IP (10 and 30
  * per minute), and wrangler dev passes the header through, so each simulated user
  * looks like a different phone on a different network.
@@ -60,61 +43,36 @@ export class ServerApi {
     return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
   }
 
-  requestOtp(phone: string, clientIp = this.nextClientIp()): Promise<OtpResponse> {
-    return this.#call("POST", "/api/otp", OtpResponse, { body: { phone }, clientIp });
-  }
-
-  login(phone: string, code: string, attemptId: string): Promise<TokenResponse> {
-    return this.#call("POST", "/api/auth/login", TokenResponse, { body: { phone, code, attemptId, deviceName: "bench" } });
-  }
-
-  refresh(refreshToken: string): Promise<TokenResponse> {
-    return this.#call("POST", "/api/auth/refresh", TokenResponse, { body: { refreshToken } });
-  }
-
-  createChat(token: string, request: CreateChatRequest): Promise<Chat> {
-    return this.#call("POST", "/api/chats", Chat, { body: request, token });
+  /**
+   * A REST client, logged out or with `session`. Its requests come from a new client
+   * address each, or all from `clientIp` when given.
+   */
+  client(options: { session?: TokenResponse | null; clientIp?: string; fetch?: typeof fetch } = {}): ApiClient {
+    const { session, clientIp, fetch: send = fetch } = options;
+    return new ApiClient({
+      baseUrl: this.baseUrl,
+      fetch: (input, init) => send(input, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+      headers: clientIp ? { "cf-connecting-ip": clientIp } : () => ({ "cf-connecting-ip": this.nextClientIp() }),
+      ...(session ? { session } : {}),
+    });
   }
 
   /**
-   * One history page, timed from the request to the last byte of the body; parsing
-   * and validating happen after the clock stops (they are the client's cost).
+   * One history page of `user`'s, timed from the request to the last byte of the body;
+   * parsing and validating happen after the clock stops (they are the client's cost).
    */
-  async timedHistory(token: string, chatId: string, query: { before?: number; after?: number; limit?: number }): Promise<{ page: HistoryPage; ms: number }> {
-    const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
-    const startedAt = performance.now();
-    const response = await fetch(`${this.baseUrl}/api/chats/${chatId}/messages?${params}`, {
-      headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": this.nextClientIp() },
-    });
-    const text = await response.text();
-    const ms = performance.now() - startedAt;
-    if (!response.ok) throw errorOf(response.status, text);
-    return { page: HistoryPage.parse(JSON.parse(text)), ms };
+  async timedHistory(user: BenchUser, chatId: string, query: { before?: number; after?: number; limit?: number }): Promise<{ page: HistoryPage; ms: number }> {
+    let ms = Number.NaN;
+    const timed: typeof fetch = async (input, init) => {
+      const startedAt = performance.now();
+      const response = await fetch(input, init);
+      const body = await response.arrayBuffer();
+      ms = performance.now() - startedAt;
+      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+    };
+    const page = await this.client({ session: user.api?.session, fetch: timed }).history(chatId, query);
+    return { page, ms };
   }
-
-  async #call<T>(method: string, path: string, schema: z.ZodType<T>, options: { body?: unknown; token?: string; clientIp?: string }): Promise<T> {
-    const headers: Record<string, string> = { "cf-connecting-ip": options.clientIp ?? this.nextClientIp() };
-    if (options.body !== undefined) headers["content-type"] = "application/json";
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    const init: RequestInit = { method, headers, signal: AbortSignal.timeout(30_000) };
-    if (options.body !== undefined) init.body = JSON.stringify(options.body);
-    const response = await fetch(`${this.baseUrl}${path}`, init);
-    const text = await response.text();
-    if (!response.ok) throw errorOf(response.status, text);
-    return schema.parse(JSON.parse(text));
-  }
-}
-
-function errorOf(status: number, text: string): ApiCallError {
-  let parsed: ReturnType<typeof ErrorResponse.safeParse> | null = null;
-  try {
-    parsed = ErrorResponse.safeParse(JSON.parse(text));
-  } catch {
-    // not JSON
-  }
-  if (parsed?.success) return new ApiCallError(status, parsed.data.error.code, parsed.data.error.message);
-  return new ApiCallError(status, "http_error", text.slice(0, 200));
 }
 
 /** Runs `fn` over `items` with at most `concurrency` calls in flight, keeping order. */
@@ -139,7 +97,7 @@ export async function withRetries<T>(what: string, attempts: number, fn: () => P
       return await fn();
     } catch (error) {
       lastError = error;
-      if (error instanceof ApiCallError && error.status < 500) break; // our mistake: retrying will not help
+      if (error instanceof ApiError && error.status < 500) break; // our mistake: retrying will not help
       await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
     }
   }
@@ -163,16 +121,11 @@ export function phoneNumbers(): () => string {
 
 /** Logs one new user in: OTP request (the dev server returns the code), then login. */
 export async function loginNewUser(api: ServerApi, phone: string): Promise<BenchUser> {
-  const otp = await withRetries("OTP request", 3, () => api.requestOtp(phone));
+  const client = api.client();
+  const otp = await withRetries("OTP request", 3, () => client.requestOtp(phone));
   if (!otp.devCode) throw new Error("the server returned no devCode: is DEV_MODE on?");
-  const session = await withRetries("login", 3, () => api.login(phone, otp.devCode!, otp.attemptId));
-  return {
-    userId: session.user.userId,
-    deviceId: session.device.deviceId,
-    credentials: session.credentials,
-    refreshToken: session.refreshToken,
-    issuedAt: performance.now(),
-  };
+  const session = await withRetries("login", 3, () => client.login({ phone, code: otp.devCode!, attemptId: otp.attemptId, deviceName: "bench" }));
+  return { userId: session.user.userId, deviceId: session.device.deviceId, credentials: session.credentials, issuedAt: performance.now(), api: client };
 }
 
 // ---------------------------------------------------------------------------

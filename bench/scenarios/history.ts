@@ -63,11 +63,11 @@ export const history: Scenario<HistoryFigures> = {
     const api = target.api;
     if (!api) return figures;
 
-    const token = users[1]!.credentials;
+    const reader = users[1]!;
     const firstPage = new LatencyRecorder();
     let head = 0;
     for (let i = 0; i < p.firstPageSamples; i++) {
-      const { page, ms } = await api.timedHistory(token, chatId, { limit: p.pageSize });
+      const { page, ms } = await api.timedHistory(reader, chatId, { limit: p.pageSize });
       firstPage.recordMs(ms);
       head = page.headSeq;
     }
@@ -82,7 +82,7 @@ export const history: Scenario<HistoryFigures> = {
     const walkStartedAt = performance.now();
     const maxPages = Math.ceil(head / p.pageSize) + 5;
     for (let pages = 0; pages < maxPages; pages++) {
-      const { page, ms } = await api.timedHistory(token, chatId, before === undefined ? { limit: p.pageSize } : { before, limit: p.pageSize });
+      const { page, ms } = await api.timedHistory(reader, chatId, before === undefined ? { limit: p.pageSize } : { before, limit: p.pageSize });
       perPage.recordMs(ms);
       for (const event of page.events) {
         if (event.seq < 1 || event.seq > head || seen[event.seq]) problem ||= `seq ${event.seq} out of range or repeated`;

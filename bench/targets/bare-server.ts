@@ -198,7 +198,7 @@ class BareTarget implements Target {
       const n = this.#users.length;
       const userId = `u_bare${String(n).padStart(16, "0")}`;
       const deviceId = `dv_bare${String(n).padStart(16, "0")}`;
-      this.#users.push({ userId, deviceId, credentials: `${userId}.${deviceId}`, refreshToken: "", issuedAt: performance.now() });
+      this.#users.push({ userId, deviceId, credentials: `${userId}.${deviceId}`, issuedAt: performance.now() });
     }
     this.setup.users = this.#users.length;
     return this.#users.slice(0, count);

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { ServerApi, loginNewUser, mapPool, phoneNumbers, withRetries, type BenchUser } from "../client.ts";
 import { commandLine, descendantPids, openFileLimit, type ServerProcess } from "../lib/process-stats.ts";
 import { sleep } from "../lib/open-loop.ts";
+import type { CreateChatRequest } from "../../src/client/index.ts";
 import type { Target } from "./target.ts";
 
 const PROJECT_DIR = new URL("../..", import.meta.url).pathname;
@@ -176,17 +177,17 @@ export class WranglerDevTarget implements Target {
    * 429 on the 11th (the limit is 10 per minute), and another address must pass.
    */
   async verifyClientIpPassThrough(): Promise<void> {
-    const address = this.api.nextClientIp();
+    const oneAddress = this.api.client({ clientIp: this.api.nextClientIp() });
     const statuses: number[] = [];
     for (let i = 0; i < 11; i++) {
       try {
-        await this.api.requestOtp(this.#nextPhone(), address);
+        await oneAddress.requestOtp(this.#nextPhone());
         statuses.push(201);
       } catch (error) {
         statuses.push((error as { status?: number }).status ?? 0);
       }
     }
-    const other = await this.api.requestOtp(this.#nextPhone()).then(() => 201, (error) => (error as { status?: number }).status ?? 0);
+    const other = await this.api.client().requestOtp(this.#nextPhone()).then(() => 201, (error) => (error as { status?: number }).status ?? 0);
     const ok = statuses.slice(0, 10).every((s) => s === 201) && statuses[10] === 429 && other === 201;
     this.launch.clientIpPassThrough = ok
       ? "verified: 10 OTP requests from one cf-connecting-ip passed, the 11th got 429, another address passed"
@@ -212,9 +213,8 @@ export class WranglerDevTarget implements Target {
     if (stale.length === 0) return;
     const startedAt = performance.now();
     await mapPool(stale, LOGIN_CONCURRENCY, async (user) => {
-      const session = await withRetries("token refresh", 3, () => this.api.refresh(user.refreshToken));
+      const session = await withRetries("token refresh", 3, () => user.api!.refresh());
       user.credentials = session.credentials;
-      user.refreshToken = session.refreshToken;
       user.issuedAt = performance.now();
     });
     this.setup.userMs += performance.now() - startedAt;
@@ -230,9 +230,9 @@ export class WranglerDevTarget implements Target {
     return this.#createChat(a, { kind: "direct", peerId: b.userId });
   }
 
-  async #createChat(creator: BenchUser, request: Parameters<ServerApi["createChat"]>[1]): Promise<string> {
+  async #createChat(creator: BenchUser, request: CreateChatRequest): Promise<string> {
     const startedAt = performance.now();
-    const chat = await withRetries("chat creation", 3, () => this.api.createChat(creator.credentials, request));
+    const chat = await withRetries("chat creation", 3, () => creator.api!.createChat(request));
     this.setup.chats++;
     this.setup.chatMs += performance.now() - startedAt;
     return chat.chatId;

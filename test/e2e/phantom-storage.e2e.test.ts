@@ -33,11 +33,7 @@ describe("requests about ids that do not exist create no object databases", () =
   }
 
   const madeUp = (prefix: string) => `${prefix}_${crypto.randomUUID().replace(/-/g, "")}AbCdEfGh`;
-  const call = (path: string, init: RequestInit = {}) =>
-    fetch(`${server.url}${path}`, {
-      ...init,
-      headers: { "content-type": "application/json", authorization: `Bearer ${alice.session!.credentials}`, ...init.headers },
-    });
+  const call = (path: string) => alice.request("GET", path);
 
   it("made-up chat ids, member ids, user ids and refresh tokens leave the count unchanged", async () => {
     const before = objectDatabases();
@@ -47,18 +43,11 @@ describe("requests about ids that do not exist create no object databases", () =
       expect((await call(`/api/chats/${madeUp("g")}`)).status).toBe(404);
       expect((await call(`/api/chats/${madeUp("d")}/messages`)).status).toBe(404);
       expect((await call(`/api/users/${madeUp("u")}`)).status).toBe(404);
-      const refresh = await fetch(`${server.url}/api/auth/refresh`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ refreshToken: `rt1.${madeUp("u")}.${"A".repeat(43)}` }),
-      });
+      const refresh = await alice.request("POST", "/api/auth/refresh", { auth: false, body: { refreshToken: `rt1.${madeUp("u")}.${"A".repeat(43)}` } });
       expect(refresh.status).toBe(401);
     }
     const started = Date.now();
-    const group = await call("/api/chats", {
-      method: "POST",
-      body: JSON.stringify({ kind: "group", name: "Spam", memberIds: Array.from({ length: 1023 }, () => madeUp("u")) }),
-    });
+    const group = await alice.request("POST", "/api/chats", { body: { kind: "group", name: "Spam", memberIds: Array.from({ length: 1023 }, () => madeUp("u")) } });
     expect(group.status).toBe(400);
     expect(((await group.json()) as { error: { code: string } }).error.code).toBe("invalid_member");
     const refusedInMs = Date.now() - started;

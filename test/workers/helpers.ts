@@ -1,7 +1,8 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
-import { HistoryPage, PhoneNumber, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+import { ApiClient, type ApiRequestOptions } from "../../src/client/index.ts";
+import { PhoneNumber, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
 /**
  * Where this file's client addresses start. The Rate Limiting bindings' counts are
@@ -24,14 +25,29 @@ export function uniqueIp(): string {
 
 export type RequestOptions = { method?: string; body?: unknown; token?: string; ip?: string; headers?: Record<string, string> };
 
-/** Calls the Worker like a client would. */
+/**
+ * The SDK's client, calling the Worker in this runtime; each request comes from a new
+ * client address. With a session, its calls carry that session's token.
+ */
+export function apiClient(session?: TokenResponse): ApiClient {
+  return new ApiClient({
+    baseUrl: "http://chat.test",
+    fetch: (input, init) => exports.default.fetch(input, init),
+    headers: () => ({ "cf-connecting-ip": uniqueIp() }),
+    ...(session ? { session } : {}),
+  });
+}
+
+/**
+ * Calls the Worker like a client would, answering the Response whatever its status. A
+ * string body is sent as it is (labelled JSON unless `headers` say otherwise).
+ */
 export function api(path: string, options: RequestOptions = {}): Promise<Response> {
-  const headers = new Headers(options.headers);
-  if (options.body !== undefined && !headers.has("content-type")) headers.set("content-type", "application/json");
-  if (options.token) headers.set("authorization", `Bearer ${options.token}`);
-  headers.set("cf-connecting-ip", options.ip ?? uniqueIp());
-  const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body);
-  return exports.default.fetch(new Request(`http://chat.test${path}`, { method: options.method ?? (body ? "POST" : "GET"), headers, body }));
+  const request: ApiRequestOptions = { auth: options.token ?? false };
+  if (typeof options.body === "string") request.rawBody = options.body;
+  else if (options.body !== undefined) request.body = options.body;
+  request.headers = options.ip === undefined ? { ...options.headers } : { ...options.headers, "cf-connecting-ip": options.ip };
+  return apiClient().request(options.method ?? (options.body === undefined || options.body === "" ? "GET" : "POST"), path, request);
 }
 
 export async function expectError(response: Response, status: number, code: string): Promise<void> {
@@ -64,12 +80,10 @@ export async function forgetOtpSends(phone: string): Promise<void> {
 export async function login(phone?: string, deviceName = "test device"): Promise<Session> {
   if (phone === undefined) phone = uniquePhone();
   else await forgetOtpSends(phone);
-  const otp = await api("/api/otp", { body: { phone } });
-  expect(otp.status).toBe(201);
-  const { devCode, attemptId } = (await otp.json()) as { devCode: string; attemptId: string };
-  const response = await api("/api/auth/login", { body: { phone, code: devCode, attemptId, deviceName } });
-  expect(response.status).toBe(200);
-  return { ...((await response.json()) as TokenResponse), phone };
+  const anonymous = apiClient();
+  const { devCode, attemptId } = await anonymous.requestOtp(phone);
+  if (!devCode) throw new Error("no devCode: the tests run in development mode");
+  return { ...(await anonymous.login({ phone, code: devCode, attemptId, deviceName })), phone };
 }
 
 /** A socket client that queues what it receives, for tests to await frame by frame. */
@@ -148,15 +162,11 @@ export async function connect(chatId: string, token: string, after?: number): Pr
 }
 
 export async function createGroup(creator: Session, members: Session[], kind: "group" | "broadcast" = "group", name = "Team"): Promise<string> {
-  const response = await api("/api/chats", { token: creator.credentials, body: { kind, name, memberIds: members.map((m) => m.user.userId) } });
-  expect(response.status).toBe(201);
-  return ((await response.json()) as { chatId: string }).chatId;
+  return (await apiClient(creator).createChat({ kind, name, memberIds: members.map((m) => m.user.userId) })).chatId;
 }
 
 export async function createDirect(a: Session, b: Session): Promise<string> {
-  const response = await api("/api/chats", { token: a.credentials, body: { kind: "direct", peerId: b.user.userId } });
-  expect([200, 201]).toContain(response.status);
-  return ((await response.json()) as { chatId: string }).chatId;
+  return (await apiClient(a).createChat({ kind: "direct", peerId: b.user.userId })).chatId;
 }
 
 /** Sends over REST, the path bots use. */
@@ -164,10 +174,10 @@ export async function restSend(session: Session, chatId: string, clientId: strin
   return api(`/api/chats/${chatId}/messages`, { token: session.credentials, body: replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq } });
 }
 
+/** A history page; `query` as in the URL, e.g. "?after=3&limit=10". */
 export async function history(session: Session, chatId: string, query = "") {
-  const response = await api(`/api/chats/${chatId}/messages${query}`, { token: session.credentials });
-  expect(response.status).toBe(200);
-  return HistoryPage.parse(await response.json());
+  const params = Object.fromEntries([...new URLSearchParams(query)].map(([key, value]) => [key, Number(value)]));
+  return apiClient(session).history(chatId, params);
 }
 
 let frameCounter = 0;

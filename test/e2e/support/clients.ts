@@ -16,14 +16,7 @@ export function uniquePhone(): string {
  * the per-address login limits then apply to each on its own.
  */
 export async function loggedInClient(baseUrl: string, deviceName = "e2e", clientAddress?: string): Promise<ApiClient> {
-  const addressed: typeof fetch | undefined = clientAddress
-    ? (input, init) => {
-        const headers = new Headers(init?.headers);
-        headers.set("cf-connecting-ip", clientAddress);
-        return fetch(input, { ...init, headers });
-      }
-    : undefined;
-  const api = new ApiClient(addressed ? { baseUrl, fetch: addressed } : { baseUrl });
+  const api = new ApiClient(clientAddress ? { baseUrl, headers: { "cf-connecting-ip": clientAddress } } : { baseUrl });
   const phone = uniquePhone();
   const otp = await api.requestOtp(phone);
   if (!otp.devCode) throw new Error("the development server returned no devCode");
