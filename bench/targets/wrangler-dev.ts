@@ -5,18 +5,15 @@
  * the user runtime (started with `--inspector-addr`) where the Worker and every
  * Durable Object run, on one JS thread.
  */
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import { freePort } from "../../test/e2e/support/dev-server.ts"; // shared with the e2e tests
-import { tmpdir } from "node:os";
+import { execFileSync } from "node:child_process";
+import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { PROJECT_DIR, WranglerDev } from "../../tools/wrangler-dev.ts";
 import { ServerApi, loginNewUser, mapPool, phoneNumbers, withRetries, type BenchUser } from "../client.ts";
-import { commandLine, descendantPids, openFileLimit, type ServerProcess } from "../lib/process-stats.ts";
-import { sleep } from "../lib/open-loop.ts";
+import { openFileLimit, type ServerProcess } from "../lib/process-stats.ts";
 import type { CreateChatRequest } from "../../src/client/index.ts";
 import type { Target } from "./target.ts";
 
-const PROJECT_DIR = new URL("../..", import.meta.url).pathname;
 /** Asked for; the hard limit may be lower (then the hard limit is used, and reported). */
 const WANTED_OPEN_FILES = 65_535;
 /** Access tokens live at most 900 s: refresh those older than this before use. */
@@ -44,114 +41,62 @@ export class WranglerDevTarget implements Target {
     workerdVersion: "",
     clientIpPassThrough: "not checked",
   };
-  readonly #child: ChildProcess;
-  readonly #stateDir: string;
-  readonly #port: number;
+  readonly #server: WranglerDev;
   readonly #users: BenchUser[] = [];
   readonly #nextPhone = phoneNumbers();
-  #output = "";
 
-  private constructor(child: ChildProcess, port: number, inspectorPort: number, stateDir: string) {
-    this.#child = child;
-    this.#port = port;
-    this.inspectorPort = inspectorPort;
-    this.#stateDir = stateDir;
-    this.api = new ServerApi(`http://127.0.0.1:${port}`);
-    const keep = (chunk: Buffer): void => {
-      this.#output = (this.#output + chunk.toString()).slice(-64 * 1024);
-    };
-    child.stdout!.on("data", keep);
-    child.stderr!.on("data", keep);
+  private constructor(server: WranglerDev) {
+    this.#server = server;
+    this.inspectorPort = server.inspectorPort;
+    this.api = new ServerApi(server.url);
   }
 
+  /**
+   * Starts wrangler dev with development vars and the send rate limit lifted.
+   * workerd died at ~1,900 client sockets with "accept: Too many open files" at the
+   * default limit, so the open-file limit is raised (to the hard limit when 65,535 is
+   * not allowed) for the whole tree.
+   */
   static async start(options: WranglerDevOptions): Promise<WranglerDevTarget> {
     const startedAt = performance.now();
-    const [port, inspectorPort] = [await freePort(), await freePort()];
-    const stateDir = mkdtempSync(join(tmpdir(), "edgechat-bench-"));
-    const wrangler = [
-      "npx", "wrangler", "dev",
-      "--port", String(port), "--ip", "127.0.0.1",
-      // Its own inspector port: the default (9229) may be taken by a developer's session.
-      "--inspector-port", String(inspectorPort),
-      "--log-level", "warn",
-      "--var", "DEV_MODE:true",
-      "--var", "OTP_SENDER:console",
-      "--var", "SEND_RATE_PER_SECOND:100000",
-      "--var", "SEND_BURST:100000",
-      "--var", "ACCOUNT_SEND_RATE_PER_SECOND:100000",
-      "--var", "ACCOUNT_SEND_BURST:100000",
-      "--persist-to", stateDir,
-    ];
-    // workerd died at ~1,900 client sockets with "accept: Too many open files" at the
-    // default limit: raise it (to the hard limit when 65,535 is not allowed) for the
-    // whole tree. `exec` keeps the process group ours to stop.
-    const script = `ulimit -n ${WANTED_OPEN_FILES} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
-    const child = spawn("bash", ["-c", script, "bash", ...wrangler], {
-      cwd: PROJECT_DIR,
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true, // its own process group: stop() ends npx, wrangler and both workerd processes
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" },
+    const server = await WranglerDev.start({
+      vars: {
+        DEV_MODE: "true",
+        OTP_SENDER: "console",
+        SEND_RATE_PER_SECOND: "100000",
+        SEND_BURST: "100000",
+        ACCOUNT_SEND_RATE_PER_SECOND: "100000",
+        ACCOUNT_SEND_BURST: "100000",
+      },
+      startTimeoutMs: options.startTimeoutMs,
+      stateDirPrefix: "edgechat-bench-",
+      openFiles: WANTED_OPEN_FILES,
     });
-    const target = new WranglerDevTarget(child, port, inspectorPort, stateDir);
+    const target = new WranglerDevTarget(server);
     try {
-      await target.#waitUntilServing(options.startTimeoutMs);
       await target.#findProcesses();
     } catch (error) {
       await target.stop();
       throw error;
     }
+    target.launch.readySignal = server.readySignal;
     target.launch.startMs = Math.round(performance.now() - startedAt);
     return target;
   }
 
-  /**
-   * "Ready on http://..." is an info line, so `--log-level warn` hides it: wait for
-   * whichever comes first, the line or a 200 from /healthz.
-   */
-  async #waitUntilServing(timeoutMs: number): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    while (performance.now() < deadline) {
-      if (this.#child.exitCode !== null) throw new Error(`wrangler dev exited with ${this.#child.exitCode}:\n${this.#output}`);
-      if (/\bReady on\b/.test(this.#output)) {
-        this.launch.readySignal = '"Ready" line';
-        return;
-      }
-      try {
-        const response = await fetch(`${this.api.baseUrl}/healthz`, { signal: AbortSignal.timeout(2_000) });
-        if (response.ok) {
-          this.launch.readySignal = "GET /healthz 200 (the Ready line is hidden at --log-level warn)";
-          return;
-        }
-      } catch {
-        // not listening yet
-      }
-      await sleep(100);
-    }
-    throw new Error(`wrangler dev did not serve within ${timeoutMs} ms:\n${this.#output}`);
-  }
-
-  /** The two workerd processes under our process group, told apart by their flags. */
+  /** The two workerd processes: the user runtime (the memory figure) and the proxy. */
   async #findProcesses(): Promise<void> {
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const workerds = descendantPids(this.#child.pid!).filter((pid) => /\bworkerd serve\b/.test(commandLine(pid)));
-      const userRuntime = workerds.find((pid) => commandLine(pid).includes("--inspector-addr"));
-      const proxy = workerds.find((pid) => pid !== userRuntime);
-      if (userRuntime !== undefined) {
-        this.memoryPid = userRuntime;
-        this.processes = [{ role: "workerd-runtime", pid: userRuntime }];
-        if (proxy !== undefined) this.processes.push({ role: "workerd-proxy", pid: proxy });
-        this.launch.openFileLimit = openFileLimit(userRuntime);
-        this.launch.openFileLimitNote =
-          this.launch.openFileLimit >= WANTED_OPEN_FILES
-            ? `ulimit -n raised to ${this.launch.openFileLimit} for wrangler dev and workerd`
-            : `ulimit -n ${WANTED_OPEN_FILES} refused (hard limit); raised to the hard limit ${this.launch.openFileLimit} for wrangler dev and workerd`;
-        this.launch.workerdVersion = workerdVersion(userRuntime);
-        this.description = `wrangler dev ${packageVersion("wrangler")} (workerd ${this.launch.workerdVersion}), --persist-to a temp dir`;
-        return;
-      }
-      await sleep(100);
-    }
-    throw new Error("could not find the workerd user runtime (the process with --inspector-addr) under wrangler dev");
+    const { runtime, proxy } = await this.#server.runtimeProcesses();
+    this.memoryPid = runtime;
+    this.processes = [{ role: "workerd-runtime", pid: runtime }];
+    if (proxy !== undefined) this.processes.push({ role: "workerd-proxy", pid: proxy });
+    this.launch.openFileLimit = openFileLimit(runtime);
+    this.launch.openFileLimitNote =
+      this.launch.openFileLimit >= WANTED_OPEN_FILES
+        ? `ulimit -n raised to ${this.launch.openFileLimit} for wrangler dev and workerd`
+        : `ulimit -n ${WANTED_OPEN_FILES} refused (hard limit); raised to the hard limit ${this.launch.openFileLimit} for wrangler dev and workerd`;
+    this.launch.workerdVersion = workerdVersion(runtime);
+    this.description = `wrangler dev ${packageVersion("wrangler")} (workerd ${this.launch.workerdVersion}), --persist-to a temp dir`;
   }
 
   /** The user runtime again: wrangler restarts it if it dies, with a new pid. */
@@ -160,15 +105,15 @@ export class WranglerDevTarget implements Target {
   }
 
   get alive(): boolean {
-    return this.#child.exitCode === null;
+    return this.#server.alive;
   }
 
   get recentOutput(): string {
-    return this.#output;
+    return this.#server.output();
   }
 
   socketUrl(chatId: string, after?: number): string {
-    return `ws://127.0.0.1:${this.#port}/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
+    return `ws://127.0.0.1:${this.#server.port}/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
   }
 
   /**
@@ -238,27 +183,8 @@ export class WranglerDevTarget implements Target {
     return chat.chatId;
   }
 
-  async stop(): Promise<void> {
-    const pid = this.#child.pid;
-    if (pid !== undefined && this.#child.exitCode === null) {
-      const exited = new Promise((resolve) => this.#child.once("exit", resolve));
-      signalGroup(pid, "SIGTERM");
-      const timer = setTimeout(() => signalGroup(pid, "SIGKILL"), 5_000);
-      await Promise.race([exited, sleep(8_000)]);
-      clearTimeout(timer);
-    }
-    // workerd may outlive npx for a moment: make sure our group is gone.
-    if (pid !== undefined) signalGroup(pid, "SIGKILL");
-    rmSync(this.#stateDir, { recursive: true, force: true });
-  }
-}
-
-/** Signals our own process group (we started it detached), never anything else. */
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
+  stop(): Promise<void> {
+    return this.#server.stop();
   }
 }
 
