@@ -1,6 +1,10 @@
 import {
+  AddMembersResult,
+  BlockList,
+  ChangeResult,
   Chat,
   ChatList,
+  InvitationList,
   DeviceList,
   ErrorResponse,
   HistoryPage,
@@ -11,7 +15,9 @@ import {
   UserLookupResponse,
   type CreateChatRequest,
   type ErrorBody,
+  type MemberRole,
   type ProfilePatch,
+  type UpdateChatRequest,
   type SendMessageRequest,
 } from "../protocol/index.ts";
 import type { z } from "zod";
@@ -153,7 +159,7 @@ export class ApiClient {
   revokeDevice = (deviceId: string) => this.#call("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`, null);
   lookupUser = (phone: string) => this.#call("GET", `/api/users/lookup?phone=${encodeURIComponent(phone)}`, UserLookupResponse);
   createChat = (request: CreateChatRequest) => this.#call("POST", "/api/chats", Chat, { body: request });
-  /** A page of the caller's chats, newest first; pass the page's `nextCursor` for the next. */
+  /** A page of the caller's chats, latest activity first; pass the page's `nextCursor` for the next. */
   chats(query: { limit?: number; cursor?: string } = {}): Promise<ChatList> {
     return this.#call("GET", `/api/chats${queryString(query)}`, ChatList);
   }
@@ -167,6 +173,27 @@ export class ApiClient {
   sendMessage(chatId: string, message: SendMessageRequest): Promise<SendResult> {
     return this.#call("POST", `/api/chats/${encodeURIComponent(chatId)}/messages`, SendResult, { body: message });
   }
+
+  // ---- Membership (groups and broadcast chats) ----
+
+  /** Renames or describes a chat (admins). */
+  updateChat = (chatId: string, patch: UpdateChatRequest) => this.#call("PATCH", chatPath(chatId), ChangeResult, { body: patch });
+  /** Adds accounts (admins); those whose setting asks first get an invitation instead. */
+  addMembers = (chatId: string, userIds: string[]) => this.#call("POST", `${chatPath(chatId)}/members`, AddMembersResult, { body: { userIds } });
+  /** Removes a member (admins): their sockets on the chat close with 4003. */
+  removeMember = (chatId: string, userId: string) => this.#call("DELETE", `${chatPath(chatId)}/members/${encodeURIComponent(userId)}`, ChangeResult);
+  setRole = (chatId: string, userId: string, role: MemberRole) =>
+    this.#call("PUT", `${chatPath(chatId)}/members/${encodeURIComponent(userId)}/role`, ChangeResult, { body: { role } });
+  leaveChat = (chatId: string) => this.#call("POST", `${chatPath(chatId)}/leave`, ChangeResult);
+  invitations = () => this.#call("GET", "/api/invitations", InvitationList);
+  acceptInvitation = (chatId: string) => this.#call("POST", `/api/invitations/${encodeURIComponent(chatId)}/accept`, ChangeResult);
+  declineInvitation = (chatId: string) => this.#call("POST", `/api/invitations/${encodeURIComponent(chatId)}/decline`, null);
+
+  // ---- Blocks ----
+
+  blocks = () => this.#call("GET", "/api/blocks", BlockList);
+  block = (userId: string) => this.#call("PUT", `/api/blocks/${encodeURIComponent(userId)}`, null);
+  unblock = (userId: string) => this.#call("DELETE", `/api/blocks/${encodeURIComponent(userId)}`, null);
 
   /** The WebSocket URL of a chat, resuming after `after` when given. */
   socketUrl(chatId: string, after?: number): string {
@@ -216,6 +243,8 @@ export class ApiClient {
     return schema.parse(await response.json());
   }
 }
+
+const chatPath = (chatId: string) => `/api/chats/${encodeURIComponent(chatId)}`;
 
 async function errorOf(response: Response): Promise<ApiError> {
   const parsed = ErrorResponse.safeParse(await response.json().catch(() => null));
