@@ -28,6 +28,7 @@ import { connectStorm, idleSockets } from "./scenarios/connections.ts";
 import { history } from "./scenarios/history.ts";
 import { reconnectHerd } from "./scenarios/reconnect-herd.ts";
 import { wakeAfterEviction } from "./scenarios/wake-after-eviction.ts";
+import { accountFanOut } from "./scenarios/account-fan-out.ts";
 
 /** In the order of the table, which is the order of the printed table. */
 const SCENARIOS: Scenario<any>[] = [
@@ -40,6 +41,7 @@ const SCENARIOS: Scenario<any>[] = [
   idleSockets,
   history,
   reconnectHerd,
+  accountFanOut,
   wakeAfterEviction,
 ];
 

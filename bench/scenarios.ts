@@ -47,6 +47,8 @@ export type Parameters = {
   history: { messages: number; seedWindow: number; pageSize: number; firstPageSamples: number };
   reconnectHerd: { clients: number; behind: number; timeoutMs: number };
   wakeAfterEviction: { skip: boolean; chats: number; idleMs: number; timeoutMs: number };
+  /** One group; each rate offered for stepSeconds, then up to drainTimeoutMs for every account to reach the head. */
+  accountFanOut: { members: number; rates: number[]; stepSeconds: number; drainTimeoutMs: number; pauseMs: number; cpuDrainMs: number };
   /** The whole run stops by itself after this long, whatever state it is in. */
   runTimeoutMs: number;
   wranglerStartTimeoutMs: number;
@@ -66,6 +68,7 @@ const full: Parameters = {
   history: { messages: 10_000, seedWindow: 200, pageSize: 200, firstPageSamples: 50 },
   reconnectHerd: { clients: 1_000, behind: 100, timeoutMs: 30_000 },
   wakeAfterEviction: { skip: false, chats: 3, idleMs: 12_000, timeoutMs: 10_000 },
+  accountFanOut: { members: 100, rates: [20, 100, 200, 400, 800], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, cpuDrainMs: 1_000 },
   runTimeoutMs: 20 * 60_000,
   wranglerStartTimeoutMs: 60_000,
 };
@@ -86,6 +89,7 @@ const quick: Parameters = {
   reconnectHerd: { clients: 200, behind: 100, timeoutMs: 8_000 },
   // Needs ~12 s of idle time: skipped in --quick (the full run measures it).
   wakeAfterEviction: { skip: true, chats: 1, idleMs: 12_000, timeoutMs: 5_000 },
+  accountFanOut: { members: 50, rates: [20, 100], stepSeconds: 1, drainTimeoutMs: 2_000, pauseMs: 200, cpuDrainMs: 300 },
   runTimeoutMs: 58_000,
   wranglerStartTimeoutMs: 30_000,
 };
@@ -104,6 +108,7 @@ export function usersNeeded(p: Parameters): number {
     Math.ceil(Math.max(...p.connectStorm.clients, ...p.idleSockets.steps) / 2),
     p.reconnectHerd.clients,
     2 * p.wakeAfterEviction.chats,
+    p.accountFanOut.members,
     2,
   );
 }
@@ -123,4 +128,5 @@ export const Targets = {
   history: { firstPageP50Ms: 20 },
   reconnectHerd: { allCurrentMs: 3_000, gaps: 0, duplicates: 0 },
   wakeAfterEviction: { firstMessageMs: 10 },
+  accountFanOut: { maxP99LagMs: 500, sustainedRate: 200 },
 } as const;

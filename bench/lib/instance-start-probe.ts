@@ -46,15 +46,21 @@ export async function learnWorkerContext(inspectorPort: number, timeoutMs = 5_00
 }
 
 export async function readChatRoomStarts(inspectorPort: number, timeoutMs = 5_000): Promise<number> {
+  const value = await evaluateInWorker(inspectorPort, EXPRESSION, timeoutMs);
+  if (typeof value !== "number") throw new Error(`the start count is not a number: ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Evaluates `expression` in the Worker's isolate (one Runtime.evaluate, nothing left attached); returns its JSON value. */
+export async function evaluateInWorker(inspectorPort: number, expression: string, timeoutMs = 5_000): Promise<unknown> {
   const contextId = workerContexts.get(inspectorPort);
   if (contextId === undefined) throw new Error("the Worker's execution context is unknown (learnWorkerContext did not run or failed)");
   const session = await CdpSession.connect(inspectorPort, timeoutMs);
   try {
-    const answer = await session.call("Runtime.evaluate", { expression: EXPRESSION, returnByValue: true, contextId }, timeoutMs);
+    const answer = await session.call("Runtime.evaluate", { expression, returnByValue: true, contextId }, timeoutMs);
     const { result, exceptionDetails } = answer as { result?: { value?: unknown }; exceptionDetails?: { text?: string } };
-    if (exceptionDetails) throw new Error(`evaluating the start count failed: ${exceptionDetails.text ?? "exception"}`);
-    if (typeof result?.value !== "number") throw new Error(`the start count is not a number: ${JSON.stringify(result)}`);
-    return result.value;
+    if (exceptionDetails) throw new Error(`evaluating in the Worker failed: ${exceptionDetails.text ?? "exception"}`);
+    return result?.value;
   } finally {
     session.close();
   }

@@ -37,6 +37,7 @@ import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type Sess
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
 import { userObject } from "../lib/stubs.ts";
+import type { User } from "../user/user.ts";
 import { Scheduler } from "../lib/scheduler.ts";
 import { AccountFanOut } from "./account-fan-out.ts";
 import { visibleAfter, visibleBefore } from "./visible-events.ts";
@@ -86,6 +87,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#leaseThenStore(batch), MAX_SENDS_PER_COMMIT);
   readonly #accountLeases = new AccountSendLeases((userId, count) => userObject(this.env, userId).grantSends(count));
   readonly #scheduler: Scheduler<Deadline>;
+  readonly #accountStubs = new Map<string, DurableObjectStub<User>>();
   readonly #fanOut: AccountFanOut;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -105,7 +107,7 @@ export class ChatRoom extends DurableObject<Env> {
     this.#fanOut = new AccountFanOut({
       log: () => this.#log,
       membership: () => this.#membership,
-      notify: (userId, update) => userObject(env, userId).chatChanged(update),
+      notify: (userId, update) => this.#memberAccount(userId).chatChanged(update),
       retryNoLaterThan: (at) => this.#scheduler.noLaterThan("fan-out", at),
     });
     this.#scheduler = new Scheduler<Deadline>(ctx.storage, { "fan-out": (now) => this.#fanOut.retry(now) });
@@ -331,6 +333,20 @@ export class ChatRoom extends DurableObject<Env> {
   /** Rows of fan-out state: one per membership period, whatever the number of messages. */
   fanOutStateRows(): number {
     return this.#membership.chat ? this.#membership.periodRowCount() : 0;
+  }
+
+  /**
+   * A member's User object, its stub kept for the next round (at most one per member:
+   * deriving the id hashes the name, and each round calls every member behind).
+   */
+  #memberAccount(userId: string): DurableObjectStub<User> {
+    let stub = this.#accountStubs.get(userId);
+    if (!stub) {
+      if (this.#accountStubs.size >= Limits.maxGroupMembers * 2) this.#accountStubs.clear();
+      stub = userObject(this.env, userId);
+      this.#accountStubs.set(userId, stub);
+    }
+    return stub;
   }
 
   /** After a membership or chat change: the members' sockets get the events, their accounts the news. */

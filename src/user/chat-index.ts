@@ -13,13 +13,43 @@ type ChatRow = typeof schema.chats.$inferSelect;
 export class ChatIndex {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
 
+  /** Every chat's news goes through this one statement: prepared once, not rebuilt per call. */
+  readonly #upsert;
+
   constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
     this.#db = db;
+    const { chats } = schema;
+    const value = (name: string) => sql.placeholder(name);
+    this.#upsert = db
+      .insert(chats)
+      .values({
+        chatId: value("chatId"),
+        kind: value("kind"),
+        name: value("name"),
+        peerId: value("peerId"),
+        addedAt: value("addedAt"),
+        headSeq: value("headSeq"),
+        memberCount: value("memberCount"),
+        lastActivityAt: value("lastActivityAt"),
+        membership: value("membership"),
+      })
+      .onConflictDoUpdate({
+        target: chats.chatId,
+        set: {
+          name: sql`excluded.name`,
+          headSeq: sql`excluded.head_seq`,
+          memberCount: sql`excluded.member_count`,
+          lastActivityAt: sql`excluded.last_activity_at`,
+          membership: sql`excluded.membership`,
+        },
+        // Merged by max(headSeq): an older or repeated update changes nothing.
+        setWhere: sql`${chats.headSeq} < excluded.head_seq`,
+      })
+      .prepare();
   }
 
   update(update: ChatIndexUpdate, now: number): void {
-    const { chats } = schema;
-    const values = {
+    this.#upsert.run({
       chatId: update.chatId,
       kind: update.kind,
       name: update.name,
@@ -29,22 +59,7 @@ export class ChatIndex {
       memberCount: update.memberCount,
       lastActivityAt: update.lastActivityAt,
       membership: update.membership,
-    };
-    this.#db
-      .insert(chats)
-      .values(values)
-      .onConflictDoUpdate({
-        target: chats.chatId,
-        set: {
-          name: values.name,
-          headSeq: values.headSeq,
-          memberCount: values.memberCount,
-          lastActivityAt: values.lastActivityAt,
-          membership: values.membership,
-        },
-        setWhere: sql`${chats.headSeq} < ${values.headSeq}`,
-      })
-      .run();
+    });
   }
 
   get(chatId: string): ChatSummary | null {
