@@ -24,6 +24,8 @@ export default defineConfig({
                 JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
                 HMAC_SECRET: "test-hmac-secret-0123456789abcdef012345678",
                 CATCH_UP_PAGE_SIZE: "200",
+                // Chat lists follow busy chats within 50 ms here, not 5 s, so tests need not wait.
+                FAN_OUT_INTERVAL_MS: "50",
                 // High enough for tests that send hundreds of messages; the limit
                 // itself is tested with these values.
                 SEND_RATE_PER_SECOND: "1",

@@ -1,7 +1,10 @@
 /**
  * Fan-out to accounts: how long after a message is stored every member's account (its
  * User object, which keeps the chat list) knows the chat's new head, in one group of
- * 100 members, at stepped message rates.
+ * 100 members: first for single messages in a quiet chat (each the first after a quiet
+ * interval, pushed at once), then at stepped message rates (paced: each account is
+ * called at most once per FAN_OUT_INTERVAL_MS, 5 s by default, so the lag is bounded by
+ * the interval, and the server's cost by the number of members, not messages).
  *
  * The lag is measured on the server's clock, from the message's `createdAt` (its ack
  * carries it) to the moment the chat recorded that every member's account had
@@ -12,7 +15,7 @@
  * `GET /api/chats`, that all 100 lists show the last message's seq.
  *
  * A rate is sustained when every send was acknowledged, every account reached the
- * head within the drain timeout, and the p99 lag stayed under `maxP99LagMs`.
+ * head within the drain timeout, and the p99 lag stayed within the interval + 1 s.
  */
 import { SendResult, type ReplyFrame } from "../../src/protocol/index.ts";
 import { Targets } from "../scenarios.ts";
@@ -21,7 +24,7 @@ import { evaluateInWorker } from "../lib/instance-start-probe.ts";
 import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
 import { runOpenLoop, sleep, waitUntil } from "../lib/open-loop.ts";
 import { round } from "../lib/process-stats.ts";
-import { micros, ms, openSockets, perSecond, PhaseMeter, serverCpuMicrosPer, serverCpuSeconds, settleAfterSetup, verdict, type Scenario } from "../lib/scenario.ts";
+import { ms, openSockets, perSecond, PhaseMeter, serverCpuMicrosPer, serverCpuSeconds, settleAfterSetup, verdict, type Scenario } from "../lib/scenario.ts";
 
 type Done = { headSeq: number; at: number };
 
@@ -46,6 +49,10 @@ export type AccountFanOutStep = {
 
 export type AccountFanOutFigures = {
   members: number;
+  /** The pacing interval the server uses for this group (FAN_OUT_INTERVAL_MS, deploy default). */
+  intervalMs: number;
+  /** Single messages, each after a quiet interval. */
+  quiet: LatencySummary;
   steps: AccountFanOutStep[];
   /** Highest sustained rate with every lower one sustained (0: none). */
   sustainedRate: number;
@@ -59,7 +66,9 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
 
   async run(target, context) {
     const p = context.params.accountFanOut;
-    if (target.inspectorPort === undefined) return { members: p.members, steps: [], sustainedRate: 0, error: "no inspector port: the lag cannot be read" };
+    const intervalMs = Math.max(p.intervalMs, p.members * 10);
+    const empty = { members: p.members, intervalMs, quiet: new LatencyRecorder().summary(), steps: [], sustainedRate: 0 };
+    if (target.inspectorPort === undefined) return { ...empty, error: "no inspector port: the lag cannot be read" };
     const users = await target.users(p.members);
     const chatId = await target.createGroup(users, `account fan-out ${context.nextTag("g")}`);
     const done = (): Promise<Done[]> =>
@@ -78,8 +87,26 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
     const [sender] = await openSockets([{ url: target.socketUrl(chatId), user: users[0]!, options: { onReply } }]);
     await settleAfterSetup(target, context);
 
+    const lagOf = (records: Done[], ack: { seq: number; createdAt: number }): number | null => {
+      const reached = records.find((r) => r.headSeq >= ack.seq && r.at >= ack.createdAt);
+      return reached ? reached.at - ack.createdAt : null;
+    };
     const steps: AccountFanOutStep[] = [];
+    const quiet = new LatencyRecorder();
     try {
+      // Quiet chat: each message comes after a full interval without one.
+      for (let i = 0; i < p.quietSamples; i++) {
+        await sleep(intervalMs + 500);
+        const id = `${context.nextTag("afq")}.${i}`;
+        acks.clear();
+        sender!.sendMessage(id, id, context.body);
+        await waitUntil(() => acks.has(id), p.drainTimeoutMs, 5);
+        await sleep(1_000); // the lag is the server's own timing: reading it later changes nothing
+        const ack = acks.get(id);
+        const lag = ack ? lagOf(await done(), ack) : null;
+        if (lag !== null) quiet.recordMs(lag);
+      }
+      context.log(`    ${target.name}: quiet chat, ${quiet.count} messages: lag p50 ${ms(quiet.percentileMs(50))}, max ${ms(quiet.summary().maxMs)}`);
       for (const rate of p.rates) {
         if (performance.now() > context.deadline - 10_000) break;
         acks.clear();
@@ -107,15 +134,15 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
         }
         const lag = new LatencyRecorder();
         let unfinished = 0;
-        for (const { seq, createdAt } of acks.values()) {
-          const reached = records.find((r) => r.headSeq >= seq && r.at >= createdAt);
-          if (reached) lag.recordMs(reached.at - createdAt);
-          else unfinished++;
+        for (const ack of acks.values()) {
+          const value = lagOf(records, ack);
+          if (value === null) unfinished++;
+          else lag.recordMs(value);
         }
         const heads = await mapPool(users, 20, async (user) => (await user.api!.chats({ limit: 5 })).chats.find((c) => c.chatId === chatId)?.headSeq ?? 0);
         const accountsBehind = heads.filter((head) => head < lastSeq).length;
         const summary = lag.summary();
-        const sustained = ackFailures === 0 && acks.size === run.sent && unfinished === 0 && accountsBehind === 0 && summary.p99Ms <= Targets.accountFanOut.maxP99LagMs;
+        const sustained = ackFailures === 0 && acks.size === run.sent && unfinished === 0 && accountsBehind === 0 && summary.p99Ms <= intervalMs + 1_000;
         steps.push({ offeredRate: rate, sent: run.sent, acked: acks.size, ackFailures, ackRate: round(acks.size / ackSeconds, 1), lag: summary, unfinished, accountsBehind, sustained, serverCores: round(serverCpuSeconds(cpu) / (cpu.wallMs / 1000), 2), serverCpuUsPerMessage: serverCpuMicrosPer(cpu, acks.size) });
         context.log(`    ${target.name}: ${rate} msg/s: lag p50 ${ms(summary.p50Ms)}, p99 ${ms(summary.p99Ms)}, ${accountsBehind} account(s) behind, ${steps.at(-1)!.serverCores} server cores${sustained ? "" : " (not sustained)"}`);
         if (!sustained) break;
@@ -129,34 +156,34 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
       if (!step.sustained) break;
       sustainedRate = step.offeredRate;
     }
-    return { members: p.members, steps, sustainedRate, error: "" };
+    return { ...empty, quiet: quiet.summary(), steps, sustainedRate, error: "" };
   },
 
   rows({ workerd }) {
     const t = Targets.accountFanOut;
     if (!workerd || workerd.error) return [{ metric: "account fan-out", workerd: workerd?.error || "-", bare: "n/a", ratio: "", target: "", verdict: "" }];
-    const first = workerd.steps[0];
     const best = workerd.steps.filter((s) => s.sustained).at(-1);
+    const busyTarget = workerd.intervalMs + 1_000;
     return [
       {
-        metric: `ack -> all ${workerd.members} accounts know the head, at ${first?.offeredRate ?? "-"} msg/s (p50 / p99)`,
-        workerd: first ? `${ms(first.lag.p50Ms)} / ${ms(first.lag.p99Ms)}` : "-",
+        metric: `store -> all ${workerd.members} accounts know the head, quiet chat (p50 / max)`,
+        workerd: `${ms(workerd.quiet.p50Ms)} / ${ms(workerd.quiet.maxMs)}`,
         bare: "n/a",
         ratio: "",
-        target: `p99 <= ${t.maxP99LagMs} ms`,
-        verdict: first ? verdict(first.lag.p99Ms <= t.maxP99LagMs) : "",
+        target: `max <= ${t.quietMaxLagMs} ms`,
+        verdict: workerd.quiet.count > 0 ? verdict(workerd.quiet.maxMs <= t.quietMaxLagMs) : "",
       },
       {
-        metric: "  highest rate sustained (every account at the head)",
+        metric: `  busy chat, highest rate sustained (lag p99 <= interval ${workerd.intervalMs / 1000} s + 1 s)`,
         workerd: best ? `${perSecond(workerd.sustainedRate)} (lag p50 ${ms(best.lag.p50Ms)}, p99 ${ms(best.lag.p99Ms)})` : "none",
         bare: "n/a",
         ratio: "",
-        target: `>= ${t.sustainedRate}/s`,
+        target: `>= ${t.sustainedRate}/s, p99 <= ${busyTarget} ms`,
         verdict: verdict(workerd.sustainedRate >= t.sustainedRate),
       },
       {
-        metric: "  server CPU per message, fan-out to 100 accounts included",
-        workerd: workerd.steps.map((s) => `${micros(s.serverCpuUsPerMessage)} at ${s.offeredRate}/s`).join(", "),
+        metric: "  server cores while busy, fan-out included",
+        workerd: workerd.steps.map((s) => `${s.serverCores} at ${s.offeredRate}/s`).join(", "),
         bare: "n/a",
         ratio: "",
         target: "",

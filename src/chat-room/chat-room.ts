@@ -41,7 +41,7 @@ import type { User } from "../user/user.ts";
 import { Scheduler } from "../lib/scheduler.ts";
 import { AccountFanOut } from "./account-fan-out.ts";
 import { visibleAfter, visibleBefore } from "./visible-events.ts";
-import { refuseAdds } from "./add-refusals.ts";
+import { MembershipChanges } from "./membership-changes.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -88,6 +88,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #accountLeases = new AccountSendLeases((userId, count) => userObject(this.env, userId).grantSends(count));
   readonly #scheduler: Scheduler<Deadline>;
   readonly #accountStubs = new Map<string, DurableObjectStub<User>>();
+  readonly #changes: MembershipChanges;
   readonly #fanOut: AccountFanOut;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -109,6 +110,13 @@ export class ChatRoom extends DurableObject<Env> {
       membership: () => this.#membership,
       notify: (userId, update) => this.#memberAccount(userId).chatChanged(update),
       retryNoLaterThan: (at) => this.#scheduler.noLaterThan("fan-out", at),
+      minIntervalMs: this.#config.fanOutIntervalMs,
+    });
+    this.#changes = new MembershipChanges({
+      log: () => this.#log,
+      membership: () => this.#membership,
+      sessions: this.#sessions,
+      changed: (events, now) => this.#changed(events, now),
     });
     this.#scheduler = new Scheduler<Deadline>(ctx.storage, { "fan-out": (now) => this.#fanOut.retry(now) });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
@@ -193,10 +201,9 @@ export class ChatRoom extends DurableObject<Env> {
   // ---- Membership changes (RPC from the Worker; each one event in the log) ----
 
   /**
-   * Adds accounts (admins only). Each account's own object says whether it may be
-   * added by this admin, must be invited instead, or refuses (no account, or it
-   * blocked the admin: then nothing changes for anyone). Capacity is checked again
-   * after those answers, in the turn that writes: concurrent adds cannot pass the cap.
+   * Adds accounts (admins only). Each account's own object first says whether this
+   * admin may add it, must invite it instead, or is refused (no account, or it blocked
+   * the admin: then nothing changes for anyone); the rest happens in one turn.
    */
   async addMembers(actorId: string, userIds: string[], now = Date.now()): Promise<Outcome<AddMembersResult>> {
     const allowed = attempt(() => this.#membership.requireAdmin(actorId));
@@ -204,115 +211,29 @@ export class ChatRoom extends DurableObject<Env> {
     const requested = [...new Set(userIds)];
     const candidates = requested.filter((userId) => !this.#membership.isMember(userId));
     const policies = await Promise.all(candidates.map((userId) => userObject(this.env, userId).addPolicy(actorId)));
-    const outcome = attempt((): AddMembersResult => {
-      // Re-checked: other requests ran while the accounts answered.
-      this.#membership.requireAdmin(actorId);
-      refuseAdds(candidates, policies);
-      const added = candidates.filter((userId, index) => policies[index] === "allow" && !this.#membership.isMember(userId));
-      const invited = candidates.filter((userId, index) => policies[index] === "invite" && !this.#membership.isMember(userId));
-      const alreadyMembers = requested.filter((userId) => !added.includes(userId) && !invited.includes(userId));
-      if (this.#membership.memberCount + added.length > Limits.maxGroupMembers) {
-        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} members`, { retryable: false });
-      }
-      if (this.#membership.invitationCount() + invited.length > Limits.maxGroupMembers) {
-        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} pending invitations`, { retryable: false });
-      }
-      for (const userId of invited) this.#membership.invite(userId, actorId, now);
-      if (added.length === 0) return { added, invited, alreadyMembers };
-      const members = added.map((userId) => ({ userId, role: "member" as const }));
-      const event = this.#log.append({ type: "member.added", actorId, members }, now);
-      this.#membership.add(members, event.seq);
-      this.#changed([event], now);
-      return { seq: event.seq, added, invited, alreadyMembers };
-    });
+    const outcome = attempt(() => this.#changes.add(actorId, requested, candidates, policies, now));
     if (outcome.ok) await this.#deliverInvitations(outcome.value.invited, actorId, now);
     return outcome;
   }
 
-  /** Removes a member (admins only): their sockets get the event, then close; their account hears it. */
   removeMember(actorId: string, userId: string, now = Date.now()): Outcome<ChangeResult> {
-    return attempt(() => {
-      this.#membership.requireAdmin(actorId);
-      if (userId === actorId) return this.#leave(actorId, now);
-      if (!this.#membership.isMember(userId)) throw new AppError("member_not_found", 404, "that user is not a member of this chat", { retryable: false });
-      const event = this.#log.append({ type: "member.removed", actorId, userId }, now);
-      this.#membership.end(userId, event.seq);
-      this.#sessions.closeUser(userId, [event], CloseCode.notAMember, "removed");
-      this.#changed([event], now);
-      return { seq: event.seq };
-    });
+    return attempt(() => this.#changes.remove(actorId, userId, now));
   }
 
-  /** The caller leaves; if they were the last admin, the longest-standing member becomes one. */
   leave(userId: string, now = Date.now()): Outcome<ChangeResult> {
-    return attempt(() => this.#leave(userId, now));
+    return attempt(() => this.#changes.leave(userId, now));
   }
 
-  #leave(userId: string, now: number): ChangeResult {
-    this.#membership.requireGroup();
-    const member = this.#membership.requireMember(userId);
-    const left = this.#log.append({ type: "member.left", actorId: userId }, now);
-    this.#membership.end(userId, left.seq);
-    this.#sessions.closeUser(userId, [left], CloseCode.notAMember, "left");
-    const events: ChatEvent[] = [left];
-    const successor = member.role === "admin" && this.#membership.adminCount() === 0 ? this.#membership.longestStanding() : undefined;
-    if (successor) {
-      events.push(this.#log.append({ type: "member.role_changed", actorId: userId, userId: successor.userId, role: "admin", reason: "last_admin_left" }, now));
-      this.#membership.setRole(successor.userId, "admin");
-    }
-    this.#changed(events, now);
-    return { seq: left.seq };
-  }
-
-  /** Promotes or demotes a member (admins only). A group always keeps an admin. */
   setRole(actorId: string, userId: string, role: MemberRole, now = Date.now()): Outcome<ChangeResult> {
-    return attempt(() => {
-      this.#membership.requireAdmin(actorId);
-      const target = this.#membership.isMember(userId) ? this.#membership.requireMember(userId) : null;
-      if (!target) throw new AppError("member_not_found", 404, "that user is not a member of this chat", { retryable: false });
-      if (target.role === role) throw new AppError("no_change", 409, `already ${role === "admin" ? "an admin" : "a member"}`, { retryable: false });
-      if (role === "member" && this.#membership.adminCount() === 1) {
-        throw new AppError("last_admin", 409, "the group's only admin cannot be demoted: promote someone first", { retryable: false });
-      }
-      const event = this.#log.append({ type: "member.role_changed", actorId, userId, role }, now);
-      this.#membership.setRole(userId, role);
-      this.#changed([event], now);
-      return { seq: event.seq };
-    });
+    return attempt(() => this.#changes.setRole(actorId, userId, role, now));
   }
 
-  /** Renames or describes the chat (admins only). */
   update(actorId: string, patch: UpdateChatRequest, now = Date.now()): Outcome<ChangeResult> {
-    return attempt(() => {
-      const chat = this.#membership.requireChat();
-      this.#membership.requireAdmin(actorId);
-      const changes: { name?: string; description?: string } = {};
-      if (patch.name !== undefined && patch.name !== chat.name) changes.name = patch.name;
-      if (patch.description !== undefined && patch.description !== chat.description) changes.description = patch.description;
-      if (Object.keys(changes).length === 0) throw new AppError("no_change", 409, "the chat already has that name and description", { retryable: false });
-      const event = this.#log.append({ type: "chat.updated", actorId, ...changes }, now);
-      this.#membership.update(changes);
-      this.#changed([event], now);
-      return { seq: event.seq };
-    });
+    return attempt(() => this.#changes.update(actorId, patch, now));
   }
 
-  /** An invited account accepts: it joins with its own `member.added` event. */
   acceptInvitation(userId: string, now = Date.now()): Outcome<ChangeResult> {
-    return attempt(() => {
-      this.#membership.requireGroup();
-      if (this.#membership.isMember(userId)) throw new AppError("no_change", 409, "already a member", { retryable: false });
-      const invitation = this.#membership.takeInvitation(userId, now - Limits.invitationTtlMs);
-      if (!invitation) throw new AppError("not_found", 404, "no such invitation", { retryable: false });
-      if (this.#membership.memberCount >= Limits.maxGroupMembers) {
-        throw new AppError("group_full", 409, `a group has at most ${Limits.maxGroupMembers} members`, { retryable: false });
-      }
-      const members = [{ userId, role: "member" as const }];
-      const event = this.#log.append({ type: "member.added", actorId: userId, members }, now);
-      this.#membership.add(members, event.seq);
-      this.#changed([event], now);
-      return { seq: event.seq };
-    });
+    return attempt(() => this.#changes.acceptInvitation(userId, now));
   }
 
   /** An invited account declines: the invitation is gone (nothing is written to the log). */
@@ -352,7 +273,8 @@ export class ChatRoom extends DurableObject<Env> {
   /** After a membership or chat change: the members' sockets get the events, their accounts the news. */
   #changed(events: ChatEvent[], now: number): void {
     this.#sessions.broadcast(events, () => this.ctx.storage.sync());
-    this.#fanOut.committed(now);
+    // Membership and names change what lists show beyond the head: no waiting.
+    this.#fanOut.committed(now, true);
   }
 
   /** Puts an invitation in each invited account's list (a failure is logged: the admin may invite again). */

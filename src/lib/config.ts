@@ -32,6 +32,7 @@ const EnvSettings = z.object({
   ACCOUNT_SEND_RATE_PER_SECOND: intVar(30, 1, 100000),
   ACCOUNT_SEND_BURST: intVar(120, 1, 100000),
   CATCH_UP_PAGE_SIZE: intVar(200, 1, 200),
+  FAN_OUT_INTERVAL_MS: intVar(5_000, 0, 60_000),
 });
 
 export type Config = {
@@ -59,6 +60,8 @@ export type Config = {
   accountSend: { ratePerSecond: number; burst: number };
   /** Events per catch-up page. */
   catchUpPageSize: number;
+  /** The least time between two rounds of a chat's fan-out to its members' accounts. */
+  fanOutIntervalMs: number;
 };
 
 // Known only to development: anyone could forge tokens with it, so it is refused
@@ -106,6 +109,7 @@ export function configFrom(env: object): Config {
     send: { ratePerSecond: settings.SEND_RATE_PER_SECOND, burst: settings.SEND_BURST },
     accountSend: { ratePerSecond: settings.ACCOUNT_SEND_RATE_PER_SECOND, burst: settings.ACCOUNT_SEND_BURST },
     catchUpPageSize: settings.CATCH_UP_PAGE_SIZE,
+    fanOutIntervalMs: settings.FAN_OUT_INTERVAL_MS,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
   cache.set(env, config);
