@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
+import { AppError } from "../lib/app-error.ts";
 import { unwrap } from "../lib/result.ts";
 import { chatRoomObject, userObject } from "../lib/stubs.ts";
 import { requireAuth } from "../middleware/auth.ts";
@@ -16,7 +17,9 @@ export const invitationRoutes = new Hono<AppEnv>()
   .post("/:chatId/accept", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const { userId } = c.get("caller");
-    // The chat holds the invitation that counts; the list entry is then cleared.
+    // Both must hold it: the account's list (it expires there) and the chat (it may
+    // have been withdrawn or declined); the list entry goes once the chat accepted.
+    if (!(await userObject(c.env, userId).hasInvitation(chatId))) throw new AppError("not_found", 404, "no such invitation", { retryable: false });
     const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).acceptInvitation(userId));
     await userObject(c.env, userId).takeInvitation(chatId);
     return c.json(result, 201);

@@ -34,11 +34,25 @@ export class Invitations {
     return this.#db.select().from(schema.invitations).orderBy(asc(schema.invitations.createdAt)).all();
   }
 
+  /** Whether an unexpired invitation to `chatId` waits. */
+  has(chatId: string, now: number): boolean {
+    const { invitations } = schema;
+    const row = this.#db.select({ createdAt: invitations.createdAt }).from(invitations).where(eq(invitations.chatId, chatId)).get();
+    return row !== undefined && row.createdAt > now - Limits.invitationTtlMs;
+  }
+
   /** Removes and returns the invitation to `chatId`, if any (and not expired). */
   take(chatId: string, now: number): Invitation | null {
     const { invitations } = schema;
     const row = this.#db.delete(invitations).where(eq(invitations.chatId, chatId)).returning().get();
     return row && row.createdAt > now - Limits.invitationTtlMs ? row : null;
+  }
+
+  /** Deletes expired invitations; returns when the next one expires (null: none left). */
+  prune(now: number): number | null {
+    this.#prune(now);
+    const oldest = this.#db.select({ createdAt: schema.invitations.createdAt }).from(schema.invitations).orderBy(asc(schema.invitations.createdAt)).limit(1).get();
+    return oldest ? oldest.createdAt + Limits.invitationTtlMs : null;
   }
 
   #prune(now: number): void {

@@ -15,6 +15,8 @@ import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
 import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
+import { Scheduler } from "../lib/scheduler.ts";
+import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
 import { Invitations } from "./invitations.ts";
 
@@ -50,6 +52,8 @@ export class User extends DurableObject<Env> {
   readonly #chatIndex: ChatIndex;
   readonly #blocks: Blocks;
   readonly #invitations: Invitations;
+  /** The object's deadlines behind its one alarm. */
+  readonly #scheduler: Scheduler<"invitation-expiry">;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
 
@@ -60,6 +64,7 @@ export class User extends DurableObject<Env> {
     this.#chatIndex = new ChatIndex(this.#db);
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
+    this.#scheduler = new Scheduler(ctx.storage, { "invitation-expiry": (now) => this.#expireInvitations(now) });
     void ctx.blockConcurrencyWhile(async () => {
       if (hasSchema(ctx.storage)) await this.#openStorage();
     });
@@ -240,11 +245,27 @@ export class User extends DurableObject<Env> {
   receiveInvitation(invitation: Invitation, now = Date.now()): void {
     if (!this.#exists) return;
     this.#invitations.add(invitation, now);
+    // Expired invitations are deleted even if nobody lists them again.
+    this.#scheduler.noLaterThan("invitation-expiry", invitation.createdAt + Limits.invitationTtlMs);
+  }
+
+  override async alarm(): Promise<void> {
+    await this.#scheduler.run();
+  }
+
+  #expireInvitations(now: number): void {
+    if (!this.#exists) return;
+    const next = this.#invitations.prune(now);
+    if (next !== null) this.#scheduler.at("invitation-expiry", next);
   }
 
   listInvitations(now = Date.now()): InvitationList {
     if (!this.#exists) return { invitations: [] };
     return { invitations: this.#invitations.list(now) };
+  }
+
+  hasInvitation(chatId: string, now = Date.now()): boolean {
+    return this.#exists && this.#invitations.has(chatId, now);
   }
 
   /** Removes the invitation to `chatId` (accepting or declining it), or `not_found`. */

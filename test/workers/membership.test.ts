@@ -1,5 +1,6 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { Chat, ChatList, CloseCode, InvitationList, type ChatEvent } from "../../src/protocol/index.ts";
+import { Chat, ChatList, CloseCode, InvitationList, Limits, type ChatEvent } from "../../src/protocol/index.ts";
 import { api, connect, createDirect, createGroup, expectError, history, login, openSocket, restSend, type Session } from "./helpers.ts";
 
 const uid = (session: Session) => session.user.userId;
@@ -251,11 +252,30 @@ describe("who may add you to groups", () => {
     expect(accepted.status).toBe(201);
     expect((await everything(bob, chatId))[0]).toMatchObject({ type: "member.added", actorId: uid(bob), members: [{ userId: uid(bob) }] });
     expect(await invitations(bob)).toEqual([]);
-    await expectError(await api(`/api/invitations/${chatId}/accept`, { token: bob.credentials, method: "POST" }), 409, "no_change");
+    // used up: accepting again finds no invitation
+    await expectError(await api(`/api/invitations/${chatId}/accept`, { token: bob.credentials, method: "POST" }), 404, "not_found");
 
     expect((await api(`/api/invitations/${chatId}/decline`, { token: carol.credentials, method: "POST" })).status).toBe(204);
     await expectError(await api(`/api/invitations/${chatId}/accept`, { token: carol.credentials, method: "POST" }), 404, "not_found");
     expect((await chatOf(alice, chatId)).members.map((m) => m.userId)).toEqual([uid(alice), uid(bob)]);
+  });
+
+  it("expire after 7 days through the account's alarm, listed or not", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    await setGroupAdd(bob, "nobody");
+    const chatId = await createGroup(alice, []);
+    await addMembers(alice, chatId, [bob]);
+    const bobs = env.USER.get(env.USER.idFromName(uid(bob)));
+    const stored = () => runInDurableObject(bobs, (_instance, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM invitations").one().n);
+    expect(await stored()).toBe(1);
+    // the alarm is set for the expiry; running it early keeps a fresh invitation
+    expect(await runDurableObjectAlarm(bobs)).toBe(true);
+    expect(await stored()).toBe(1);
+    await runInDurableObject(bobs, (_instance, state) => void state.storage.sql.exec("UPDATE invitations SET created_at = created_at - ?", Limits.invitationTtlMs + 1));
+    expect(await runDurableObjectAlarm(bobs)).toBe(true);
+    expect(await stored()).toBe(0);
+    expect(await runDurableObjectAlarm(bobs)).toBe(false); // nothing left to expire
+    await expectError(await api(`/api/invitations/${chatId}/accept`, { token: bob.credentials, method: "POST" }), 404, "not_found");
   });
 
   it("lets people with a direct chat add a user whose setting is contacts", async () => {
