@@ -23,8 +23,13 @@ export function fanOutInterval(minimumMs: number, members: number): number {
   return Math.max(minimumMs, Math.min(MAX_INTERVAL_MS, members * FAN_OUT_MS_PER_MEMBER));
 }
 
-/** Accounts called per turn: a big round leaves turns to the live path between chunks. */
-const CALLS_PER_CHUNK = 32;
+/**
+ * Accounts called at once. Each call is work queued on the runtime's one thread
+ * (waking the account's object, its write); a few at a time keeps that queue short,
+ * so frames of live chats never wait behind a whole round (measured: 32 at once cost a
+ * 100-member chat's deliveries p99 77 ms at 100 msg/s, when a round woke 100 accounts).
+ */
+const CALLS_PER_CHUNK = 4;
 
 export type AccountFanOutOptions = {
   log: () => EventLog;
