@@ -53,6 +53,8 @@ export type AccountFanOutFigures = {
   intervalMs: number;
   /** Single messages, each after a quiet interval. */
   quiet: LatencySummary;
+  /** Of those, how many were not fanned out within the drain timeout (not in `quiet`). */
+  quietUnfinished: number;
   steps: AccountFanOutStep[];
   /** Highest sustained rate with every lower one sustained (0: none). */
   sustainedRate: number;
@@ -67,7 +69,7 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
   async run(target, context) {
     const p = context.params.accountFanOut;
     const intervalMs = Math.max(p.intervalMs, p.members * 10);
-    const empty = { members: p.members, intervalMs, quiet: new LatencyRecorder().summary(), steps: [], sustainedRate: 0 };
+    const empty = { members: p.members, intervalMs, quiet: new LatencyRecorder().summary(), quietUnfinished: 0, steps: [], sustainedRate: 0 };
     if (target.inspectorPort === undefined) return { ...empty, error: "no inspector port: the lag cannot be read" };
     const users = await target.users(p.members);
     const chatId = await target.createGroup(users, `account fan-out ${context.nextTag("g")}`);
@@ -93,6 +95,7 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
     };
     const steps: AccountFanOutStep[] = [];
     const quiet = new LatencyRecorder();
+    let quietUnfinished = 0;
     try {
       // Quiet chat: each message comes after a full interval without one.
       for (let i = 0; i < p.quietSamples; i++) {
@@ -101,12 +104,23 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
         acks.clear();
         sender!.sendMessage(id, id, context.body);
         await waitUntil(() => acks.has(id), p.drainTimeoutMs, 5);
-        await sleep(1_000); // the lag is the server's own timing: reading it later changes nothing
         const ack = acks.get(id);
-        const lag = ack ? lagOf(await done(), ack) : null;
-        if (lag !== null) quiet.recordMs(lag);
+        if (!ack) {
+          quietUnfinished++;
+          continue;
+        }
+        // The lag is the server's own timing: reading it later changes nothing, so read
+        // rarely (each read is an inspector session) until the record is there.
+        let lag: number | null = null;
+        const deadline = performance.now() + p.drainTimeoutMs;
+        while (lag === null && performance.now() < deadline) {
+          await sleep(500);
+          lag = lagOf(await done(), ack);
+        }
+        if (lag === null) quietUnfinished++;
+        else quiet.recordMs(lag);
       }
-      context.log(`    ${target.name}: quiet chat, ${quiet.count} messages: lag p50 ${ms(quiet.percentileMs(50))}, max ${ms(quiet.summary().maxMs)}`);
+      context.log(`    ${target.name}: quiet chat, ${quiet.count} messages: lag p50 ${ms(quiet.percentileMs(50))}, max ${ms(quiet.summary().maxMs)}${quietUnfinished ? `, ${quietUnfinished} not fanned out within ${p.drainTimeoutMs} ms` : ""}`);
       for (const rate of p.rates) {
         if (performance.now() > context.deadline - 10_000) break;
         acks.clear();
@@ -156,7 +170,7 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
       if (!step.sustained) break;
       sustainedRate = step.offeredRate;
     }
-    return { ...empty, quiet: quiet.summary(), steps, sustainedRate, error: "" };
+    return { ...empty, quiet: quiet.summary(), quietUnfinished, steps, sustainedRate, error: "" };
   },
 
   rows({ workerd }) {
@@ -171,7 +185,7 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
         bare: "n/a",
         ratio: "",
         target: `max <= ${t.quietMaxLagMs} ms`,
-        verdict: workerd.quiet.count > 0 ? verdict(workerd.quiet.maxMs <= t.quietMaxLagMs) : "",
+        verdict: workerd.quiet.count > 0 ? verdict(workerd.quietUnfinished === 0 && workerd.quiet.maxMs <= t.quietMaxLagMs) : "",
       },
       {
         metric: `  busy chat, highest rate sustained (lag p99 <= interval ${workerd.intervalMs / 1000} s + 1 s)`,
