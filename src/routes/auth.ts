@@ -11,7 +11,7 @@ import { requireAuth } from "../middleware/auth.ts";
 import { clientIp, enforceRateLimit } from "../middleware/rate-limit.ts";
 import { otpSenderFor } from "../otp/sender.ts";
 import { LoginRequest, OtpRequest, RefreshRequest, type OtpResponse, type TokenResponse } from "../protocol/index.ts";
-import { userIdOfRefreshToken, type IssuedDevice } from "../user/user.ts";
+import { userIdOfRefreshToken, type IssuedDevice } from "../user/devices.ts";
 
 /** Answers that carry a secret (a code in development, tokens) must not be kept by any cache. */
 const NO_STORE = { "Cache-Control": "no-store" };

@@ -1,11 +1,9 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import migrations from "../../migrations/user/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
-import { base64url, hmacSha256, randomBytes, randomId, sha256Hex } from "../lib/crypto.ts";
 import { describeError, log } from "../lib/log.ts";
 import { attempt, type Outcome } from "../lib/result.ts";
 import { OpenChatSockets } from "./open-chat-sockets.ts";
@@ -15,26 +13,12 @@ import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
 import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
+import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { Scheduler } from "../lib/scheduler.ts";
 import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
 import { Invitations } from "./invitations.ts";
 
-
-/** A device's last-active time is written at most this often, not on every request. */
-const ACTIVITY_WRITE_INTERVAL_MS = 60_000;
-
-/** How long a used refresh token is remembered, so presenting it again is caught as reuse. */
-const USED_TOKEN_RETENTION_MS = 30 * 24 * 3_600_000;
-
-/**
- * A refresh token presented again this soon after its first use, while its replacement
- * is still unused, is a retry (two tabs refreshing at once, a lost response): it gets
- * the same new pair again instead of revoking the device.
- */
-export const REFRESH_RETRY_GRACE_MS = 60_000;
-
-export type IssuedDevice = { device: Device; refreshToken: string };
 
 /**
  * One object per account (`idFromName(userId)`): profile, devices with their hashed
@@ -48,6 +32,7 @@ export class User extends DurableObject<Env> {
    * an id with no account answers "not found" from every method and writes nothing.
    */
   #exists = false;
+  readonly #devices: Devices;
   readonly #openChatSockets: OpenChatSockets;
   readonly #chatIndex: ChatIndex;
   readonly #blocks: Blocks;
@@ -60,6 +45,7 @@ export class User extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
+    this.#devices = new Devices(this.#db);
     this.#openChatSockets = new OpenChatSockets(ctx.storage);
     this.#chatIndex = new ChatIndex(this.#db);
     this.#blocks = new Blocks(this.#db);
@@ -102,49 +88,19 @@ export class User extends DurableObject<Env> {
   }
 
   /** A new login: a device and its first refresh token. */
-  async createDevice(name: string, now = Date.now()): Promise<IssuedDevice> {
-    const deviceId = randomId("dv");
-    const { token, tokenHash } = await newRefreshToken(this.me().userId);
-    this.#db.insert(schema.devices).values({ deviceId, name, createdAt: now, lastActiveAt: now }).run();
-    this.#db.insert(schema.refreshTokens).values({ tokenHash, deviceId, createdAt: now }).run();
-    return { device: this.#device(deviceId, deviceId), refreshToken: token };
+  createDevice(name: string, now = Date.now()): Promise<IssuedDevice> {
+    return this.#devices.create(this.me().userId, name, now);
   }
 
-  /**
-   * Trades a refresh token for a new one. The replacement is derived from the old
-   * token with the server's secret, so a retry within REFRESH_RETRY_GRACE_MS, before
-   * the replacement was used, gets the same pair again (`issuedAt` is the first
-   * rotation's time, for an identical access token). Any other use of a used token is
-   * a sign of theft: the device is revoked, so both the thief and the owner must log
-   * in again.
-   */
-  async rotateRefreshToken(userId: string, token: string, now = Date.now()): Promise<Outcome<IssuedDevice & { issuedAt: number }>> {
-    const tokenHash = await sha256Hex(token);
-    const replacement = await newRefreshToken(userId, { secret: configFrom(this.env).hmacSecret, usedToken: token });
+  /** Trades a refresh token for a new one (see Devices.rotate); reuse revokes the device and closes its sockets. */
+  async rotateRefreshToken(userId: string, token: string, now = Date.now()): Promise<Outcome<Rotation>> {
     let reusedBy: string | null = null;
+    const rotate = await this.#devices.rotate(userId, token, configFrom(this.env).hmacSecret, now, (deviceId) => {
+      reusedBy = deviceId;
+    });
     const outcome = attempt(() => {
-      // The token names its account: a made-up one finds no row here, like any unknown token.
-      const stored = this.#exists ? this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, tokenHash)).get() : undefined;
-      if (!stored) throw new AppError("invalid_refresh_token", 401, "unknown refresh token");
-      const device = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, stored.deviceId)).get();
-      if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
-      if (stored.usedAt !== null) {
-        const next = this.#db.select().from(schema.refreshTokens).where(eq(schema.refreshTokens.tokenHash, replacement.tokenHash)).get();
-        const retry = now - stored.usedAt <= REFRESH_RETRY_GRACE_MS && next?.deviceId === stored.deviceId && next.usedAt === null;
-        if (retry) return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token, issuedAt: stored.usedAt };
-        this.#revokeRows(stored.deviceId, now);
-        reusedBy = stored.deviceId;
-        throw new AppError("refresh_token_reused", 401, "refresh token reused: the device was logged out");
-      }
-      this.#db.update(schema.refreshTokens).set({ usedAt: now }).where(eq(schema.refreshTokens.tokenHash, tokenHash)).run();
-      // Used tokens are kept to detect reuse, for a while: one is made every refresh.
-      this.#db
-        .delete(schema.refreshTokens)
-        .where(and(eq(schema.refreshTokens.deviceId, stored.deviceId), lt(schema.refreshTokens.usedAt, now - USED_TOKEN_RETENTION_MS)))
-        .run();
-      this.#db.insert(schema.refreshTokens).values({ tokenHash: replacement.tokenHash, deviceId: stored.deviceId, createdAt: now }).run();
-      this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, stored.deviceId)).run();
-      return { device: this.#device(stored.deviceId, stored.deviceId), refreshToken: replacement.token, issuedAt: now };
+      if (!this.#exists) throw new AppError("invalid_refresh_token", 401, "unknown refresh token");
+      return rotate();
     });
     if (reusedBy) await this.#closeDeviceSockets(reusedBy);
     return outcome;
@@ -157,39 +113,21 @@ export class User extends DurableObject<Env> {
    */
   checkDevice(deviceId: string, socket?: { chatId: string; expiresAt: number }, now = Date.now()): Outcome<null> {
     return attempt(() => {
-      const device = this.#exists ? this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get() : undefined;
-      if (!device || device.revokedAt !== null) throw new AppError("device_revoked", 401, "this device was logged out");
+      if (!this.#exists) throw new AppError("device_revoked", 401, "this device was logged out");
+      this.#devices.check(deviceId, now);
       if (socket) this.#openChatSockets.record(deviceId, socket.chatId, socket.expiresAt, now);
-      if (now - device.lastActiveAt > ACTIVITY_WRITE_INTERVAL_MS) {
-        // At most once a minute per device, so holding this one answer behind the
-        // commit is cheap. (A timer set here to write later never fired: timers set
-        // while answering an RPC did not run once the call returned.)
-        this.#db.update(schema.devices).set({ lastActiveAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
-      }
       return null;
     });
   }
 
   listDevices(currentDeviceId: string): Device[] {
-    return this.#db
-      .select()
-      .from(schema.devices)
-      .where(isNull(schema.devices.revokedAt))
-      .orderBy(desc(schema.devices.lastActiveAt))
-      .all()
-      .map((row) => toDevice(row, currentDeviceId));
+    return this.#devices.list(currentDeviceId);
   }
 
   /** Logs a device out everywhere: its tokens are refused and its open sockets closed. */
   async revokeDevice(deviceId: string, now = Date.now()): Promise<Outcome<null>> {
     const outcome = attempt(() => {
-      const device = this.#db
-        .select()
-        .from(schema.devices)
-        .where(and(eq(schema.devices.deviceId, deviceId), isNull(schema.devices.revokedAt)))
-        .get();
-      if (!device) throw new AppError("not_found", 404, "no such device");
-      this.#revokeRows(deviceId, now);
+      this.#devices.revoke(deviceId, now);
       return null;
     });
     if (outcome.ok) await this.#closeDeviceSockets(deviceId);
@@ -296,11 +234,6 @@ export class User extends DurableObject<Env> {
     return { blocked: this.#exists ? this.#blocks.list() : [] };
   }
 
-  /** Token rows stay, so a revoked device's refresh tokens answer `device_revoked`. */
-  #revokeRows(deviceId: string, now: number): void {
-    this.#db.update(schema.devices).set({ revokedAt: now }).where(eq(schema.devices.deviceId, deviceId)).run();
-  }
-
   /**
    * Tells the chats where the device may still have a socket to close it: those it
    * opened one on within a token's lifetime (every chat of the account only when it
@@ -316,38 +249,4 @@ export class User extends DurableObject<Env> {
       if (result.status === "rejected") log.warn("could not close a revoked device's sockets", describeError(result.reason));
     }
   }
-
-  #device(deviceId: string, currentDeviceId: string): Device {
-    const row = this.#db.select().from(schema.devices).where(eq(schema.devices.deviceId, deviceId)).get();
-    if (!row) throw new Error(`device ${deviceId} vanished`);
-    return toDevice(row, currentDeviceId);
-  }
-}
-
-function toDevice(row: typeof schema.devices.$inferSelect, currentDeviceId: string): Device {
-  return {
-    deviceId: row.deviceId,
-    name: row.name,
-    createdAt: row.createdAt,
-    lastActiveAt: row.lastActiveAt,
-    current: row.deviceId === currentDeviceId,
-  };
-}
-
-/**
- * `rt1.<userId>.<43 characters>`: the user id routes the refresh to this object; only
- * the hash is stored. A login's first token is random; each rotation's replacement is
- * base64url(HMAC-SHA256(secret, "refresh-rotation\n" + used token)), so presenting
- * the same token twice yields the same replacement, and nobody without the secret can
- * compute it.
- */
-async function newRefreshToken(userId: string, rotation?: { secret: string; usedToken: string }): Promise<{ token: string; tokenHash: string }> {
-  const body = rotation ? await hmacSha256(rotation.secret, `refresh-rotation\n${rotation.usedToken}`) : randomBytes(32);
-  const token = `rt1.${userId}.${base64url(body)}`;
-  return { token, tokenHash: await sha256Hex(token) };
-}
-
-export function userIdOfRefreshToken(token: string): string | null {
-  const match = /^rt1\.(u_[A-Za-z0-9_-]{16,40})\.[A-Za-z0-9_-]{43}$/.exec(token);
-  return match?.[1] ?? null;
 }
