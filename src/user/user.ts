@@ -14,6 +14,7 @@ import type { AddPolicy } from "../chat-room/add-refusals.ts";
 import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
+import { AccountProfile } from "./profile.ts";
 import { Scheduler } from "../lib/scheduler.ts";
 import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
@@ -32,6 +33,7 @@ export class User extends DurableObject<Env> {
    * an id with no account answers "not found" from every method and writes nothing.
    */
   #exists = false;
+  readonly #profile: AccountProfile;
   readonly #devices: Devices;
   readonly #openChatSockets: OpenChatSockets;
   readonly #chatIndex: ChatIndex;
@@ -45,6 +47,7 @@ export class User extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#db = drizzle(ctx.storage, { schema });
+    this.#profile = new AccountProfile(this.#db);
     this.#devices = new Devices(this.#db);
     this.#openChatSockets = new OpenChatSockets(ctx.storage);
     this.#chatIndex = new ChatIndex(this.#db);
@@ -64,26 +67,24 @@ export class User extends DurableObject<Env> {
   /** Creates the account on its first login; returns it either way. */
   async ensureAccount(userId: string, phone: string, now = Date.now()): Promise<Me> {
     if (!this.#exists) await this.#openStorage();
-    this.#db.insert(schema.profile).values({ userId, phone, createdAt: now }).onConflictDoNothing().run();
+    this.#profile.create(userId, phone, now);
     return this.me();
   }
 
   me(): Me {
-    const row = this.#exists ? this.#db.select().from(schema.profile).get() : undefined;
-    if (!row) throw new AppError("not_found", 404, "no such account");
-    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, createdAt: row.createdAt };
+    const me = this.#exists ? this.#profile.me() : null;
+    if (!me) throw new AppError("not_found", 404, "no such account");
+    return me;
   }
 
   /** What other users may see. Null when this id has no account. */
   publicProfile(): Profile | null {
-    if (!this.#exists) return null;
-    const row = this.#db.select().from(schema.profile).get();
-    if (!row) return null;
-    return { userId: row.userId, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+    return this.#exists ? this.#profile.public() : null;
   }
 
   updateProfile(patch: ProfilePatch): Me {
-    this.#db.update(schema.profile).set(patch).run();
+    this.me(); // an account that does not exist is not created by a patch
+    this.#profile.update(patch);
     return this.me();
   }
 
@@ -172,11 +173,11 @@ export class User extends DurableObject<Env> {
    * account, or it blocked the adder).
    */
   addPolicy(adderId: string): AddPolicy {
-    const profile = this.#exists ? this.#db.select({ groupAdd: schema.profile.groupAdd }).from(schema.profile).get() : undefined;
-    if (!profile) return "missing";
+    const groupAdd = this.#exists ? this.#profile.groupAdd() : null;
+    if (!groupAdd) return "missing";
     if (this.#blocks.has(adderId)) return "blocked";
-    if (profile.groupAdd === "everyone") return "allow";
-    if (profile.groupAdd === "contacts" && this.#chatIndex.hasDirectChatWith(adderId)) return "allow";
+    if (groupAdd === "everyone") return "allow";
+    if (groupAdd === "contacts" && this.#chatIndex.hasDirectChatWith(adderId)) return "allow";
     return "invite";
   }
 

@@ -1,0 +1,38 @@
+import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
+import * as schema from "../db/user-schema.ts";
+import type { GroupAddSetting, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+
+/** The account's one profile row: what its owner sees (`Me`) and what others see (`Profile`). */
+export class AccountProfile {
+  readonly #db: DrizzleSqliteDODatabase<typeof schema>;
+
+  constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
+    this.#db = db;
+  }
+
+  /** Writes the row on the account's first login (a second call changes nothing). */
+  create(userId: string, phone: string, now: number): void {
+    this.#db.insert(schema.profile).values({ userId, phone, createdAt: now }).onConflictDoNothing().run();
+  }
+
+  /** Null when the row does not exist. */
+  me(): Me | null {
+    const row = this.#db.select().from(schema.profile).get();
+    if (!row) return null;
+    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, createdAt: row.createdAt };
+  }
+
+  public(): Profile | null {
+    const row = this.#db.select().from(schema.profile).get();
+    if (!row) return null;
+    return { userId: row.userId, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+  }
+
+  groupAdd(): GroupAddSetting | null {
+    return this.#db.select({ groupAdd: schema.profile.groupAdd }).from(schema.profile).get()?.groupAdd ?? null;
+  }
+
+  update(patch: ProfilePatch): void {
+    this.#db.update(schema.profile).set(patch).run();
+  }
+}
