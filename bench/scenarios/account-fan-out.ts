@@ -17,6 +17,7 @@
  * A rate is sustained when every send was acknowledged, every account reached the
  * head within the drain timeout, and the p99 lag stayed within the interval + 1 s.
  */
+import { fanOutInterval } from "../../src/chat-room/fan-out-pacing.ts";
 import { SendResult, type ReplyFrame } from "../../src/protocol/index.ts";
 import { Targets } from "../scenarios.ts";
 import { mapPool } from "../client.ts";
@@ -68,7 +69,7 @@ export const accountFanOut: Scenario<AccountFanOutFigures> = {
 
   async run(target, context) {
     const p = context.params.accountFanOut;
-    const intervalMs = Math.max(p.intervalMs, p.members * 10);
+    const intervalMs = fanOutInterval(p.intervalMs, p.members);
     const empty = { members: p.members, intervalMs, quiet: new LatencyRecorder().summary(), quietUnfinished: 0, steps: [], sustainedRate: 0 };
     if (target.inspectorPort === undefined) return { ...empty, error: "no inspector port: the lag cannot be read" };
     const users = await target.users(p.members);

@@ -1,14 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiClient, ChatConnection } from "../../src/client/index.ts";
+import { ApiClient } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
-import { record, waitFor } from "./support/waiting.ts";
+import { OpenConnections } from "./support/connections.ts";
+import { waitFor } from "./support/waiting.ts";
 
 describe("chatting through wrangler dev", () => {
   let server: DevServer;
   let alice: ApiClient;
   let bob: ApiClient;
-  const open: ChatConnection[] = [];
+  const connections = new OpenConnections();
 
   beforeAll(async () => {
     // The e2e configuration lifts the per-sender rate so 1,000 messages go out quickly.
@@ -16,17 +17,12 @@ describe("chatting through wrangler dev", () => {
     [alice, bob] = await Promise.all([loggedInClient(server.url, "alice"), loggedInClient(server.url, "bob")]);
   });
   afterAll(async () => {
-    for (const connection of open) connection.close();
+    connections.closeAll();
     await server?.stop();
   });
 
-  function connect(api: ApiClient, chatId: string, after?: number) {
-    const connection = new ChatConnection(after === undefined ? { api, chatId, heartbeatMs: 1000 } : { api, chatId, after, heartbeatMs: 1000 });
-    open.push(connection);
-    const recorded = record(connection);
-    connection.connect();
-    return { connection, ...recorded };
-  }
+  const connect = (api: ApiClient, chatId: string, after?: number) =>
+    connections.connect(after === undefined ? { api, chatId, heartbeatMs: 1000 } : { api, chatId, after, heartbeatMs: 1000 });
 
   it("two clients chat; one misses 1,000 messages, reconnects and gets exactly those", async () => {
     const bobId = bob.session!.user.userId;
@@ -111,11 +107,9 @@ describe("chatting through wrangler dev", () => {
     // The SDK with a token the server refuses and a refresh token it does not know:
     // it tries one refresh, then stops for good instead of reconnecting in a loop.
     const forged = new ApiClient({ baseUrl: server.url, session: { ...alice.session!, credentials: "not-a-token", refreshToken: `rt1.${alice.session!.user.userId}.${"A".repeat(43)}` } });
-    const connection = new ChatConnection({ api: forged, chatId: chat.chatId, heartbeatMs: 1000 });
-    open.push(connection);
-    const recorded = record(connection);
+    // Events arrive after connect() returns, so the listener added next sees the close.
+    const { connection, ...recorded } = connections.connect({ api: forged, chatId: chat.chatId, heartbeatMs: 1000 });
     const finalClose = new Promise<number>((resolve) => connection.on("closed", (code) => resolve(code)));
-    connection.connect();
     expect(await finalClose).toBe(4001);
     expect(connection.status).toBe("closed");
     await new Promise((resolve) => setTimeout(resolve, 2_000));

@@ -1,31 +1,27 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatConnection, CloseCode, type ApiClient } from "../../src/client/index.ts";
+import { CloseCode, type ApiClient } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
-import { record, waitFor } from "./support/waiting.ts";
+import { OpenConnections } from "./support/connections.ts";
+import { waitFor } from "./support/waiting.ts";
 
 describe("membership through wrangler dev, with the SDK", () => {
   let server: DevServer;
   let alice: ApiClient;
   let bob: ApiClient;
-  const open: ChatConnection[] = [];
+  const connections = new OpenConnections();
 
   beforeAll(async () => {
     server = await startDevServer({ DEV_MODE: "true", OTP_SENDER: "console" });
     [alice, bob] = await Promise.all([loggedInClient(server.url, "alice"), loggedInClient(server.url, "bob")]);
   });
   afterAll(async () => {
-    for (const connection of open) connection.close();
+    connections.closeAll();
     await server?.stop();
   });
 
-  function connect(api: ApiClient, chatId: string, after?: number) {
-    const connection = new ChatConnection(after === undefined ? { api, chatId, heartbeatMs: 1000 } : { api, chatId, after, heartbeatMs: 1000 });
-    open.push(connection);
-    const recorded = record(connection);
-    connection.connect();
-    return { connection, ...recorded };
-  }
+  const connect = (api: ApiClient, chatId: string, after?: number) =>
+    connections.connect(after === undefined ? { api, chatId, heartbeatMs: 1000 } : { api, chatId, after, heartbeatMs: 1000 });
 
   it("an added member joins live; a removed one is cut off, and coming back resumes across the gap", async () => {
     const bobId = bob.session!.user.userId;
@@ -37,12 +33,7 @@ describe("membership through wrangler dev, with the SDK", () => {
     const added = await alice.addMembers(chat.chatId, [bobId]);
     expect(added).toMatchObject({ added: [bobId], invited: [] });
     // bob's chat list has the group, at its head
-    let listed = await bob.chats();
-    while (listed.chats[0]?.headSeq !== added.seq) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      listed = await bob.chats();
-    }
-    expect(listed.chats[0]).toMatchObject({ chatId: chat.chatId, name: "e2e members", memberCount: 2, membership: "member" });
+    await expect.poll(async () => (await bob.chats()).chats[0], { timeout: 5_000 }).toMatchObject({ chatId: chat.chatId, name: "e2e members", headSeq: added.seq, memberCount: 2, membership: "member" });
 
     // bob resumes from before he joined: he sees the chat from the event that added him
     const bobSide = connect(bob, chat.chatId, 0);

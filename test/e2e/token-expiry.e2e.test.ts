@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatConnection, type ApiClient } from "../../src/client/index.ts";
+import type { ApiClient } from "../../src/client/index.ts";
 import { loggedInClient } from "./support/clients.ts";
 import { startDevServer, type DevServer } from "./support/dev-server.ts";
-import { record, waitFor } from "./support/waiting.ts";
+import { OpenConnections } from "./support/connections.ts";
+import { waitFor } from "./support/waiting.ts";
 
 /**
  * A socket lives as long as the access token it opened with. With 30 s tokens, the
@@ -14,24 +15,20 @@ describe("sockets outliving their token", () => {
   let server: DevServer;
   let alice: ApiClient;
   let bob: ApiClient;
-  const open: ChatConnection[] = [];
+  const connections = new OpenConnections();
 
   beforeAll(async () => {
     server = await startDevServer({ DEV_MODE: "true", OTP_SENDER: "console", ACCESS_TOKEN_TTL_SECONDS: "30" });
     [alice, bob] = await Promise.all([loggedInClient(server.url, "alice"), loggedInClient(server.url, "bob")]);
   });
   afterAll(async () => {
-    for (const connection of open) connection.close();
+    connections.closeAll();
     await server?.stop();
   });
 
   function connect(api: ApiClient, chatId: string) {
     // A heartbeat slower than the test, so only the token's expiry closes the socket.
-    const connection = new ChatConnection({ api, chatId, heartbeatMs: 120_000 });
-    open.push(connection);
-    const recorded = record(connection);
-    connection.connect();
-    return { connection, ...recorded };
+    return connections.connect({ api, chatId, heartbeatMs: 120_000 });
   }
 
   it("are closed when it expires, and the SDK refreshes, resumes and delivers every message once", async () => {

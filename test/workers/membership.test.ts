@@ -291,31 +291,18 @@ describe("who may add you to groups", () => {
 
 describe("chat lists", () => {
   it("follow renames, new messages and a removal, newest activity first", async () => {
+    // The lists follow the chat just after it answers: poll for what a client would see.
+    const settled = { timeout: 5_000 };
     const [alice, bob] = await Promise.all([login(), login()]);
     const first = await createGroup(alice, [bob], "group", "First");
     const second = await createGroup(alice, [bob], "group", "Second");
     const list = async () => ChatList.parse(await (await api("/api/chats", { token: bob.credentials })).json()).chats;
-    await eventually(async () => expect((await list()).map((c) => c.chatId)).toEqual([second, first]));
+    await expect.poll(async () => (await list()).map((c) => c.chatId), settled).toEqual([second, first]);
     await restSend(alice, first, "m1", "bump");
     await api(`/api/chats/${first}`, { token: alice.credentials, method: "PATCH", body: { name: "Renamed" } });
-    await eventually(async () =>
-      expect(await list()).toMatchObject([{ chatId: first, name: "Renamed", headSeq: 3, memberCount: 2, membership: "member" }, { chatId: second, headSeq: 1 }]),
-    );
+    await expect.poll(list, settled).toMatchObject([{ chatId: first, name: "Renamed", headSeq: 3, memberCount: 2, membership: "member" }, { chatId: second, headSeq: 1 }]);
     await removeMember(alice, first, bob);
     await restSend(alice, first, "m2", "after bob left");
-    await eventually(async () => expect((await list())[0]).toMatchObject({ chatId: first, headSeq: 4, membership: "removed" }));
+    await expect.poll(async () => (await list())[0], settled).toMatchObject({ chatId: first, headSeq: 4, membership: "removed" });
   });
 });
-
-/** Retries an assertion until it passes (the fan-out to accounts runs after the answer). */
-async function eventually(check: () => Promise<void>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-}
