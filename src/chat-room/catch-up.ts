@@ -4,7 +4,8 @@ import { Limits } from "../protocol/index.ts";
 import type { EventLog } from "./event-log.ts";
 import type { Period } from "./membership.ts";
 import { visibleAfter } from "./visible-events.ts";
-import { sendEventsFrame, type Sessions, type SessionState } from "./sessions.ts";
+import type { Sessions, SessionState } from "./sessions.ts";
+import { sendEventsFrame } from "../sockets/socket-io.ts";
 
 /** Catch-up pacing per device and chat: 1 MiB/s, bursts of 2 MiB (8 full pages). */
 const BYTES_PER_SECOND = 1024 * 1024;

@@ -3,7 +3,7 @@ import { drizzle, type DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlit
 import migrations from "../../migrations/chat-room/migrations.js";
 import { applyMigrations, hasSchema } from "../db/apply-migrations.ts";
 import * as schema from "../db/chat-room-schema.ts";
-import { AppError, validationError } from "../lib/app-error.ts";
+import { AppError } from "../lib/app-error.ts";
 import { failureOf } from "../lib/failure.ts";
 import { configFrom, type Config } from "../lib/config.ts";
 import { describeError, log } from "../lib/log.ts";
@@ -20,20 +20,23 @@ import {
   type AddMembersResult,
   type ChangeResult,
   type UpdateChatRequest,
-  type ErrorBody,
   type MemberRole,
   type HistoryQuery,
   type SendMessageRequest,
   type SendResult,
 } from "../protocol/index.ts";
-import { commands, type Respond, type RoomCommands } from "./commands.ts";
+import { commands, type RoomCommands } from "./commands.ts";
+import type { Respond } from "../sockets/frame-dispatch.ts";
 import { SendBatch } from "./send-batch.ts";
 import { EventLog, type Sender } from "./event-log.ts";
 import { Membership } from "./membership.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { AccountSendLeases } from "./account-send-leases.ts";
 import { CatchUp } from "./catch-up.ts";
-import { closeQuietly, deviceTag, sendErrorFrame, sendFrame, Sessions, type SessionState } from "./sessions.ts";
+import { Sessions, type SessionState } from "./sessions.ts";
+import { deviceTag } from "../sockets/attachments.ts";
+import { answerClose, sendFrame } from "../sockets/socket-io.ts";
+import { FrameDispatcher } from "../sockets/frame-dispatch.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
 import { userObject } from "../lib/stubs.ts";
@@ -82,6 +85,7 @@ export class ChatRoom extends DurableObject<Env> {
     sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
   };
   readonly #sessions: Sessions;
+  readonly #frames: FrameDispatcher<RoomCommands, SessionState, ClientFrame>;
   #log!: EventLog;
   #membership!: Membership;
   readonly #sendBatch = new SendBatch<PendingSend>((batch) => this.#leaseThenStore(batch), MAX_SENDS_PER_COMMIT);
@@ -98,6 +102,14 @@ export class ChatRoom extends DurableObject<Env> {
     this.#config = configFrom(env);
     this.#sendRate = new TokenBuckets(this.#config.send.ratePerSecond, this.#config.send.burst);
     this.#sessions = new Sessions(ctx, () => this.#membership.chat?.chatId ?? "");
+    this.#frames = new FrameDispatcher({
+      frames: ClientFrame,
+      commands,
+      context: this.#commandContext,
+      sessions: this.#sessions,
+      maxFrameBytes: Limits.maxFrameBytes,
+      object: "ChatRoom",
+    });
     this.#catchUp = new CatchUp({
       log: () => this.#log,
       sessions: this.#sessions,
@@ -336,45 +348,12 @@ export class ChatRoom extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const session = this.#sessions.get(ws);
-    if (!session) return closeQuietly(ws, CloseCode.tryAgain, "unknown session");
-    // A socket lives as long as the token it opened with; the client resumes with a new one.
-    if (session.expiresAt <= Date.now()) return this.#sessions.expire(ws);
-    if (typeof message !== "string") {
-      return sendErrorFrame(ws, { code: "binary_not_supported", message: "frames are JSON text", retryable: false });
-    }
-    if (message.length > Limits.maxFrameBytes) {
-      return sendErrorFrame(ws, { code: "too_large", message: `frames are at most ${Limits.maxFrameBytes} bytes`, retryable: false });
-    }
-    let raw: unknown;
-    try {
-      raw = JSON.parse(message);
-    } catch {
-      return sendErrorFrame(ws, { code: "invalid_json", message: "the frame is not JSON", retryable: false });
-    }
-    const id = typeof raw === "object" && raw !== null && "id" in raw && typeof raw.id === "string" ? raw.id : null;
-    // Dispatch on `type` first: parsing one frame schema is much cheaper than the union.
-    const schema = typeof raw === "object" && raw !== null && "type" in raw ? frameSchemas.get(String(raw.type)) : undefined;
-    const parsed = (schema ?? ClientFrame).safeParse(raw);
-    if (!parsed.success) {
-      const error = knownType(raw) ? validationError(parsed.error.issues).toBody() : unknownFrame(raw);
-      return id === null ? sendErrorFrame(ws, error) : sendFrame(ws, { type: "reply", id, ok: false, error });
-    }
-    const frame = parsed.data;
-    const respond: Respond<unknown> = (outcome) =>
-      sendFrame(ws, outcome.ok ? { type: "reply", id: frame.id, ok: true, result: outcome.value } : { type: "reply", id: frame.id, ok: false, error: outcome.error });
-    try {
-      const handler = commands[frame.type] as (room: RoomCommands, ws: WebSocket, session: SessionState, frame: ClientFrame, respond: Respond<unknown>) => void;
-      handler(this.#commandContext, ws, session, frame, respond);
-    } catch (error) {
-      respond(failureOf(error, { object: "ChatRoom" }));
-    }
+    this.#frames.receive(ws, message);
   }
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
     this.#sessions.forget(ws);
-    // Always answer a close; 1005/1006 are reserved and cannot be sent back.
-    closeQuietly(ws, code === 1005 || code === 1006 ? CloseCode.normal : code, "closed");
+    answerClose(ws, code);
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
@@ -448,19 +427,4 @@ export class ChatRoom extends DurableObject<Env> {
       throw new AppError("invalid_reply", 400, `replyToSeq ${replyToSeq} is not a message of this chat`, { retryable: false });
     }
   }
-}
-
-// Maps and sets, not plain objects: a frame `type` such as `constructor` or `__proto__`
-// must not find what every object inherits.
-const KNOWN_TYPES: ReadonlySet<string> = new Set(Object.keys(commands));
-const frameSchemas: ReadonlyMap<string, typeof ClientFrame> = new Map(
-  ClientFrame.options.map((option) => [option.shape.type.value, option as unknown as typeof ClientFrame]),
-);
-function knownType(raw: unknown): boolean {
-  return typeof raw === "object" && raw !== null && "type" in raw && KNOWN_TYPES.has(String(raw.type));
-}
-
-function unknownFrame(raw: unknown): ErrorBody {
-  const type = typeof raw === "object" && raw !== null && "type" in raw ? String(raw.type) : "(none)";
-  return { code: "unknown_frame", message: `unknown frame type ${type.slice(0, 40)}`, retryable: false };
 }

@@ -1,11 +1,8 @@
 import type { ClientFrame, SendMessageRequest, SendResult, SyncResult } from "../protocol/index.ts";
-import type { Outcome } from "../lib/result.ts";
 import { attempt } from "../lib/result.ts";
+import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { Sender } from "./event-log.ts";
 import type { SessionState } from "./sessions.ts";
-
-/** Answers a client frame; called exactly once, possibly after the frame's turn (sends). */
-export type Respond<T> = (outcome: Outcome<T>) => void;
 
 /** What a command handler may ask of its room. */
 export interface RoomCommands {
@@ -15,16 +12,8 @@ export interface RoomCommands {
   sendNextPage(ws: WebSocket, session: SessionState): number;
 }
 
-type Handler<K extends ClientFrame["type"]> = (
-  room: RoomCommands,
-  ws: WebSocket,
-  session: SessionState,
-  frame: Extract<ClientFrame, { type: K }>,
-  respond: Respond<unknown>,
-) => void;
-
-/** One handler per client frame type: a frame type without a handler fails to compile. */
-export const commands: { [K in ClientFrame["type"]]: Handler<K> } = {
+/** One handler per chat socket frame type. */
+export const commands: CommandTable<RoomCommands, SessionState, ClientFrame> = {
   send(room, _ws, session, { clientId, body, replyToSeq }, respond) {
     const input = replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq };
     room.enqueueSend({ userId: session.userId, deviceId: session.deviceId }, input, respond);
