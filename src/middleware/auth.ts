@@ -27,14 +27,22 @@ export async function authenticate(env: Env, headers: Headers): Promise<Caller> 
  * learns which chat the socket opens, and the caller learns when the token expires
  * (the socket is closed then).
  */
-export async function authenticateSocket(env: Env, headers: Headers, chatId?: string): Promise<Caller & { tokenExpiresAt: number }> {
+export async function authenticateSocket(env: Env, headers: Headers, chatId?: string): Promise<ForwardedIdentity> {
+  const identity = await verifyToken(env, headers);
+  // Checked on every request so that a revoked device is refused at once.
+  unwrap(await userObject(env, identity.userId).checkDevice(identity.deviceId, chatId === undefined ? undefined : { chatId, expiresAt: identity.tokenExpiresAt }));
+  return identity;
+}
+
+/**
+ * The token's signature and expiry only, for the device stream: its upgrade goes to
+ * the account's own object, which checks the device itself.
+ */
+export async function verifyToken(env: Env, headers: Headers): Promise<ForwardedIdentity> {
   const token = bearerToken(headers);
   if (!token) throw new AppError("unauthorized", 401, "send Authorization: Bearer <credentials>", { retryable: false });
   const claims = await verifyAccessToken(configFrom(env), token);
-  const tokenExpiresAt = claims.exp * 1000;
-  // Checked on every request so that a revoked device is refused at once.
-  unwrap(await userObject(env, claims.sub).checkDevice(claims.deviceId, chatId === undefined ? undefined : { chatId, expiresAt: tokenExpiresAt }));
-  return { userId: claims.sub, deviceId: claims.deviceId, tokenExpiresAt };
+  return { userId: claims.sub, deviceId: claims.deviceId, tokenExpiresAt: claims.exp * 1000 };
 }
 
 function bearerToken(headers: Headers): string | null {

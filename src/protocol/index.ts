@@ -7,3 +7,4 @@ export * from "./events.ts";
 export * from "./chats.ts";
 export * from "./membership.ts";
 export * from "./frames.ts";
+export * from "./stream.ts";

@@ -1,10 +1,10 @@
 import { describeError, log } from "../lib/log.ts";
 import { CloseCode } from "../protocol/close-codes.ts";
-import type { ErrorBody, ServerFrame } from "../protocol/index.ts";
+import type { ErrorBody, ServerFrame, StreamServerFrame } from "../protocol/index.ts";
 
 /** Writing frames to and closing sockets, the same way for every object that holds them. */
 
-export function sendFrame(ws: WebSocket, frame: ServerFrame): void {
+export function sendFrame(ws: WebSocket, frame: ServerFrame | StreamServerFrame): void {
   sendText(ws, JSON.stringify(frame));
 }
 

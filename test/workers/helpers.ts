@@ -2,7 +2,12 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { ApiClient, type ApiRequestOptions } from "../../src/client/index.ts";
-import { PhoneNumber, ServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+import { z } from "zod";
+import { PhoneNumber, ServerFrame, StreamServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
+
+/** What a chat socket or a device stream may send. */
+const AnyServerFrame = z.union([ServerFrame, StreamServerFrame]);
+type AnyServerFrame = z.infer<typeof AnyServerFrame>;
 
 /**
  * Where this file's client addresses start. The Rate Limiting bindings' counts are
@@ -88,7 +93,7 @@ export async function login(phone?: string, deviceName = "test device"): Promise
 
 /** A socket client that queues what it receives, for tests to await frame by frame. */
 export class TestSocket {
-  readonly frames: ServerFrame[] = [];
+  readonly frames: AnyServerFrame[] = [];
   readonly raw: string[] = [];
   closed: { code: number; reason: string } | null = null;
   #waiters: (() => void)[] = [];
@@ -98,7 +103,7 @@ export class TestSocket {
     ws.addEventListener("message", (event) => {
       const text = String(event.data);
       this.raw.push(text);
-      if (text !== "pong") this.frames.push(ServerFrame.parse(JSON.parse(text)));
+      if (text !== "pong") this.frames.push(AnyServerFrame.parse(JSON.parse(text)));
       this.#wake();
     });
     ws.addEventListener("close", (event) => {
@@ -126,7 +131,7 @@ export class TestSocket {
   }
 
   async reply(id: string) {
-    return this.until(() => this.frames.find((f) => f.type === "reply" && f.id === id) as Extract<ServerFrame, { type: "reply" }> | undefined, `reply ${id}`);
+    return this.until(() => this.frames.find((f) => f.type === "reply" && f.id === id) as Extract<AnyServerFrame, { type: "reply" }> | undefined, `reply ${id}`);
   }
 
   async closeEvent() {
@@ -143,6 +148,24 @@ export class TestSocket {
     this.#waiters = [];
     for (const wake of waiters) wake();
   }
+}
+
+/** Opens a device stream (`GET /chat`); the socket is null when the upgrade was not answered with one. */
+export async function openStream(token: string): Promise<{ response: Response; socket: TestSocket | null }> {
+  const headers = new Headers({ Upgrade: "websocket", "cf-connecting-ip": uniqueIp(), authorization: `Bearer ${token}` });
+  const response = await exports.default.fetch(new Request("http://chat.test/chat", { headers }));
+  return { response, socket: response.webSocket ? new TestSocket(response.webSocket) : null };
+}
+
+let resumeCounter = 0;
+/** Opens a device stream and resumes it from `cursors`; resolves with the socket and the reply to `resume`. */
+export async function resumeStream(token: string, cursors: Record<string, number> = {}) {
+  const { response, socket } = await openStream(token);
+  expect(response.status).toBe(101);
+  await socket!.until(() => socket!.frames.find((f) => f.type === "stream.ready"), "stream.ready");
+  const id = `resume-${++resumeCounter}`;
+  socket!.send({ type: "resume", id, cursors });
+  return { socket: socket!, reply: await socket!.reply(id) };
 }
 
 export async function openSocket(chatId: string, token: string, options: { after?: number; protocols?: string[]; headers?: Record<string, string> } = {}): Promise<{ response: Response; socket: TestSocket | null }> {

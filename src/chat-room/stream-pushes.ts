@@ -1,0 +1,191 @@
+import { describeError, log } from "../lib/log.ts";
+import { Limits } from "../protocol/index.ts";
+import type { EventLog } from "./event-log.ts";
+import type { Membership, Period } from "./membership.ts";
+import { visibleAfter } from "./visible-events.ts";
+
+/** A run of a chat's events for one account's device streams: exactly the events after `afterSeq` up to `lastSeq`. */
+export type StreamPush = { chatId: string; afterSeq: number; lastSeq: number; events: string[]; seqs: number[] };
+
+/** A page of a chat for a device stream's catch-up. */
+export type StreamPage = {
+  /** The events, each as its JSON text (sent to the device as is). */
+  events: string[];
+  /** Where the device is after this page: the last event's seq, or the head when nothing more is visible. */
+  cursor: number;
+  hasMore: boolean;
+  headSeq: number;
+  /** Whether the chat pushes its events to the account (false for big chats and former members). */
+  streamed: boolean;
+};
+
+const KEY_PREFIX = "stream:";
+/** Delays before a failed push is tried again; after the last, the account is dropped (its devices resume). */
+const RETRY_DELAYS_MS = [100, 1_000, 5_000];
+
+export type StreamPushesOptions = {
+  storage: DurableObjectStorage;
+  log: () => EventLog;
+  membership: () => Membership;
+  /** Delivers a push to the account's User object; false when it has no stream left (unsubscribe). */
+  push: (userId: string, push: StreamPush) => Promise<boolean>;
+  pageSize: number;
+};
+
+type Subscription = { pushedSeq: number; running: boolean };
+type Run = { lastSeq: number; events: string[]; seqs: number[] };
+
+/**
+ * The accounts with a device stream open on this chat, and the live pushes to them.
+ *
+ * A stream subscribes its account when it resumes (`open`, which also reads the first
+ * page in the same turn). From then on every committed event is pushed to the account
+ * in order: one call in flight per account, carrying everything after the last push
+ * (a busy chat batches by itself), so the account sees each event once, in seq order,
+ * and can tell from `afterSeq` that nothing is missing. The account answers false when
+ * it has no stream left, and is dropped.
+ *
+ * Subscriptions are stored (one key per account) so that a chat evicted from memory
+ * keeps pushing when it wakes: an evicted object was idle, so every push had completed
+ * and the head is where each account's pushes stopped.
+ */
+export class StreamPushes {
+  readonly #options: StreamPushesOptions;
+  #accounts: Map<string, Subscription> | null = null;
+  /**
+   * Runs read at the current head, by the seq they start after: members who see the
+   * whole run share one read and one serialization (usually every account is pushed
+   * the same run: what the last commit stored).
+   */
+  #runs: { headSeq: number; byAfter: Map<number, Run | null> } = { headSeq: -1, byAfter: new Map() };
+
+  constructor(options: StreamPushesOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * A device stream resumes this chat from `after` (null: from the head, for a chat
+   * new to the device). Subscribes the account if the chat is small enough and it is
+   * a member, and returns the first page, read in the same turn.
+   */
+  open(userId: string, after: number | null): StreamPage {
+    const membership = this.#options.membership();
+    const headSeq = this.#options.log().headSeq;
+    const periods = membership.periodsOf(userId); // not_a_member if never one
+    const streamed = membership.isMember(userId) && membership.memberCount <= Limits.maxStreamedChatMembers;
+    if (streamed) {
+      const accounts = this.#subscriptions();
+      if (!accounts.has(userId)) {
+        accounts.set(userId, { pushedSeq: headSeq, running: false });
+        this.#options.storage.kv.put(KEY_PREFIX + userId, 1);
+      }
+    }
+    if (after === null) return { events: [], cursor: headSeq, hasMore: false, headSeq, streamed };
+    return { ...this.#page(periods, after), streamed };
+  }
+
+  /** The next page of a catch-up. */
+  page(userId: string, after: number): StreamPage {
+    const membership = this.#options.membership();
+    const periods = membership.periodsOf(userId);
+    return { ...this.#page(periods, after), streamed: this.#subscriptions().has(userId) };
+  }
+
+  #page(periods: readonly Period[], after: number): Omit<StreamPage, "streamed"> {
+    const log = this.#options.log();
+    const headSeq = log.headSeq;
+    const page = visibleAfter(log, periods, after, this.#options.pageSize, Limits.maxPageBytes);
+    // Decided in the turn of the read: events after `cursor` are in a later page or pushed.
+    const cursor = page.hasMore ? (page.events.at(-1)?.seq ?? after) : Math.max(after, headSeq);
+    return { events: page.json, cursor, hasMore: page.hasMore, headSeq };
+  }
+
+  /** Called after each commit: every subscribed account gets what it has not been pushed. */
+  committed(): void {
+    if (this.#accounts === null && !this.#hasStoredSubscriptions()) return;
+    for (const [userId, subscription] of this.#subscriptions()) {
+      if (!subscription.running) void this.#drain(userId, subscription);
+    }
+  }
+
+  /** Pushes to one account until it has everything up to the head (one call in flight). */
+  async #drain(userId: string, subscription: Subscription): Promise<void> {
+    subscription.running = true;
+    try {
+      let failures = 0;
+      while (this.#accounts?.get(userId) === subscription) {
+        const push = this.#nextPush(userId, subscription.pushedSeq);
+        if (push === null) {
+          if (!this.#options.membership().isMember(userId)) this.#drop(userId);
+          return;
+        }
+        let keep: boolean;
+        try {
+          keep = await this.#options.push(userId, push);
+        } catch (error) {
+          const delay = RETRY_DELAYS_MS[failures++];
+          if (delay === undefined) {
+            log.warn("dropping a device stream subscription after failed pushes", { userId, ...describeError(error) });
+            this.#drop(userId);
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          continue;
+        }
+        failures = 0;
+        subscription.pushedSeq = push.lastSeq;
+        if (!keep) this.#drop(userId);
+      }
+    } finally {
+      subscription.running = false;
+    }
+  }
+
+  /** What the account has not been pushed, or null when it has everything it may see. */
+  #nextPush(userId: string, after: number): StreamPush | null {
+    const log = this.#options.log();
+    const membership = this.#options.membership();
+    const headSeq = log.headSeq;
+    if (after >= headSeq) return null;
+    const chatId = membership.requireChat().chatId;
+    const current = membership.isMember(userId) ? membership.requireMember(userId) : null;
+    if (current && current.joinedSeq <= after + 1) {
+      // A member since before `after` sees every event after it: the shared run.
+      if (this.#runs.headSeq !== headSeq) this.#runs = { headSeq, byAfter: new Map() };
+      let run = this.#runs.byAfter.get(after);
+      if (run === undefined) {
+        run = this.#read([{ joinedSeq: current.joinedSeq, leftSeq: null }], after);
+        this.#runs.byAfter.set(after, run);
+      }
+      return run && { chatId, afterSeq: after, ...run };
+    }
+    const run = this.#read(membership.periodsOf(userId), after);
+    return run && { chatId, afterSeq: after, ...run };
+  }
+
+  #read(periods: readonly Period[], after: number): Run | null {
+    const page = visibleAfter(this.#options.log(), periods, after, this.#options.pageSize, Limits.maxPageBytes);
+    const last = page.events.at(-1);
+    return last ? { lastSeq: last.seq, events: page.json, seqs: page.events.map((event) => event.seq) } : null;
+  }
+
+  #drop(userId: string): void {
+    this.#accounts?.delete(userId);
+    this.#options.storage.kv.delete(KEY_PREFIX + userId);
+  }
+
+  #hasStoredSubscriptions(): boolean {
+    for (const _ of this.#options.storage.kv.list({ prefix: KEY_PREFIX, limit: 1 })) return true;
+    return false;
+  }
+
+  #subscriptions(): Map<string, Subscription> {
+    if (this.#accounts) return this.#accounts;
+    const headSeq = this.#options.log().headSeq;
+    this.#accounts = new Map();
+    for (const [key] of this.#options.storage.kv.list({ prefix: KEY_PREFIX })) {
+      this.#accounts.set(key.slice(KEY_PREFIX.length), { pushedSeq: headSeq, running: false });
+    }
+    return this.#accounts;
+  }
+}

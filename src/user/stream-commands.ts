@@ -1,0 +1,36 @@
+import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult } from "../protocol/index.ts";
+import { attempt } from "../lib/result.ts";
+import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
+import type { StreamSession } from "./device-streams.ts";
+
+/** What a device stream's frame handlers may ask of the account. */
+export interface StreamCommands {
+  /** Plans the device's catch-up; `respond` gets the plan, then the pages follow. */
+  resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>, respond: Respond<ResumeResult>): void;
+  /** The client processed a catch-up batch. */
+  sync(ws: WebSocket): StreamSyncResult;
+  /** Forwards a message to the chat (same idempotency and ack as on a chat socket). */
+  send(session: StreamSession, chatId: string, input: SendMessageRequest, respond: Respond<SendResult>): void;
+  /** Marks the chat read up to `seq` for the account (every device's unread count follows). */
+  read(chatId: string, seq: number, respond: Respond<ChatSummary>): void;
+}
+
+/** One handler per device stream frame type. */
+export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamClientFrame> = {
+  resume(account, ws, session, { cursors }, respond) {
+    account.resume(ws, session, cursors, respond);
+  },
+
+  sync(account, ws, _session, _frame, respond) {
+    respond(attempt(() => account.sync(ws)));
+  },
+
+  send(account, _ws, session, { chatId, clientId, body, replyToSeq }, respond) {
+    const input = replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq };
+    account.send(session, chatId, input, respond);
+  },
+
+  read(account, _ws, _session, { chatId, seq }, respond) {
+    account.read(chatId, seq, respond);
+  },
+};

@@ -1,0 +1,194 @@
+import { describe, expect, it } from "vitest";
+import { CloseCode, type ChatEvent } from "../../src/protocol/index.ts";
+import { apiClient, createDirect, createGroup, history, login, openStream, restSend, resumeStream, type Session, type TestSocket } from "./helpers.ts";
+
+/** Every event a socket received for `chatId`, in arrival order. */
+const eventsOf = (socket: TestSocket, chatId: string): ChatEvent[] =>
+  socket.frames.flatMap((frame) => (frame.type === "events" && frame.chatId === chatId ? frame.events : []));
+
+/** Answers every `catching_up` with `sync` until `synced`, as a client does. */
+async function syncUntilDone(socket: TestSocket, timeoutMs = 20_000): Promise<number> {
+  let answered = 0;
+  let syncs = 0;
+  await socket.until(
+    () => {
+      const batches = socket.frames.filter((frame) => frame.type === "catching_up").length;
+      while (answered < batches) {
+        answered++;
+        socket.send({ type: "sync", id: `sync-${++syncs}` });
+      }
+      return socket.frames.some((frame) => frame.type === "synced");
+    },
+    "synced",
+    timeoutMs,
+  );
+  return syncs;
+}
+
+let frameIds = 0;
+async function streamSend(socket: TestSocket, chatId: string, clientId: string, body: string) {
+  const id = `s${++frameIds}`;
+  socket.send({ type: "send", id, chatId, clientId, body });
+  return socket.reply(id);
+}
+
+async function headOf(session: Session, chatId: string): Promise<number> {
+  return (await history(session, chatId, "?limit=1")).headSeq;
+}
+
+describe("the device stream (GET /chat)", () => {
+  it("catches a device up on 500 messages across 20 chats, each event once and in order, then goes live", async () => {
+    const me = await login();
+    const peers = await Promise.all(Array.from({ length: 20 }, () => login()));
+    const chatIds = await Promise.all(peers.map((peer) => createDirect(peer, me)));
+    // Where the device was when it went offline: each chat's head.
+    const cursors = Object.fromEntries(await Promise.all(chatIds.map(async (chatId) => [chatId, await headOf(me, chatId)] as const)));
+    await Promise.all(
+      peers.map(async (peer, index) => {
+        for (let i = 0; i < 25; i++) expect((await restSend(peer, chatIds[index]!, `m${i}`, `message ${i} from peer ${index}`)).status).toBe(201);
+      }),
+    );
+
+    const { socket, reply } = await resumeStream(me.credentials, cursors);
+    expect(reply).toMatchObject({ ok: true, result: { behind: 20, announced: 0, unknownChats: [] } });
+    // A message stored during the catch-up is neither lost nor delivered twice.
+    const during = restSend(peers[0]!, chatIds[0]!, "during", "sent while catching up");
+    await syncUntilDone(socket);
+    expect((await during).status).toBe(201);
+
+    for (const chatId of chatIds) {
+      const stored = (await history(me, chatId, `?after=${cursors[chatId]}&limit=200`)).events;
+      await socket.until(() => eventsOf(socket, chatId).length >= stored.length, `all events of ${chatId}`);
+      expect(eventsOf(socket, chatId)).toEqual(stored);
+    }
+    expect(chatIds.reduce((sum, chatId) => sum + eventsOf(socket, chatId).length, 0)).toBe(501);
+    // Live from here: a new message arrives as it is stored.
+    expect((await restSend(peers[5]!, chatIds[5]!, "live", "now live")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, chatIds[5]!).some((e) => e.type === "message" && e.body === "now live"), "the live message");
+  });
+
+  it("sends on one stream and delivers live on the other member's stream, with the same ack and idempotency", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const [a, b] = await Promise.all([resumeStream(alice.credentials, { [chatId]: 1 }), resumeStream(bob.credentials, { [chatId]: 1 })]);
+    await Promise.all([syncUntilDone(a.socket), syncUntilDone(b.socket)]);
+
+    const ack = await streamSend(a.socket, chatId, "c-1", "hello over the stream");
+    expect(ack).toMatchObject({ ok: true, result: { seq: 2, duplicate: false } });
+    await b.socket.until(() => eventsOf(b.socket, chatId).length === 1, "bob's live event");
+    expect(eventsOf(b.socket, chatId)[0]).toMatchObject({ seq: 2, senderId: alice.user.userId, body: "hello over the stream" });
+    // The sender's own stream gets it too (its other views stay current).
+    await a.socket.until(() => eventsOf(a.socket, chatId).length === 1, "alice's own event");
+
+    const retry = await streamSend(a.socket, chatId, "c-1", "hello over the stream");
+    expect(retry).toMatchObject({ ok: true, result: { seq: 2, duplicate: true } });
+    // Three sends in a row keep their order.
+    const acks = await Promise.all(["x", "y", "z"].map((body) => streamSend(a.socket, chatId, `c-${body}`, body)));
+    expect(acks.map((reply) => (reply.ok ? (reply.result as { seq: number }).seq : 0))).toEqual([3, 4, 5]);
+    await b.socket.until(() => eventsOf(b.socket, chatId).length === 4, "4 events");
+    expect(eventsOf(b.socket, chatId).map((e) => e.seq)).toEqual([2, 3, 4, 5]);
+  });
+
+  it("announces chats the device does not list, and a chat created while it is live, with its first events", async () => {
+    const [alice, bob, carol] = await Promise.all([login(), login(), login()]);
+    const known = await createDirect(alice, bob);
+    const { socket, reply } = await resumeStream(bob.credentials);
+    expect(reply).toMatchObject({ ok: true, result: { behind: 0, announced: 1 } });
+    await syncUntilDone(socket);
+    expect(socket.frames.find((f) => f.type === "chat")).toMatchObject({ chat: { chatId: known, headSeq: 1 } });
+    expect(eventsOf(socket, known)).toEqual([]);
+
+    const group = await createGroup(carol, [bob], "group", "Weekend");
+    await socket.until(() => eventsOf(socket, group).length >= 1, "the new group's first event");
+    expect(socket.frames.find((f) => f.type === "chat" && f.chat.chatId === group)).toMatchObject({ chat: { name: "Weekend", membership: "member" } });
+    expect(eventsOf(socket, group)[0]).toMatchObject({ type: "chat.created", seq: 1 });
+    expect((await restSend(carol, group, "g-1", "welcome")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, group).some((e) => e.seq === 2), "the group's message");
+    expect(eventsOf(socket, group).map((e) => e.seq)).toEqual([1, 2]);
+  });
+
+  it("stops a removed member's stream receiving the chat after the removal event", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const group = await createGroup(alice, [bob]);
+    const { socket } = await resumeStream(bob.credentials, { [group]: 1 });
+    await syncUntilDone(socket);
+    expect((await restSend(alice, group, "m-1", "before")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, group).length === 1, "the first message");
+
+    await apiClient(alice).removeMember(group, bob.user.userId);
+    await socket.until(() => eventsOf(socket, group).some((e) => e.type === "member.removed"), "the removal");
+    expect((await restSend(alice, group, "m-2", "after")).status).toBe(201);
+    expect((await restSend(alice, group, "m-3", "after again")).status).toBe(201);
+    // The stream stays open for the account's other chats; this one is quiet.
+    await socket.until(() => socket.frames.some((f) => f.type === "chat" && f.chat.chatId === group && f.chat.membership === "removed"), "the removed entry");
+    expect(eventsOf(socket, group).map((e) => e.type)).toEqual(["message", "member.removed"]);
+    expect(socket.closed).toBeNull();
+  });
+
+  it("closes a revoked device's stream with 4009, and refuses a new one", async () => {
+    const alice = await login();
+    const second = await login(alice.phone, "second device");
+    const { socket } = await resumeStream(second.credentials);
+    await syncUntilDone(socket);
+    await apiClient(alice).revokeDevice(second.device.deviceId);
+    expect(await socket.closeEvent()).toMatchObject({ code: CloseCode.deviceRevoked });
+    const { socket: again } = await openStream(second.credentials);
+    expect(await again!.closeEvent()).toMatchObject({ code: CloseCode.deviceRevoked });
+  });
+});
+
+describe("bad input on the device stream", () => {
+  it("answers malformed and impossible cursors without disturbing another device", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const other = await resumeStream(bob.credentials, { [chatId]: 1 });
+    await syncUntilDone(other.socket);
+
+    const malformed = await resumeStream(alice.credentials, { [chatId]: -1 } as Record<string, number>);
+    expect(malformed.reply).toMatchObject({ ok: false, error: { code: "validation_failed" } });
+    const notAChat = await resumeStream(alice.credentials, { "not a chat id": 1 });
+    expect(notAChat.reply).toMatchObject({ ok: false, error: { code: "validation_failed" } });
+
+    const beyond = await resumeStream(alice.credentials, { [chatId]: 99 });
+    expect(beyond.reply).toMatchObject({ ok: false, error: { code: "invalid_cursor" } });
+    // The same stream may resume again once its cursors are right.
+    beyond.socket.send({ type: "resume", id: "again", cursors: { [chatId]: 1 } });
+    expect(await beyond.socket.reply("again")).toMatchObject({ ok: true, result: { behind: 0 } });
+    beyond.socket.send({ type: "resume", id: "twice", cursors: {} });
+    expect(await beyond.socket.reply("twice")).toMatchObject({ ok: false, error: { code: "validation_failed" } });
+
+    // A chat this account never had is reported, not an error; it creates nothing.
+    const stranger = await login();
+    const theirs = await createDirect(stranger, await login());
+    const unknown = await resumeStream(alice.credentials, { [theirs]: 1, [chatId]: 1 });
+    expect(unknown.reply).toMatchObject({ ok: true, result: { unknownChats: [theirs] } });
+
+    // Bob's stream never noticed.
+    expect((await restSend(alice, chatId, "m-1", "still fine")).status).toBe(201);
+    await other.socket.until(() => eventsOf(other.socket, chatId).length === 1, "bob's message");
+    expect(other.socket.frames.filter((f) => f.type === "error")).toEqual([]);
+    expect(other.socket.closed).toBeNull();
+  });
+
+  it("refuses a send to a chat the user left, to a chat they are not in, and junk frames, then keeps serving", async () => {
+    const [alice, bob, carol] = await Promise.all([login(), login(), login()]);
+    const group = await createGroup(alice, [bob]);
+    const theirs = await createDirect(alice, carol);
+    const { socket } = await resumeStream(bob.credentials, { [group]: 1 });
+    await syncUntilDone(socket);
+    await apiClient(bob).leaveChat(group);
+
+    expect(await streamSend(socket, group, "c-1", "after leaving")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
+    expect(await streamSend(socket, theirs, "c-2", "not mine")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
+    socket.send("not json");
+    socket.send({ type: "explode", id: "x" });
+    socket.send({ type: "send", id: "bad", chatId: theirs, clientId: "c-3" });
+    await socket.until(() => socket.frames.filter((f) => f.type === "error").length >= 1 && socket.frames.some((f) => f.type === "reply" && f.id === "bad"), "the refusals");
+    expect(socket.frames.find((f) => f.type === "reply" && f.id === "x")).toMatchObject({ ok: false, error: { code: "unknown_frame" } });
+    expect(socket.frames.find((f) => f.type === "reply" && f.id === "bad")).toMatchObject({ ok: false, error: { code: "validation_failed" } });
+    // A flood of frames is answered one by one, and the stream stays usable.
+    for (let i = 0; i < 200; i++) socket.send({ type: "sync", id: `flood-${i}` });
+    await socket.reply("flood-199");
+    expect(socket.closed).toBeNull();
+  });
+});
