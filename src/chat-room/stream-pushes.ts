@@ -102,7 +102,6 @@ export class StreamPushes {
 
   /** Called after each commit: every subscribed account gets what it has not been pushed. */
   committed(): void {
-    if (this.#accounts === null && !this.#hasStoredSubscriptions()) return;
     for (const [userId, subscription] of this.#subscriptions()) {
       if (!subscription.running) void this.#drain(userId, subscription);
     }
@@ -174,18 +173,19 @@ export class StreamPushes {
     this.#options.storage.kv.delete(KEY_PREFIX + userId);
   }
 
-  #hasStoredSubscriptions(): boolean {
-    for (const _ of this.#options.storage.kv.list({ prefix: KEY_PREFIX, limit: 1 })) return true;
-    return false;
-  }
-
-  #subscriptions(): Map<string, Subscription> {
-    if (this.#accounts) return this.#accounts;
+  /**
+   * Reads the stored subscriptions when the object starts, before anything is stored:
+   * each account's pushes resume after the head as it is now.
+   */
+  restore(): void {
     const headSeq = this.#options.log().headSeq;
     this.#accounts = new Map();
     for (const [key] of this.#options.storage.kv.list({ prefix: KEY_PREFIX })) {
       this.#accounts.set(key.slice(KEY_PREFIX.length), { pushedSeq: headSeq, running: false });
     }
-    return this.#accounts;
+  }
+
+  #subscriptions(): Map<string, Subscription> {
+    return (this.#accounts ??= new Map());
   }
 }

@@ -1,4 +1,6 @@
+import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { CloseCode, type ChatEvent } from "../../src/protocol/index.ts";
 import { apiClient, createDirect, createGroup, history, login, openStream, restSend, resumeStream, type Session, type TestSocket } from "./helpers.ts";
 
@@ -32,6 +34,18 @@ async function streamSend(socket: TestSocket, chatId: string, clientId: string, 
   return socket.reply(id);
 }
 
+/** Every event after `after`, over as many history pages as it takes. */
+async function allAfter(session: Session, chatId: string, after: number): Promise<ChatEvent[]> {
+  const events: ChatEvent[] = [];
+  for (let cursor = after, more = true; more; ) {
+    const page = await history(session, chatId, `?after=${cursor}&limit=200`);
+    events.push(...page.events);
+    more = page.hasMore;
+    cursor = page.events.at(-1)?.seq ?? cursor;
+  }
+  return events;
+}
+
 async function headOf(session: Session, chatId: string): Promise<number> {
   return (await history(session, chatId, "?limit=1")).headSeq;
 }
@@ -57,7 +71,7 @@ describe("the device stream (GET /chat)", () => {
     expect((await during).status).toBe(201);
 
     for (const chatId of chatIds) {
-      const stored = (await history(me, chatId, `?after=${cursors[chatId]}&limit=200`)).events;
+      const stored = await allAfter(me, chatId, cursors[chatId]!);
       await socket.until(() => eventsOf(socket, chatId).length >= stored.length, `all events of ${chatId}`);
       expect(eventsOf(socket, chatId)).toEqual(stored);
     }
@@ -134,6 +148,63 @@ describe("the device stream (GET /chat)", () => {
     expect(await socket.closeEvent()).toMatchObject({ code: CloseCode.deviceRevoked });
     const { socket: again } = await openStream(second.credentials);
     expect(await again!.closeEvent()).toMatchObject({ code: CloseCode.deviceRevoked });
+  });
+});
+
+describe("the device stream under pressure and eviction", () => {
+  it("sends a long catch-up in batches, each only after the client's sync, and nothing live of a chat before its pages", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const big = "x".repeat(16 * 1024);
+    for (let i = 0; i < 40; i++) expect((await restSend(alice, chatId, `m${i}`, `${i} ${big}`)).status).toBe(201);
+    const { socket, reply } = await resumeStream(bob.credentials, { [chatId]: 1 });
+    expect(reply).toMatchObject({ ok: true, result: { behind: 1 } });
+    await socket.until(() => socket.frames.some((f) => f.type === "catching_up"), "the end of the first batch");
+    const firstBatch = eventsOf(socket, chatId).length;
+    // 640 KiB of events do not fit in one 256 KiB batch: the server waits for `sync`.
+    expect(firstBatch).toBeGreaterThan(0);
+    expect(firstBatch).toBeLessThan(40);
+    expect((await restSend(alice, chatId, "live", "stored during the catch-up")).status).toBe(201);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(eventsOf(socket, chatId)).toHaveLength(firstBatch);
+
+    expect(await syncUntilDone(socket)).toBeGreaterThanOrEqual(1);
+    const stored = await allAfter(bob, chatId, 1);
+    await socket.until(() => eventsOf(socket, chatId).length >= stored.length, "every event");
+    expect(eventsOf(socket, chatId)).toEqual(stored);
+    expect(stored).toHaveLength(41);
+  });
+
+  it("keeps pushing to a live stream when the account's object and the chat's object are evicted", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const { socket } = await resumeStream(bob.credentials, { [chatId]: 1 });
+    await syncUntilDone(socket);
+    expect((await restSend(alice, chatId, "m1", "one")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, chatId).length === 1, "the first message");
+
+    const starts = { user: instanceStarts("User"), chat: instanceStarts("ChatRoom") };
+    await evictDurableObject(env.USER.get(env.USER.idFromName(bob.user.userId)));
+    await evictDurableObject(env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId)));
+    expect((await restSend(alice, chatId, "m2", "two")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, chatId).length === 2, "the message after both evictions");
+    expect(instanceStarts("ChatRoom")).toBeGreaterThan(starts.chat);
+    expect(instanceStarts("User")).toBeGreaterThan(starts.user);
+    expect(eventsOf(socket, chatId).map((e) => e.seq)).toEqual([2, 3]);
+    // Heartbeats are answered by the runtime, not the object.
+    socket.send("ping");
+    await socket.until(() => socket.raw.includes("pong"), "pong");
+    expect(socket.closed).toBeNull();
+  });
+
+  it("keeps at most two streams per device, closing the oldest with 4010", async () => {
+    const alice = await login();
+    const first = await resumeStream(alice.credentials);
+    const second = await resumeStream(alice.credentials);
+    const third = await resumeStream(alice.credentials);
+    expect(await first.socket.closeEvent()).toMatchObject({ code: CloseCode.tooManySockets });
+    expect(second.socket.closed).toBeNull();
+    expect(third.socket.closed).toBeNull();
   });
 });
 
