@@ -2,7 +2,7 @@ import { env, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { CloseCode, type ChatEvent } from "../../src/protocol/index.ts";
-import { apiClient, createDirect, createGroup, history, login, openStream, restSend, resumeStream, type Session, type TestSocket } from "./helpers.ts";
+import { accounts, api, apiClient, createDirect, createGroup, history, login, openStream, restSend, resumeStream, type Session, type TestSocket } from "./helpers.ts";
 
 /** Every event a socket received for `chatId`, in arrival order. */
 const eventsOf = (socket: TestSocket, chatId: string): ChatEvent[] =>
@@ -149,6 +149,48 @@ describe("the device stream (GET /chat)", () => {
     const { socket: again } = await openStream(second.credentials);
     expect(await again!.closeEvent()).toMatchObject({ code: CloseCode.deviceRevoked });
   });
+});
+
+describe("the inbox on the device stream", () => {
+  it("shows unread counts, and a read on one device clears them on the other device live", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const bobPhone = await login(bob.phone, "bob's tablet");
+    const chatId = await createDirect(alice, bob);
+    const phone = await resumeStream(bob.credentials, { [chatId]: 1 });
+    const tablet = await resumeStream(bobPhone.credentials, { [chatId]: 1 });
+    await Promise.all([syncUntilDone(phone.socket), syncUntilDone(tablet.socket)]);
+    for (let i = 0; i < 3; i++) expect((await restSend(alice, chatId, `m${i}`, `unread ${i}`)).status).toBe(201);
+    await phone.socket.until(() => eventsOf(phone.socket, chatId).length === 3, "3 messages");
+    await expect.poll(async () => (await apiClient(bob).chats()).chats[0]).toMatchObject({ chatId, unreadCount: 3, lastMessage: { seq: 4, body: "unread 2" } });
+
+    phone.socket.send({ type: "read", id: "r1", chatId, seq: 4 });
+    expect(await phone.socket.reply("r1")).toMatchObject({ ok: true, result: { chatId, unreadCount: 0, readSeq: 4 } });
+    await tablet.socket.until(
+      () => tablet.socket.frames.some((f) => f.type === "chat" && f.chat.chatId === chatId && f.chat.unreadCount === 0 && f.chat.readSeq === 4),
+      "the read, on the other device",
+    );
+    expect((await apiClient(bob).chats()).chats[0]).toMatchObject({ chatId, unreadCount: 0 });
+    // A read beyond the head is refused and changes nothing.
+    phone.socket.send({ type: "read", id: "r2", chatId, seq: 99 });
+    expect(await phone.socket.reply("r2")).toMatchObject({ ok: false });
+  });
+
+  it("carries no events of a chat over 256 members, only its entry, so the device fetches history", async () => {
+    const alice = await login();
+    const bob = await login();
+    const others = await accounts(300);
+    const created = await api("/api/chats", { token: alice.credentials, body: { kind: "group", name: "Town", memberIds: [bob.user.userId, ...others] } });
+    expect(created.status).toBe(201);
+    const { chatId } = (await created.json()) as { chatId: string };
+    const { socket, reply } = await resumeStream(bob.credentials, { [chatId]: 0 });
+    expect(reply).toMatchObject({ ok: true, result: { behind: 0, announced: 1 } });
+    await syncUntilDone(socket);
+    expect(socket.frames.find((f) => f.type === "chat")).toMatchObject({ chat: { chatId, memberCount: 302, headSeq: 1 } });
+
+    expect((await restSend(alice, chatId, "m1", "to the town")).status).toBe(201);
+    await socket.until(() => socket.frames.some((f) => f.type === "chat" && f.chat.chatId === chatId && f.chat.headSeq === 2), "the new head");
+    expect(eventsOf(socket, chatId)).toEqual([]);
+  }, 30_000);
 });
 
 describe("the device stream under pressure and eviction", () => {

@@ -1,22 +1,10 @@
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { configFrom } from "../../src/lib/config.ts";
-import { mintId } from "../../src/lib/minted-id.ts";
 import { ChatList } from "../../src/protocol/index.ts";
-import { api, connect, createGroup, login, restSend, uniquePhone, type Session } from "./helpers.ts";
+import { accounts, api, connect, createGroup, login, restSend, type Session } from "./helpers.ts";
 
 const chatObject = (chatId: string) => env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
 const userObject = (userId: string) => env.USER.get(env.USER.idFromName(userId));
-
-/** Accounts made directly in their objects (the same first write a login does), many at once. */
-async function accounts(count: number): Promise<string[]> {
-  const secret = configFrom(env).hmacSecret;
-  const ids = await Promise.all(Array.from({ length: count }, () => mintId(secret, "u")));
-  for (let start = 0; start < ids.length; start += 64) {
-    await Promise.all(ids.slice(start, start + 64).map((id) => userObject(id).ensureAccount(id, uniquePhone())));
-  }
-  return ids;
-}
 
 /** The head seq each account's chat list has for `chatId` (0 when absent). */
 async function listedHeads(userIds: string[], chatId: string): Promise<number[]> {

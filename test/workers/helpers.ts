@@ -3,6 +3,8 @@ import { exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { ApiClient, type ApiRequestOptions } from "../../src/client/index.ts";
 import { z } from "zod";
+import { configFrom } from "../../src/lib/config.ts";
+import { mintId } from "../../src/lib/minted-id.ts";
 import { PhoneNumber, ServerFrame, StreamServerFrame, type TokenResponse } from "../../src/protocol/index.ts";
 
 /** What a chat socket or a device stream may send. */
@@ -220,4 +222,14 @@ export async function socketSend(socket: TestSocket, clientId: string, body: str
 export async function awayFromRateWindowEdge(needMs = 10_000): Promise<void> {
   const left = 60_000 - (Date.now() % 60_000);
   if (left < needMs) await new Promise((resolve) => setTimeout(resolve, left + 50));
+}
+
+/** Accounts made directly in their objects (the same first write a login does), many at once. */
+export async function accounts(count: number): Promise<string[]> {
+  const secret = configFrom(env).hmacSecret;
+  const ids = await Promise.all(Array.from({ length: count }, () => mintId(secret, "u")));
+  for (let start = 0; start < ids.length; start += 64) {
+    await Promise.all(ids.slice(start, start + 64).map((id) => env.USER.get(env.USER.idFromName(id)).ensureAccount(id, uniquePhone())));
+  }
+  return ids;
 }
