@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { CloseCode } from "../protocol/close-codes.ts";
-import { closeQuietly } from "./socket-io.ts";
+import { describeError, log } from "../lib/log.ts";
+import { answerClose, closeQuietly } from "./socket-io.ts";
 
 /** What every socket's attachment holds, whichever object keeps it. */
 export const SocketSession = z.object({
@@ -72,6 +73,18 @@ export class SocketAttachments<S extends SocketSession> {
 
   get size(): number {
     return this.#states.size;
+  }
+
+  /** The runtime's `webSocketClose`: the socket is forgotten and the client's close answered. */
+  closed(ws: WebSocket, code: number): void {
+    this.forget(ws);
+    answerClose(ws, code);
+  }
+
+  /** The runtime's `webSocketError`: the socket is gone. */
+  failed(ws: WebSocket, error: unknown): void {
+    log.warn("socket error", describeError(error));
+    this.forget(ws);
   }
 
   /** Closes a socket whose access token expired: the client refreshes and resumes. */
