@@ -22,6 +22,8 @@ export const Limits = {
   maxPendingInvitations: 100,
   /** An invitation not accepted within this long (7 days) expires. */
   invitationTtlMs: 7 * 24 * 3_600_000,
+  /** Chats one account may have pinned at once. */
+  maxPinnedChats: 3,
   /** Events per history page and per catch-up page. */
   maxPageSize: 200,
   /**
@@ -32,6 +34,22 @@ export const Limits = {
   /** Chats per page of GET /api/chats: the default and the most a client may ask for. */
   defaultChatListPageSize: 50,
   maxChatListPageSize: 200,
+  /** Chats one `resume` frame may list. */
+  maxStreamCursors: 10_000,
+  /**
+   * Members of a chat whose events the device stream carries; a bigger chat sends its
+   * `chat` entry (merged, at the account fan-out's pace) and the client fetches history.
+   */
+  maxStreamedChatMembers: 256,
+  /**
+   * Frames one device may send on its streams per second, in bursts of
+   * `streamFrameBurst`; beyond that a frame is answered `rate_limited` (with
+   * `retryAfterMs`) and not handled.
+   */
+  streamFramesPerSecond: 50,
+  streamFrameBurst: 200,
+  /** Device streams one device may have open; opening another closes its oldest (close code 4010). */
+  maxStreamsPerDevice: 2,
   /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */
   maxSocketsPerDevicePerChat: 4,
   /**

@@ -1,5 +1,6 @@
 import type { z } from "zod";
-import { validationError } from "../lib/app-error.ts";
+import { AppError, validationError } from "../lib/app-error.ts";
+import { TokenBuckets } from "../lib/token-buckets.ts";
 import { failureOf } from "../lib/failure.ts";
 import type { Outcome } from "../lib/result.ts";
 import { CloseCode } from "../protocol/close-codes.ts";
@@ -32,6 +33,8 @@ export type FrameDispatchOptions<Context, Session extends SocketSession, Frame e
   maxFrameBytes: number;
   /** Named in logs when a handler fails unexpectedly. */
   object: string;
+  /** Frames a device may send per second (a token bucket per device, `burst` deep); beyond it frames are answered `rate_limited`. */
+  frameRate?: { perSecond: number; burst: number };
 };
 
 /**
@@ -46,9 +49,11 @@ export class FrameDispatcher<Context, Session extends SocketSession, Frame exten
   // Maps, not plain objects: a frame `type` such as `constructor` or `__proto__` must
   // not find what every object inherits.
   readonly #schemas: ReadonlyMap<string, z.ZodType>;
+  readonly #frameBudget: TokenBuckets | null;
 
   constructor(options: FrameDispatchOptions<Context, Session, Frame>) {
     this.#options = options;
+    this.#frameBudget = options.frameRate ? new TokenBuckets(options.frameRate.perSecond, options.frameRate.burst) : null;
     this.#schemas = new Map(
       options.frames.options.map((option) => [String((option as unknown as { shape: { type: { value: string } } }).shape.type.value), option]),
     );
@@ -85,6 +90,11 @@ export class FrameDispatcher<Context, Session extends SocketSession, Frame exten
     const frame = parsed.data as Frame;
     const respond: Respond<unknown> = (outcome) =>
       sendFrame(ws, outcome.ok ? { type: "reply", id: frame.id, ok: true, result: outcome.value } : { type: "reply", id: frame.id, ok: false, error: outcome.error });
+    if (this.#frameBudget) {
+      const waitMs = this.#frameBudget.waitMs(session.deviceId, now);
+      if (waitMs > 0) return respond(failureOf(new AppError("rate_limited", 429, "too many frames: slow down", { retryAfterMs: waitMs })));
+      this.#frameBudget.take(session.deviceId, now);
+    }
     try {
       const handler = this.#options.commands[frame.type as Frame["type"]] as (
         context: Context,

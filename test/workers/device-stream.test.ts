@@ -299,9 +299,15 @@ describe("bad input on the device stream", () => {
     await socket.until(() => socket.frames.filter((f) => f.type === "error").length >= 1 && socket.frames.some((f) => f.type === "reply" && f.id === "bad"), "the refusals");
     expect(socket.frames.find((f) => f.type === "reply" && f.id === "x")).toMatchObject({ ok: false, error: { code: "unknown_frame" } });
     expect(socket.frames.find((f) => f.type === "reply" && f.id === "bad")).toMatchObject({ ok: false, error: { code: "validation_failed" } });
-    // A flood of frames is answered one by one, and the stream stays usable.
-    for (let i = 0; i < 200; i++) socket.send({ type: "sync", id: `flood-${i}` });
-    await socket.reply("flood-199");
+    // A flood of frames: each is answered, those beyond the device's budget with
+    // rate_limited and nothing done; the stream stays open.
+    for (let i = 0; i < 400; i++) socket.send({ type: "sync", id: `flood-${i}` });
+    await socket.reply("flood-399");
+    const flood = socket.frames.filter((f) => f.type === "reply" && f.id.startsWith("flood-"));
+    expect(flood).toHaveLength(400);
+    const limited = flood.filter((f) => !f.ok && f.error.code === "rate_limited");
+    expect(limited.length).toBeGreaterThan(100);
+    expect(limited[0]).toMatchObject({ error: { retryAfterMs: expect.any(Number) } });
     expect(socket.closed).toBeNull();
   });
 });
