@@ -417,6 +417,8 @@ export class ChatRoom extends DurableObject<Env> {
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
       this.#accountLeases.take(sender.userId);
+      // One's own messages are never unread: the sender has read up to here (same commit).
+      this.#membership.readUpTo(member, event.seq);
       stored.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };

@@ -10,16 +10,27 @@ type EventColumn = keyof EventRow;
 /** The SQL name of a column of the drizzle table: the table is defined once, in the schema. */
 const column = (key: EventColumn): string => getTableColumns(events)[key].name;
 const SELECT_COLUMNS = (Object.keys(getTableColumns(events)) as EventColumn[]).map((key) => `${column(key)} AS "${key}"`).join(", ");
-const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq"] as const).map(column);
-const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?)
+const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo"] as const).map(column);
+const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (${column("actorDeviceId")}, ${column("clientId")}) DO NOTHING`;
 const INSERT_OTHER = `INSERT INTO events (${(["seq", "type", "createdAt", "actorId", "data"] as const).map(column).join(", ")}) VALUES (?, ?, ?, ?, ?)`;
 const SELECT_BY_CLIENT_ID = `SELECT ${SELECT_COLUMNS} FROM events WHERE ${column("actorDeviceId")} = ? AND ${column("clientId")} = ?`;
 const SELECT_HEAD = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM events ORDER BY seq DESC LIMIT 1`;
+/**
+ * The latest message at or before a seq. It walks the primary key down from that seq,
+ * past the non-message events in between only (membership changes, renames): no count
+ * and no extra index on the hot path's table.
+ */
+const SELECT_MESSAGE_AT_OR_BEFORE = `SELECT seq, ${column("messageNo")} AS "messageNo", ${column("actorId")} AS "senderId", ${column("body")} AS "body",
+  ${column("createdAt")} AS "createdAt" FROM events WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
+const SELECT_MESSAGE_NO_AT_OR_BEFORE = `SELECT ${column("messageNo")} AS "messageNo" FROM events
+  WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
 const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
 
 export type Sender = { userId: string; deviceId: string };
+/** A message as a chat list shows it, with its number among the chat's messages (1, 2, 3…). */
+export type NumberedMessage = { seq: number; messageNo: number; senderId: string; body: string; createdAt: number };
 export type AppendedMessage = { event: MessageEvent; duplicate: boolean };
 /** A non-message event before it has a seq. */
 export type NewEvent = Exclude<ChatEvent, MessageEvent> extends infer E
@@ -41,12 +52,15 @@ export class EventLog {
   readonly #sql: SqlStorage;
   #headSeq: number;
   #headCreatedAt: number;
+  /** The chat's latest message (kept in memory: every member's chat-list entry shows it). */
+  #lastMessage: NumberedMessage | null;
 
   constructor(sql: SqlStorage, empty = false) {
     this.#sql = sql;
     const head = empty ? undefined : sql.exec<{ seq: number; createdAt: number }>(SELECT_HEAD).toArray()[0];
     this.#headSeq = head?.seq ?? 0;
     this.#headCreatedAt = head?.createdAt ?? 0;
+    this.#lastMessage = head ? this.#messageAtOrBefore(head.seq) : null;
   }
 
   /** The log of a chat that does not exist: nothing is read (there is no table yet). */
@@ -64,20 +78,45 @@ export class EventLog {
     return this.#headSeq;
   }
 
+  /** The number of the latest message (0 before the first): how many messages the chat has. */
+  get headMessageNo(): number {
+    return this.#lastMessage?.messageNo ?? 0;
+  }
+
+  /** The latest message with seq <= `seq`, if any (in memory when it is the chat's latest). */
+  messageAtOrBefore(seq: number): NumberedMessage | null {
+    const last = this.#lastMessage;
+    if (!last || seq >= last.seq) return last;
+    return this.#messageAtOrBefore(seq);
+  }
+
+  /** The number of the latest message with seq <= `seq` (0 when none): messages up to there. */
+  messageNoAtOrBefore(seq: number): number {
+    const last = this.#lastMessage;
+    if (!last || seq >= last.seq) return last?.messageNo ?? 0;
+    return this.#sql.exec<{ messageNo: number }>(SELECT_MESSAGE_NO_AT_OR_BEFORE, seq).toArray()[0]?.messageNo ?? 0;
+  }
+
+  #messageAtOrBefore(seq: number): NumberedMessage | null {
+    return this.#sql.exec<NumberedMessage>(SELECT_MESSAGE_AT_OR_BEFORE, seq).toArray()[0] ?? null;
+  }
+
   /**
    * Stores a message exactly once per (device, clientId). A retry returns the stored
    * original; the same clientId with other content is `idempotency_conflict`.
    */
   appendMessage(sender: Sender, input: SendMessageRequest, now: number): AppendedMessage {
     const seq = this.#headSeq + 1;
+    const messageNo = this.headMessageNo + 1;
     const messageId = crypto.randomUUID();
     const { rowsWritten } = this.#sql.exec(
       INSERT_MESSAGE,
-      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null,
+      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null, messageNo,
     );
     if (rowsWritten > 0) {
       this.#headSeq = seq;
       this.#headCreatedAt = now;
+      this.#lastMessage = { seq, messageNo, senderId: sender.userId, body: input.body, createdAt: now };
       const event: MessageEvent = {
         type: "message", seq, createdAt: now, messageId, senderId: sender.userId,
         senderDeviceId: sender.deviceId, clientId: input.clientId, body: input.body,

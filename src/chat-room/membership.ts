@@ -11,7 +11,7 @@ export type Period = Pick<PeriodRow, "joinedSeq" | "leftSeq">;
 
 // SQLite in a Durable Object takes at most 100 bound parameters per statement.
 const PARAMETERS_PER_STATEMENT = 99;
-const MEMBER_ROWS_PER_INSERT = Math.floor(PARAMETERS_PER_STATEMENT / 5);
+const MEMBER_ROWS_PER_INSERT = Math.floor(PARAMETERS_PER_STATEMENT / 6);
 
 /**
  * The chat row, its membership periods and its direct-chat blocks. In memory: the
@@ -28,8 +28,17 @@ export class Membership {
   readonly #departed = new Map<string, PeriodRow>();
   #blocked = false;
 
+  /** A member's read position moves on every message they send: one statement, prepared once. */
+  readonly #readUpTo;
+
   constructor(db: DrizzleSqliteDODatabase<typeof schema>, load = true) {
     this.#db = db;
+    const { members: table } = schema;
+    this.#readUpTo = db
+      .update(table)
+      .set({ readSeq: sql`max(${table.readSeq}, ${sql.placeholder("seq")})` })
+      .where(and(eq(table.userId, sql.placeholder("userId")), eq(table.joinedSeq, sql.placeholder("joinedSeq"))))
+      .prepare();
     this.#chat = load ? (db.select().from(schema.chat).get() ?? null) : null;
     if (!load) return;
     const { members } = schema;
@@ -212,6 +221,18 @@ export class Membership {
     return this.#db.select({ rows: count() }).from(schema.invitations).get()?.rows ?? 0;
   }
 
+  // ---- Read positions ----
+
+  /**
+   * `member` (a current period, as held here) has read up to `seq`: merged by max, so
+   * a stale or repeated call changes nothing. No read of the table: the period is in memory.
+   */
+  readUpTo(member: PeriodRow, seq: number): void {
+    if (seq <= member.readSeq) return;
+    this.#readUpTo.run({ seq, userId: member.userId, joinedSeq: member.joinedSeq });
+    member.readSeq = seq;
+  }
+
   // ---- Fan-out progress ----
 
   /**
@@ -286,7 +307,8 @@ export class Membership {
   }
 
   #insertPeriods(members: Pick<PeriodRow, "userId" | "role">[], seq: number): void {
-    const rows = members.map(({ userId, role }) => ({ userId, role, joinedSeq: seq, leftSeq: null, notifiedSeq: 0 }));
+    // A new period starts read up to the event that began it: what came before is not theirs to read.
+    const rows = members.map(({ userId, role }) => ({ userId, role, joinedSeq: seq, leftSeq: null, notifiedSeq: 0, readSeq: seq }));
     for (let start = 0; start < rows.length; start += MEMBER_ROWS_PER_INSERT) {
       this.#db.insert(schema.members).values(rows.slice(start, start + MEMBER_ROWS_PER_INSERT)).run();
     }

@@ -17,7 +17,8 @@ export const chat = sqliteTable("chat", {
  * by the event that removed them or that they left with. A member sees exactly the
  * events with `joinedSeq <= seq <= leftSeq` of each of their periods. `notifiedSeq`
  * is how far the member's User object has been told about this chat (the fan-out's
- * progress, a watermark per period: state grows with members, not with messages).
+ * progress), `readSeq` how far the member has read (their unread count starts after
+ * it): watermarks per period, so state grows with members, not with messages.
  */
 export const members = sqliteTable(
   "members",
@@ -27,6 +28,11 @@ export const members = sqliteTable(
     leftSeq: integer("left_seq"),
     role: text("role", { enum: ["admin", "member"] }).notNull(),
     notifiedSeq: integer("notified_seq").notNull().default(0),
+    /**
+     * The member's read position in this period, merged by max (it never moves back).
+     * A period starts read up to the event that began it; sending a message reads up to it.
+     */
+    readSeq: integer("read_seq").notNull().default(0),
   },
   (table) => [primaryKey({ columns: [table.userId, table.joinedSeq] })],
 );
@@ -55,6 +61,11 @@ export const blocks = sqliteTable(
  * The chat's event log, one row per event (never per member). Messages use the
  * message columns; other events keep their fields as JSON in `data`. There is no
  * status column: statuses come from per-member watermarks.
+ *
+ * `messageNo` numbers the messages 1, 2, 3… in seq order (NULL for other events), so
+ * the messages between two seqs are a subtraction of two numbers, never a count over
+ * the log: a member's unread count is the latest message's number minus that of the
+ * latest message at or before their read position.
  */
 export const events = sqliteTable(
   "events",
@@ -69,6 +80,7 @@ export const events = sqliteTable(
     body: text("body"),
     replyToSeq: integer("reply_to_seq"),
     data: text("data"),
+    messageNo: integer("message_no"),
   },
   // The idempotency key: a device's clientId is stored once. NULLs (non-message
   // events) never collide in a SQLite unique index.
