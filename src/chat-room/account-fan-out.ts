@@ -1,6 +1,7 @@
 import { describeError, log } from "../lib/log.ts";
 import { recordFanOutDone } from "../lib/fan-out-probe.ts";
 import { fanOutInterval } from "./fan-out-pacing.ts";
+import { chatIndexEntries } from "./chat-index-entry.ts";
 import type { ChatIndexUpdate } from "../protocol/index.ts";
 import type { EventLog } from "./event-log.ts";
 import type { Membership, PeriodRow } from "./membership.ts";
@@ -18,7 +19,7 @@ const CALLS_PER_CHUNK = 4;
 export type AccountFanOutOptions = {
   log: () => EventLog;
   membership: () => Membership;
-  /** Tells one account's User object about the chat (merged there by max(headSeq)). */
+  /** Tells one account's User object about the chat (merged there by max(headSeq), then max(readSeq)). */
   notify: (userId: string, update: ChatIndexUpdate) => Promise<void>;
   /** Makes the retry deadline due no later than `at` (the object's scheduler). */
   retryNoLaterThan: (at: number) => void;
@@ -28,7 +29,8 @@ export type AccountFanOutOptions = {
 
 /**
  * Brings every member's User object up to the chat's head: its chat list entry (head
- * seq, name, member count, last activity, and whether the account is still a member).
+ * seq, name, member count, last activity, whether the account is still a member, its
+ * last visible message, read position and unread count: see chat-index-entry.ts).
  *
  * After each commit the pushes start at once (or, in a busy chat, once `fanOutInterval`
  * has passed since the last round started), one call per account behind the head, carrying the whole range it missed
@@ -136,17 +138,7 @@ export class AccountFanOut {
     const targets = membership.behind(headSeq);
     if (targets.length === 0) return true;
     // The entries are taken in this turn, with the head they describe.
-    const members = chat.kind === "direct" ? [...membership.members()] : [];
-    const base = { chatId: chat.chatId, kind: chat.kind, name: chat.name, memberCount: membership.memberCount, lastActivityAt: events.headCreatedAt };
-    const updates = targets.map((period): ChatIndexUpdate => {
-      const update: ChatIndexUpdate = { ...base, headSeq: period.leftSeq ?? headSeq, membership: "member" };
-      if (period.leftSeq !== null) update.membership = events.typeAt(period.leftSeq) === "member.removed" ? "removed" : "left";
-      if (chat.kind === "direct") {
-        const peer = members.find((member) => member.userId !== period.userId);
-        if (peer) update.peerId = peer.userId;
-      }
-      return update;
-    });
+    const updates = targets.map(chatIndexEntries(events, membership));
     const results: PromiseSettledResult<void>[] = [];
     for (let start = 0; start < targets.length; start += CALLS_PER_CHUNK) {
       const chunk = targets.slice(start, start + CALLS_PER_CHUNK);

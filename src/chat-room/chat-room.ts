@@ -16,6 +16,7 @@ import {
   Limits,
   type Chat,
   type ChatEvent,
+  type ChatIndexUpdate,
   type ChatKind,
   type AddMembersResult,
   type ChangeResult,
@@ -45,6 +46,7 @@ import { Scheduler } from "../lib/scheduler.ts";
 import { AccountFanOut } from "./account-fan-out.ts";
 import { visibleAfter, visibleBefore } from "./visible-events.ts";
 import { MembershipChanges } from "./membership-changes.ts";
+import { chatIndexEntries } from "./chat-index-entry.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -184,6 +186,21 @@ export class ChatRoom extends DurableObject<Env> {
     return attempt(() => {
       this.#membership.requireMember(userId);
       return this.#membership.describe(this.#log.headSeq);
+    });
+  }
+
+  /**
+   * A member read up to `seq` (RPC from their User object): merged by max, so a smaller
+   * seq changes nothing. Answers their chat-list entry as of now, for their account to store.
+   */
+  markRead(userId: string, seq: number): Outcome<ChatIndexUpdate> {
+    return attempt(() => {
+      const member = this.#membership.requireMember(userId);
+      if (!Number.isSafeInteger(seq) || seq < 1 || seq > this.#log.headSeq) {
+        throw new AppError("invalid_cursor", 400, `seq must be between 1 and ${this.#log.headSeq}`, { retryable: false });
+      }
+      this.#membership.readUpTo(member, seq);
+      return chatIndexEntries(this.#log, this.#membership)(member);
     });
   }
 

@@ -4,6 +4,7 @@ import {
   ChangeResult,
   Chat,
   ChatList,
+  ChatSummary,
   InvitationList,
   DeviceList,
   ErrorResponse,
@@ -13,6 +14,7 @@ import {
   SendResult,
   TokenResponse,
   UserLookupResponse,
+  type ChatSettingsPatch,
   type CreateChatRequest,
   type ErrorBody,
   type MemberRole,
@@ -159,10 +161,18 @@ export class ApiClient {
   revokeDevice = (deviceId: string) => this.#call("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`, null);
   lookupUser = (phone: string) => this.#call("GET", `/api/users/lookup?phone=${encodeURIComponent(phone)}`, UserLookupResponse);
   createChat = (request: CreateChatRequest) => this.#call("POST", "/api/chats", Chat, { body: request });
-  /** A page of the caller's chats, latest activity first; pass the page's `nextCursor` for the next. */
-  chats(query: { limit?: number; cursor?: string } = {}): Promise<ChatList> {
-    return this.#call("GET", `/api/chats${queryString(query)}`, ChatList);
+  /**
+   * A page of the caller's chats, latest activity first; pass the page's `nextCursor` for
+   * the next. `archived`: only the archived chats (true) or only the others (false).
+   */
+  chats(query: { limit?: number; cursor?: string; archived?: boolean } = {}): Promise<ChatList> {
+    const { archived, ...rest } = query;
+    return this.#call("GET", `/api/chats${queryString({ ...rest, archived: archived === undefined ? undefined : String(archived) })}`, ChatList);
   }
+  /** The caller read the chat up to `seq` (on this device); answers the chat's entry with its new unread count. */
+  markRead = (chatId: string, seq: number) => this.#call("POST", `${chatPath(chatId)}/read`, ChatSummary, { body: { seq } });
+  /** Pins, mutes (until a time in ms; null unmutes) or archives a chat, for all the caller's devices. */
+  updateChatSettings = (chatId: string, patch: ChatSettingsPatch) => this.#call("PUT", `${chatPath(chatId)}/settings`, ChatSummary, { body: patch });
   chat = (chatId: string) => this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}`, Chat);
 
   history(chatId: string, query: { before?: number; after?: number; limit?: number } = {}): Promise<HistoryPage> {

@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 /** One User object per account: this database holds that one account. */
@@ -39,8 +40,9 @@ export const refreshTokens = sqliteTable(
 
 /**
  * The chats this account belongs to (or belonged to), as a chat list draws them. Each
- * row is merged by max(headSeq): a late or repeated update from the chat never moves
- * it backwards.
+ * row is merged by max(headSeq, then readSeq): a late or repeated update from the chat
+ * never moves it backwards. `pinned`, `mutedUntil` and `archived` are this account's
+ * own settings: only the account writes them, never the chat's updates.
  */
 export const chats = sqliteTable(
   "chats",
@@ -57,8 +59,24 @@ export const chats = sqliteTable(
     lastActivityAt: integer("last_activity_at").notNull().default(0),
     /** `member`, or how the account stopped being one (`left`, `removed`). */
     membership: text("membership", { enum: ["member", "left", "removed"] }).notNull().default("member"),
+    /** The account's read position in the chat, and the messages after it (as the chat counted them). */
+    readSeq: integer("read_seq").notNull().default(0),
+    unreadCount: integer("unread_count").notNull().default(0),
+    /** The latest message the account can see (all NULL when there is none). */
+    lastMessageSeq: integer("last_message_seq"),
+    lastMessageSenderId: text("last_message_sender_id"),
+    lastMessageBody: text("last_message_body"),
+    lastMessageCreatedAt: integer("last_message_created_at"),
+    pinned: integer("pinned", { mode: "boolean" }).notNull().default(false),
+    /** Muted until this time (ms); NULL when not muted. */
+    mutedUntil: integer("muted_until"),
+    archived: integer("archived", { mode: "boolean" }).notNull().default(false),
   },
-  (table) => [index("chats_by_activity").on(table.lastActivityAt, table.chatId)],
+  (table) => [
+    index("chats_by_activity").on(table.lastActivityAt, table.chatId),
+    // Only archived chats are in it (few): the archived list is read without walking the rest.
+    index("chats_archived_by_activity").on(table.lastActivityAt, table.chatId).where(sql`${table.archived} = 1`),
+  ],
 );
 
 /** Accounts this one blocked. */

@@ -56,6 +56,18 @@ export const ChatMembership = z.enum(["member", "left", "removed"]);
 export type ChatMembership = z.infer<typeof ChatMembership>;
 
 /**
+ * The latest message a member can see, as a chat list shows it under the chat's name.
+ * `body` is exactly as stored (the server never reads it: it may be ciphertext).
+ */
+export const LastMessage = z.object({
+  seq: Seq,
+  senderId: UserId,
+  body: z.string(),
+  createdAt: z.number().int(),
+});
+export type LastMessage = z.infer<typeof LastMessage>;
+
+/**
  * One entry of GET /api/chats: what a chat list draws. Kept by the account's own
  * object and brought up to date by the chat after every change (see the fan-out in
  * docs/architecture.md), so it may trail the chat by a moment, never go backwards.
@@ -75,11 +87,44 @@ export const ChatSummary = z.object({
   /** When the chat's latest event was stored (ms): the list's order, newest first. */
   lastActivityAt: z.number().int(),
   membership: ChatMembership,
+  /** The latest message this account can see (for a former member: within its periods); absent when there is none. */
+  lastMessage: LastMessage.optional(),
+  /** How far this account has read (POST /api/chats/:chatId/read, or its own latest message); never moves back. */
+  readSeq: Seq,
+  /** Messages after `readSeq` up to `headSeq`, the account's own and membership events never included. */
+  unreadCount: z.number().int().nonnegative(),
+  /** The account's own settings (PUT /api/chats/:chatId/settings), the same on every device. */
+  pinned: z.boolean(),
+  /** Notifications are muted until this time (ms); absent when not muted. A time past means not muted. */
+  mutedUntil: z.number().int().nonnegative().optional(),
+  archived: z.boolean(),
 });
 export type ChatSummary = z.infer<typeof ChatSummary>;
 
-/** What a chat tells a member's account (a ChatSummary without the account's own `addedAt`). */
-export type ChatIndexUpdate = Omit<ChatSummary, "addedAt">;
+/**
+ * What a chat tells a member's account: a ChatSummary without what only the account
+ * knows (when it got the chat, and its own settings).
+ */
+export type ChatIndexUpdate = Omit<ChatSummary, "addedAt" | "pinned" | "mutedUntil" | "archived">;
+
+/** POST /api/chats/:chatId/read: the caller has read up to `seq` (merged by max). */
+export const MarkReadRequest = z.strictObject({ seq: Seq.min(1) });
+export type MarkReadRequest = z.infer<typeof MarkReadRequest>;
+
+/**
+ * PUT /api/chats/:chatId/settings: the account's own settings for one chat, at least
+ * one of them. `mutedUntil` is a time in ms (a far-future time mutes for good); null unmutes.
+ */
+export const ChatSettingsPatch = z
+  .strictObject({
+    pinned: z.boolean().optional(),
+    mutedUntil: z.number().int().nonnegative().nullable().optional(),
+    archived: z.boolean().optional(),
+  })
+  .refine((patch) => patch.pinned !== undefined || patch.mutedUntil !== undefined || patch.archived !== undefined, {
+    message: "give pinned, mutedUntil or archived",
+  });
+export type ChatSettingsPatch = z.infer<typeof ChatSettingsPatch>;
 
 /** A page size in a query string: digits, 1 to `max`, `fallback` when absent. */
 function pageLimitParam(max: number, fallback: number) {
@@ -89,10 +134,12 @@ function pageLimitParam(max: number, fallback: number) {
 /** Where the next page of GET /api/chats starts (`<lastActivityAt>.<chatId>`): opaque to clients. */
 export const ChatListCursor = z.string().regex(/^\d{1,15}\.[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat list cursor");
 
-/** GET /api/chats?limit=&cursor= */
+/** GET /api/chats?limit=&cursor=&archived= */
 export const ChatListQuery = z.strictObject({
   limit: pageLimitParam(Limits.maxChatListPageSize, Limits.defaultChatListPageSize),
   cursor: ChatListCursor.optional(),
+  /** Only the archived chats (`true`) or only the others (`false`); absent: all. */
+  archived: z.enum(["true", "false"]).transform((value) => value === "true").optional(),
 });
 export type ChatListQuery = z.infer<typeof ChatListQuery>;
 

@@ -66,6 +66,7 @@ const closeCodes: Record<ErrorCode, CloseCode> = {
   invalid_member: CloseCode.tryAgain,
   invalid_reply: CloseCode.tryAgain,
   idempotency_conflict: CloseCode.tryAgain,
+  too_many_pinned: CloseCode.tryAgain,
   not_a_group: CloseCode.tryAgain,
   group_full: CloseCode.tryAgain,
   member_not_found: CloseCode.tryAgain,

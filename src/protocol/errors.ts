@@ -31,6 +31,7 @@ export const ErrorCode = z.enum([
   "invalid_reply",
   "invalid_cursor",
   "idempotency_conflict",
+  "too_many_pinned",
   // membership
   "not_a_group",
   "group_full",

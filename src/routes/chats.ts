@@ -12,8 +12,10 @@ import {
   AddMembersRequest,
   ChatId,
   ChatListQuery,
+  ChatSettingsPatch,
   CreateChatRequest,
   HistoryQuery,
+  MarkReadRequest,
   SendMessageRequest,
   SetRoleRequest,
   UpdateChatRequest,
@@ -21,12 +23,13 @@ import {
   type AddMembersResult,
   type ChangeResult,
   type ChatList,
+  type ChatSummary,
 } from "../protocol/index.ts";
 import { refuseAdds } from "../chat-room/add-refusals.ts";
 import { enforceRateLimit } from "../middleware/rate-limit.ts";
 import type { CreateChatInput } from "../chat-room/chat-room.ts";
 
-/** Chats: creation, the caller's list, details, history and the REST send. */
+/** Chats: creation, the caller's list (read positions and settings), details, history and the REST send. */
 export const chatRoutes = new Hono<AppEnv>()
   .use(requireAuth)
   .post("/", async (c) => {
@@ -42,6 +45,19 @@ export const chatRoutes = new Hono<AppEnv>()
     const query = queryParams(c, ChatListQuery);
     const body: ChatList = await userObject(c.env, c.get("caller").userId).listChats(query);
     return c.json(body);
+  })
+  .post("/:chatId/read", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const { seq } = await jsonBody(c, MarkReadRequest);
+    // Through the account's own object: it stores the entry and syncs the account's other devices.
+    const summary: ChatSummary = unwrap(await userObject(c.env, c.get("caller").userId).markRead(chatId, seq));
+    return c.json(summary);
+  })
+  .put("/:chatId/settings", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const patch = await jsonBody(c, ChatSettingsPatch);
+    const summary: ChatSummary = unwrap(await userObject(c.env, c.get("caller").userId).updateChatSettings(chatId, patch));
+    return c.json(summary);
   })
   .get("/:chatId", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));

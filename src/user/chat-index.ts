@@ -1,14 +1,19 @@
-import { and, desc, eq, lt, or, sql } from "drizzle-orm";
+import { and, count, desc, eq, lt, ne, or, sql, type SQL } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/user-schema.ts";
-import type { ChatIndexUpdate, ChatList, ChatListQuery, ChatSummary } from "../protocol/index.ts";
+import { AppError } from "../lib/app-error.ts";
+import { Limits, utf8ByteLength, type ChatIndexUpdate, type ChatList, type ChatListQuery, type ChatSettingsPatch, type ChatSummary } from "../protocol/index.ts";
 
 type ChatRow = typeof schema.chats.$inferSelect;
 
+/** Rows read per query while a list page fills: bounds memory when entries carry big last messages. */
+const ROWS_PER_READ = 32;
+
 /**
  * The account's chat list: one row per chat it belongs or belonged to, as the chats
- * report it. Updates merge by max(headSeq): a retried or reordered update never moves
- * an entry backwards, and the newest wins whatever order they arrive in.
+ * report it, with the account's own settings for each (pinned, muted, archived).
+ * Updates merge by max(headSeq), then max(readSeq): a retried or reordered update never
+ * moves an entry backwards, and the newest wins whatever order they arrive in.
  */
 export class ChatIndex {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
@@ -32,24 +37,42 @@ export class ChatIndex {
         memberCount: value("memberCount"),
         lastActivityAt: value("lastActivityAt"),
         membership: value("membership"),
+        readSeq: value("readSeq"),
+        unreadCount: value("unreadCount"),
+        lastMessageSeq: value("lastMessageSeq"),
+        lastMessageSenderId: value("lastMessageSenderId"),
+        lastMessageBody: value("lastMessageBody"),
+        lastMessageCreatedAt: value("lastMessageCreatedAt"),
       })
       .onConflictDoUpdate({
         target: chats.chatId,
+        // Never the account's own settings: a new message does not unpin, unmute or unarchive.
         set: {
           name: sql`excluded.name`,
           headSeq: sql`excluded.head_seq`,
           memberCount: sql`excluded.member_count`,
           lastActivityAt: sql`excluded.last_activity_at`,
           membership: sql`excluded.membership`,
+          readSeq: sql`excluded.read_seq`,
+          unreadCount: sql`excluded.unread_count`,
+          lastMessageSeq: sql`excluded.last_message_seq`,
+          lastMessageSenderId: sql`excluded.last_message_sender_id`,
+          lastMessageBody: sql`excluded.last_message_body`,
+          lastMessageCreatedAt: sql`excluded.last_message_created_at`,
         },
-        // Merged by max(headSeq): an older or repeated update changes nothing.
-        setWhere: sql`${chats.headSeq} < excluded.head_seq`,
+        // Merged by max(headSeq), then max(readSeq): an older or repeated update changes
+        // nothing, and a read at an unchanged head still lands. (The chat builds each
+        // update from its head and the read position as they are then, and both only
+        // grow, so the later update is the greater pair.)
+        setWhere: sql`${chats.headSeq} < excluded.head_seq OR (${chats.headSeq} = excluded.head_seq AND ${chats.readSeq} < excluded.read_seq)`,
       })
+      .returning()
       .prepare();
   }
 
-  update(update: ChatIndexUpdate, now: number): void {
-    this.#upsert.run({
+  /** Merges a chat's update; answers the entry when it changed, null when the update was stale. */
+  update(update: ChatIndexUpdate, now: number): ChatSummary | null {
+    const row = this.#upsert.get({
       chatId: update.chatId,
       kind: update.kind,
       name: update.name,
@@ -59,12 +82,42 @@ export class ChatIndex {
       memberCount: update.memberCount,
       lastActivityAt: update.lastActivityAt,
       membership: update.membership,
+      readSeq: update.readSeq,
+      unreadCount: update.unreadCount,
+      lastMessageSeq: update.lastMessage?.seq ?? null,
+      lastMessageSenderId: update.lastMessage?.senderId ?? null,
+      lastMessageBody: update.lastMessage?.body ?? null,
+      lastMessageCreatedAt: update.lastMessage?.createdAt ?? null,
     });
+    return row ? toSummary(row) : null;
   }
 
   get(chatId: string): ChatSummary | null {
     const row = this.#db.select().from(schema.chats).where(eq(schema.chats.chatId, chatId)).get();
     return row ? toSummary(row) : null;
+  }
+
+  /**
+   * Changes the account's own settings of a chat in its list: `chat_not_found` (and
+   * nothing written) for a chat not in it, `too_many_pinned` past `maxPinnedChats`.
+   * Synchronous, so concurrent requests cannot pin more than the limit between them.
+   */
+  updateSettings(chatId: string, patch: ChatSettingsPatch): ChatSummary {
+    const { chats } = schema;
+    const current = this.#db.select({ pinned: chats.pinned }).from(chats).where(eq(chats.chatId, chatId)).get();
+    if (!current) throw new AppError("chat_not_found", 404, "no such chat in your list", { retryable: false });
+    if (patch.pinned === true && !current.pinned) {
+      const pinned = this.#db.select({ rows: count() }).from(chats).where(and(eq(chats.pinned, true), ne(chats.chatId, chatId))).get()?.rows ?? 0;
+      if (pinned >= Limits.maxPinnedChats) {
+        throw new AppError("too_many_pinned", 409, `at most ${Limits.maxPinnedChats} chats can be pinned: unpin one first`, { retryable: false });
+      }
+    }
+    const set: Partial<Pick<ChatRow, "pinned" | "mutedUntil" | "archived">> = {};
+    if (patch.pinned !== undefined) set.pinned = patch.pinned;
+    if (patch.mutedUntil !== undefined) set.mutedUntil = patch.mutedUntil;
+    if (patch.archived !== undefined) set.archived = patch.archived;
+    const row = this.#db.update(chats).set(set).where(eq(chats.chatId, chatId)).returning().get();
+    return toSummary(row!);
   }
 
   /** Whether this account is in a direct chat with `userId` (the `contacts` of the group-add setting). */
@@ -84,27 +137,60 @@ export class ChatIndex {
     return this.#db.select({ chatId: schema.chats.chatId }).from(schema.chats).all().map((row) => row.chatId);
   }
 
-  /** A page of the list, latest activity first, from `cursor` (`<lastActivityAt>.<chatId>`, exclusive). */
+  /**
+   * A page of the list, latest activity first, from `cursor` (`<lastActivityAt>.<chatId>`,
+   * exclusive): `limit` entries, or fewer when they reach `maxPageBytes` of JSON (an
+   * entry carries its last message, up to 64 KiB; a page always has at least one entry).
+   * Rows are read a few at a time, so a page never holds more than it returns in memory.
+   */
   list(query: ChatListQuery): ChatList {
     const { chats } = schema;
-    let where;
-    if (query.cursor) {
-      const dot = query.cursor.indexOf(".");
-      const at = Number(query.cursor.slice(0, dot));
-      const chatId = query.cursor.slice(dot + 1);
-      where = or(lt(chats.lastActivityAt, at), and(eq(chats.lastActivityAt, at), lt(chats.chatId, chatId)));
+    // Literal, not a bound parameter, so that SQLite can use the index of archived chats.
+    const archived = query.archived === undefined ? undefined : query.archived ? sql`${chats.archived} = 1` : sql`${chats.archived} = 0`;
+    const page: ChatSummary[] = [];
+    let bytes = 0;
+    let cursor = query.cursor ? parseCursor(query.cursor) : null;
+    for (;;) {
+      // One more than the page still needs: it tells whether a next page exists.
+      const wanted = Math.min(ROWS_PER_READ, query.limit + 1 - page.length);
+      const rows = this.#db
+        .select()
+        .from(chats)
+        .where(and(archived, cursor ? after(cursor) : undefined))
+        .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
+        .limit(wanted)
+        .all();
+      for (const row of rows) {
+        const summary = toSummary(row);
+        const size = utf8ByteLength(JSON.stringify(summary)) + 1; // and its comma
+        if (page.length === query.limit || (page.length > 0 && bytes + size > Limits.maxPageBytes)) return withCursor(page);
+        page.push(summary);
+        bytes += size;
+      }
+      if (rows.length < wanted) return { chats: page };
+      const last = rows.at(-1)!;
+      cursor = { at: last.lastActivityAt, chatId: last.chatId };
     }
-    const rows = this.#db
-      .select()
-      .from(chats)
-      .where(where)
-      .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
-      .limit(query.limit + 1)
-      .all();
-    const page = rows.slice(0, query.limit).map(toSummary);
-    const last = page.at(-1);
-    return rows.length > query.limit && last ? { chats: page, nextCursor: `${last.lastActivityAt}.${last.chatId}` } : { chats: page };
   }
+}
+
+type Cursor = { at: number; chatId: string };
+
+function parseCursor(cursor: string): Cursor {
+  const dot = cursor.indexOf(".");
+  return { at: Number(cursor.slice(0, dot)), chatId: cursor.slice(dot + 1) };
+}
+
+/** Rows after `cursor` in the list's order (latest activity first, then chat id descending). */
+function after({ at, chatId }: Cursor): SQL | undefined {
+  const { chats } = schema;
+  return or(lt(chats.lastActivityAt, at), and(eq(chats.lastActivityAt, at), lt(chats.chatId, chatId)));
+}
+
+/** A full page: more entries follow from its last one. */
+function withCursor(page: ChatSummary[]): ChatList {
+  const last = page.at(-1)!;
+  return { chats: page, nextCursor: `${last.lastActivityAt}.${last.chatId}` };
 }
 
 function toSummary(row: ChatRow): ChatSummary {
@@ -117,7 +203,15 @@ function toSummary(row: ChatRow): ChatSummary {
     memberCount: row.memberCount,
     lastActivityAt: row.lastActivityAt,
     membership: row.membership,
+    readSeq: row.readSeq,
+    unreadCount: row.unreadCount,
+    pinned: row.pinned,
+    archived: row.archived,
   };
   if (row.peerId) summary.peerId = row.peerId;
+  if (row.lastMessageSeq !== null && row.lastMessageSenderId !== null && row.lastMessageBody !== null && row.lastMessageCreatedAt !== null) {
+    summary.lastMessage = { seq: row.lastMessageSeq, senderId: row.lastMessageSenderId, body: row.lastMessageBody, createdAt: row.lastMessageCreatedAt };
+  }
+  if (row.mutedUntil !== null) summary.mutedUntil = row.mutedUntil;
   return summary;
 }

@@ -11,7 +11,7 @@ import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
-import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
@@ -157,8 +157,38 @@ export class User extends DurableObject<Env> {
    */
   chatChanged(update: ChatIndexUpdate, now = Date.now()): void {
     if (!this.#exists) return;
-    this.#chatIndex.update(update, now);
+    const summary = this.#chatIndex.update(update, now);
+    if (summary) this.#inboxChanged(summary);
   }
+
+  /**
+   * The account read a chat up to `seq`, on one of its devices: the chat records it
+   * (it keeps read positions) and answers the entry, which is stored and synced here.
+   */
+  async markRead(chatId: string, seq: number, now = Date.now()): Promise<Outcome<ChatSummary>> {
+    const me = attempt(() => this.me());
+    if (!me.ok) return me;
+    const read = await this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).markRead(me.value.userId, seq);
+    if (!read.ok) return read;
+    // Stored through the same merge as the fan-out's updates: a later one may have landed meanwhile.
+    this.#chatIndex.update(read.value, now);
+    const summary = this.#chatIndex.get(chatId)!;
+    this.#inboxChanged(summary);
+    return { ok: true, value: summary };
+  }
+
+  /** The account's own settings of a chat in its list (pinned, muted, archived); the chat is not told. */
+  updateChatSettings(chatId: string, patch: ChatSettingsPatch): Outcome<ChatSummary> {
+    return attempt(() => {
+      if (!this.#exists) throw new AppError("chat_not_found", 404, "no such chat in your list", { retryable: false });
+      const summary = this.#chatIndex.updateSettings(chatId, patch);
+      this.#inboxChanged(summary);
+      return summary;
+    });
+  }
+
+  /** The single place where a change to the chat list leaves for the account's devices. */
+  #inboxChanged(summary: ChatSummary): void {} // pushed to the account's device streams (device-stream)
 
   listChats(query: ChatListQuery): ChatList {
     if (!this.#exists) return { chats: [] };

@@ -9,20 +9,27 @@ import { mintId } from "../../src/lib/minted-id.ts";
 
 type Bundle = Parameters<typeof applyMigrations>[2];
 
-/** The bundle as it was before its later migrations: what an object created by an older version applied. */
-function firstMigrationOnly(bundle: Bundle): Bundle {
-  const [first] = bundle.journal.entries as { tag: string }[];
-  return { journal: { ...bundle.journal, entries: [first] }, migrations: { m0000: (bundle.migrations as Record<string, string>).m0000! } } as unknown as Bundle;
+/** The bundle as it was with its first `count` migrations: what an object created by an older version applied. */
+function firstMigrations(bundle: Bundle, count: number): Bundle {
+  const entries = (bundle.journal.entries as { tag: string }[]).slice(0, count);
+  const all = bundle.migrations as Record<string, string>;
+  const migrations = Object.fromEntries(entries.map((_entry, index) => {
+    const key = `m${String(index).padStart(4, "0")}`;
+    return [key, all[key]!];
+  }));
+  return { journal: { ...bundle.journal, entries }, migrations } as unknown as Bundle;
 }
 
-/** Creates an object's storage with the first schema, as the previous version did, with `rows` written in it. */
-async function createWithFirstSchema(stub: DurableObjectStub, bundle: Bundle, rows: (sql: SqlStorage) => void): Promise<void> {
+/** Creates an object's storage with the first `count` migrations, as an older version did, with `rows` written in it. */
+async function createWithSchema(stub: DurableObjectStub, bundle: Bundle, count: number, rows: (sql: SqlStorage) => void): Promise<void> {
   await runInDurableObject(stub, async (_instance, state) => {
-    await applyMigrations(drizzle(state.storage), state.storage, firstMigrationOnly(bundle));
+    await applyMigrations(drizzle(state.storage), state.storage, firstMigrations(bundle, count));
     rows(state.storage.sql);
   });
   await evictDurableObject(stub);
 }
+
+const createWithFirstSchema = (stub: DurableObjectStub, bundle: Bundle, rows: (sql: SqlStorage) => void) => createWithSchema(stub, bundle, 1, rows);
 
 describe("objects created by the previous schema", () => {
   it("keep their chat and members when the chat's object upgrades to membership periods", async () => {
@@ -56,5 +63,64 @@ describe("objects created by the previous schema", () => {
       { chatId: first, name: "First", lastActivityAt: 1000, headSeq: 0, membership: "member" },
     ]);
     expect(await stub.me()).toMatchObject({ userId, groupAdd: "everyone" });
+  });
+
+  it("number the chat's messages and start read positions at the head when the chat's object upgrades to read positions", async () => {
+    const secret = configFrom(env).hmacSecret;
+    const [chatId, alice, bob, carol] = await Promise.all([mintId(secret, "g"), mintId(secret, "u"), mintId(secret, "u"), mintId(secret, "u")]);
+    // Sends lease tokens from the sender's account: alice has one.
+    await env.USER.get(env.USER.idFromName(alice)).ensureAccount(alice, "+14155550101");
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    await createWithSchema(stub, chatRoomMigrations, 2, (sql) => {
+      sql.exec("INSERT INTO chat (chat_id, kind, name, description, created_by, created_at) VALUES (?, 'group', 'Old', '', ?, 1000)", chatId, alice);
+      sql.exec(
+        "INSERT INTO members (user_id, role, joined_seq, left_seq, notified_seq) VALUES (?, 'admin', 1, NULL, 5), (?, 'member', 1, NULL, 5), (?, 'member', 1, 4, 4)",
+        alice, bob, carol,
+      );
+      sql.exec("INSERT INTO events (seq, type, created_at, actor_id, data) VALUES (1, 'chat.created', 1000, ?, '{}')", alice);
+      const message = "INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body) VALUES (?, 'message', ?, ?, 'dv_x', ?, ?, ?)";
+      sql.exec(message, 2, 2000, alice, "c2", "m2", "hello");
+      sql.exec(message, 3, 3000, bob, "c3", "m3", "hi");
+      sql.exec("INSERT INTO events (seq, type, created_at, actor_id, data) VALUES (4, 'member.left', 4000, ?, '{}')", carol);
+      sql.exec(message, 5, 5000, alice, "c5", "m5", "bye carol");
+    });
+    // Reading the upgraded chat: everything stored before counts as read.
+    expect(await stub.markRead(bob, 2)).toMatchObject({ ok: true, value: { headSeq: 5, readSeq: 5, unreadCount: 0, lastMessage: { seq: 5, senderId: alice, body: "bye carol" } } });
+    const stored = await runInDurableObject(stub, (_instance, state) => ({
+      numbers: state.storage.sql.exec<{ seq: number; message_no: number | null }>("SELECT seq, message_no FROM events ORDER BY seq").toArray(),
+      reads: state.storage.sql.exec<{ user_id: string; read_seq: number }>("SELECT user_id, read_seq FROM members ORDER BY user_id").toArray(),
+    }));
+    expect(stored.numbers).toEqual([
+      { seq: 1, message_no: null },
+      { seq: 2, message_no: 1 },
+      { seq: 3, message_no: 2 },
+      { seq: 4, message_no: null },
+      { seq: 5, message_no: 3 },
+    ]);
+    expect(new Map(stored.reads.map((row) => [row.user_id, row.read_seq]))).toEqual(new Map([[alice, 5], [bob, 5], [carol, 4]]));
+    // The numbering continues: one new message is one unread for bob.
+    expect(await stub.send({ userId: alice, deviceId: "dv_x" }, { clientId: "c6", body: "news" })).toMatchObject({ ok: true, value: { seq: 6 } });
+    expect(await stub.markRead(bob, 5)).toMatchObject({ ok: true, value: { headSeq: 6, readSeq: 5, unreadCount: 1, lastMessage: { seq: 6, body: "news" } } });
+  });
+
+  it("keep their chat list when the account's object upgrades to the inbox, with no settings and nothing read", async () => {
+    const secret = configFrom(env).hmacSecret;
+    const [userId, chatId] = await Promise.all([mintId(secret, "u"), mintId(secret, "g")]);
+    const stub = env.USER.get(env.USER.idFromName(userId));
+    await createWithSchema(stub, userMigrations, 2, (sql) => {
+      sql.exec("INSERT INTO profile (user_id, phone, created_at) VALUES (?, '+14155550102', 1000)", userId);
+      sql.exec(
+        "INSERT INTO chats (chat_id, kind, name, added_at, head_seq, member_count, last_activity_at, membership) VALUES (?, 'group', 'Kept', 1000, 7, 3, 2000, 'member')",
+        chatId,
+      );
+    });
+    const [kept] = (await stub.listChats({ limit: 10 })).chats;
+    expect(kept).toEqual({
+      chatId, kind: "group", name: "Kept", addedAt: 1000, headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member",
+      readSeq: 0, unreadCount: 0, pinned: false, archived: false,
+    });
+    // The chat's next word lands even at the same head (its read position is newer).
+    await stub.chatChanged({ chatId, kind: "group", name: "Kept", headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member", readSeq: 7, unreadCount: 0 });
+    expect(await stub.updateChatSettings(chatId, { pinned: true })).toMatchObject({ ok: true, value: { headSeq: 7, readSeq: 7, pinned: true } });
   });
 });
