@@ -36,7 +36,7 @@ import { AccountSendLeases } from "./account-send-leases.ts";
 import { CatchUp } from "./catch-up.ts";
 import { Sessions, type SessionState } from "./sessions.ts";
 import { deviceTag } from "../sockets/attachments.ts";
-import { answerClose, sendFrame } from "../sockets/socket-io.ts";
+import { sendFrame } from "../sockets/socket-io.ts";
 import { FrameDispatcher } from "../sockets/frame-dispatch.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
@@ -47,6 +47,7 @@ import { AccountFanOut } from "./account-fan-out.ts";
 import { visibleAfter, visibleBefore } from "./visible-events.ts";
 import { MembershipChanges } from "./membership-changes.ts";
 import { chatIndexEntries } from "./chat-index-entry.ts";
+import { StreamPushes, type StreamPage } from "./stream-pushes.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -96,6 +97,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #accountStubs = new Map<string, DurableObjectStub<User>>();
   readonly #changes: MembershipChanges;
   readonly #fanOut: AccountFanOut;
+  readonly #streams: StreamPushes;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -126,6 +128,13 @@ export class ChatRoom extends DurableObject<Env> {
       retryNoLaterThan: (at) => this.#scheduler.noLaterThan("fan-out", at),
       minIntervalMs: this.#config.fanOutIntervalMs,
     });
+    this.#streams = new StreamPushes({
+      storage: ctx.storage,
+      log: () => this.#log,
+      membership: () => this.#membership,
+      push: (userId, push) => this.#memberAccount(userId).streamEvents(push),
+      pageSize: this.#config.catchUpPageSize,
+    });
     this.#changes = new MembershipChanges({
       log: () => this.#log,
       membership: () => this.#membership,
@@ -149,6 +158,7 @@ export class ChatRoom extends DurableObject<Env> {
     await applyMigrations(this.#db, this.ctx.storage, migrations);
     this.#log = new EventLog(this.ctx.storage.sql);
     this.#membership = new Membership(this.#db);
+    this.#streams.restore();
   }
 
   // ---- RPC from the Worker ----
@@ -227,6 +237,36 @@ export class ChatRoom extends DurableObject<Env> {
     });
   }
 
+  // ---- Device streams (RPC from members' User objects) ----
+
+  /**
+   * A device stream resumes this chat from `after` (null: the chat is new to the
+   * device, which starts at the head). Subscribes the account to live pushes (small
+   * chats) and returns the first page of what the device missed.
+   */
+  openStream(userId: string, after: number | null): Outcome<StreamPage> {
+    return attempt(() => {
+      if (after !== null) this.#checkStreamCursor(after);
+      return this.#streams.open(userId, after);
+    });
+  }
+
+  /** The next page of a device stream's catch-up. */
+  streamPage(userId: string, after: number): Outcome<StreamPage> {
+    return attempt(() => {
+      this.#checkStreamCursor(after);
+      return this.#streams.page(userId, after);
+    });
+  }
+
+  #checkStreamCursor(after: number): void {
+    this.#membership.requireChat();
+    const headSeq = this.#log.headSeq;
+    if (!Number.isSafeInteger(after) || after < 0 || after > headSeq) {
+      throw new AppError("invalid_cursor", 400, `the cursor must be a seq between 0 and ${headSeq}`, { retryable: false });
+    }
+  }
+
   // ---- Membership changes (RPC from the Worker; each one event in the log) ----
 
   /**
@@ -302,6 +342,7 @@ export class ChatRoom extends DurableObject<Env> {
   /** After a membership or chat change: the members' sockets get the events, their accounts the news. */
   #changed(events: ChatEvent[], now: number): void {
     this.#sessions.broadcast(events, () => this.ctx.storage.sync());
+    this.#streams.committed();
     // Membership and names change what lists show beyond the head: no waiting.
     this.#fanOut.committed(now, true);
   }
@@ -369,13 +410,11 @@ export class ChatRoom extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.#sessions.forget(ws);
-    answerClose(ws, code);
+    this.#sessions.closed(ws, code);
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
-    log.warn("socket error", describeError(error));
-    this.#sessions.forget(ws);
+    this.#sessions.failed(ws, error);
   }
 
   // ---- Commands ----
@@ -411,7 +450,10 @@ export class ChatRoom extends DurableObject<Env> {
     });
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
     this.#sessions.broadcast(stored, () => this.ctx.storage.sync());
-    if (stored.length > 0) this.#fanOut.committed(now);
+    if (stored.length > 0) {
+      this.#streams.committed();
+      this.#fanOut.committed(now);
+    }
   }
 
   #storeMessage(sender: Sender, input: SendMessageRequest, now: number, stored: ChatEvent[]): SendResult {

@@ -19,6 +19,18 @@ import { Scheduler } from "../lib/scheduler.ts";
 import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
 import { Invitations } from "./invitations.ts";
+import { countInstanceStart } from "../lib/instance-starts.ts";
+import { DeviceStreams, type StreamSession } from "./device-streams.ts";
+import { streamCommands, type StreamCommands } from "./stream-commands.ts";
+import { FrameDispatcher } from "../sockets/frame-dispatch.ts";
+import { deviceTag } from "../sockets/attachments.ts";
+import { sendFrame } from "../sockets/socket-io.ts";
+import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
+import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
+import { failureOf } from "../lib/failure.ts";
+import { CloseCode, Heartbeat, StreamClientFrame } from "../protocol/index.ts";
+import type { StreamPush } from "../chat-room/stream-pushes.ts";
+import type { ChatRoom } from "../chat-room/chat-room.ts";
 
 
 /**
@@ -43,9 +55,38 @@ export class User extends DurableObject<Env> {
   readonly #scheduler: Scheduler<"invitation-expiry">;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
+  readonly #streams: DeviceStreams;
+  readonly #streamFrames: FrameDispatcher<StreamCommands, StreamSession, StreamClientFrame>;
+  /** Stubs of the chats this account's streams talk to (one per chat: calls on one stub arrive in order). */
+  readonly #chatStubs = new Map<string, DurableObjectStub<ChatRoom>>();
+  /**
+   * What stream frames may do, as a private object rather than public methods: a
+   * public method of a Durable Object can be called by anyone holding a stub, over RPC.
+   */
+  readonly #streamContext: StreamCommands = {
+    resume: (ws, session, cursors, respond) => {
+      this.#streams.resume(ws, session, cursors).then(
+        ({ result, announced }) => {
+          respond({ ok: true, value: result });
+          this.#streams.startCatchUp(ws, announced);
+        },
+        (error: unknown) => respond(failureOf(error, { object: "User", during: "resume" })),
+      );
+    },
+    sync: (ws) => this.#streams.sync(ws),
+    send: (session, chatId, input, respond) => {
+      this.#chatRoom(chatId)
+        .send({ userId: session.userId, deviceId: session.deviceId }, input)
+        .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream send" })));
+    },
+    read: (chatId, seq, respond) => {
+      this.markRead(chatId, seq).then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream read" })));
+    },
+  };
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    countInstanceStart("User");
     this.#db = drizzle(ctx.storage, { schema });
     this.#profile = new AccountProfile(this.#db);
     this.#devices = new Devices(this.#db);
@@ -54,6 +95,22 @@ export class User extends DurableObject<Env> {
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
     this.#scheduler = new Scheduler(ctx.storage, { "invitation-expiry": (now) => this.#expireInvitations(now) });
+    this.#streams = new DeviceStreams(ctx, {
+      list: () => this.#chatIndex.list({ limit: Number.MAX_SAFE_INTEGER }).chats,
+      open: (chatId, after) => this.#chatRoom(chatId).openStream(this.me().userId, after),
+      page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.me().userId, after),
+    });
+    this.#streamFrames = new FrameDispatcher({
+      frames: StreamClientFrame,
+      commands: streamCommands,
+      context: this.#streamContext,
+      sessions: this.#streams,
+      maxFrameBytes: Limits.maxFrameBytes,
+      object: "User",
+      frameRate: { perSecond: Limits.streamFramesPerSecond, burst: Limits.streamFrameBurst },
+    });
+    // Heartbeats are answered by the runtime itself: an idle account never wakes for them.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
       if (hasSchema(ctx.storage)) await this.#openStorage();
     });
@@ -157,8 +214,10 @@ export class User extends DurableObject<Env> {
    */
   chatChanged(update: ChatIndexUpdate, now = Date.now()): void {
     if (!this.#exists) return;
+    // The entry before the update tells the streams whether the account just joined.
+    const previous = this.#streams.size > 0 ? this.#chatIndex.get(update.chatId) : null;
     const summary = this.#chatIndex.update(update, now);
-    if (summary) this.#inboxChanged(summary);
+    if (summary) this.#inboxChanged(summary, previous);
   }
 
   /**
@@ -168,7 +227,7 @@ export class User extends DurableObject<Env> {
   async markRead(chatId: string, seq: number, now = Date.now()): Promise<Outcome<ChatSummary>> {
     const me = attempt(() => this.me());
     if (!me.ok) return me;
-    const read = await this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId)).markRead(me.value.userId, seq);
+    const read = await this.#chatRoom(chatId).markRead(me.value.userId, seq);
     if (!read.ok) return read;
     // Stored through the same merge as the fan-out's updates: a later one may have landed meanwhile.
     this.#chatIndex.update(read.value, now);
@@ -188,7 +247,61 @@ export class User extends DurableObject<Env> {
   }
 
   /** The single place where a change to the chat list leaves for the account's devices. */
-  #inboxChanged(summary: ChatSummary): void {} // pushed to the account's device streams (device-stream)
+  #inboxChanged(summary: ChatSummary, previous: ChatSummary | null = summary): void {
+    this.#streams.chatChanged(previous, summary);
+  }
+
+  // ---- Device streams (GET /chat) ----
+
+  /**
+   * Opens a device stream: the Worker verified the token's signature, and the device is
+   * checked here, where its record is (no other object is asked).
+   */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({ error: { code: "validation_failed", message: "expected a WebSocket upgrade", retryable: false } }, { status: 426 });
+    }
+    const now = Date.now();
+    const opened = attempt(() => {
+      const identity = ForwardedIdentity.read(request.headers);
+      if (!this.#exists || this.me().userId !== identity.userId) throw new AppError("device_revoked", 401, "this device was logged out");
+      this.#devices.check(identity.deviceId, now);
+      return identity;
+    });
+    if (!opened.ok) return refuseUpgrade(request.headers, opened.error);
+    const { userId, deviceId, tokenExpiresAt } = opened.value;
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    this.#streams.accept(server, { userId, deviceId, openedAt: now, expiresAt: tokenExpiresAt, phase: "new" }, Limits.maxStreamsPerDevice);
+    sendFrame(server, { type: "stream.ready", userId, deviceId });
+    return upgradeResponse(request.headers, client);
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.#streamFrames.receive(ws, message);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.#streams.closed(ws, code);
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    this.#streams.failed(ws, error);
+  }
+
+  /** A chat's new events for the account's streams (RPC from the ChatRoom); false when none is open. */
+  streamEvents(push: StreamPush): boolean {
+    return this.#streams.deliver(push);
+  }
+
+  #chatRoom(chatId: string): DurableObjectStub<ChatRoom> {
+    let stub = this.#chatStubs.get(chatId);
+    if (!stub) {
+      if (this.#chatStubs.size >= 4096) this.#chatStubs.clear();
+      stub = this.env.CHAT_ROOM.get(this.env.CHAT_ROOM.idFromName(chatId));
+      this.#chatStubs.set(chatId, stub);
+    }
+    return stub;
+  }
 
   listChats(query: ChatListQuery): ChatList {
     if (!this.#exists) return { chats: [] };
@@ -271,6 +384,7 @@ export class User extends DurableObject<Env> {
    * opened too many to list).
    */
   async #closeDeviceSockets(deviceId: string, now = Date.now()): Promise<void> {
+    this.#streams.closeTagged(deviceTag(deviceId), CloseCode.deviceRevoked, "device_revoked");
     const chatIds = this.#openChatSockets.chatsOf(deviceId, now) ?? this.#chatIndex.chatIds();
     this.#openChatSockets.forget(deviceId);
     const results = await Promise.allSettled(
