@@ -1,5 +1,13 @@
 /** The TypeScript SDK. It depends on the protocol schemas only, never on server code. */
 export { ApiClient, ApiError, type ApiClientOptions, type ApiRequestOptions, type LoginOptions } from "./api-client.ts";
 export { ChatConnection, type ChatConnectionOptions, type ConnectionStatus } from "./chat-connection.ts";
+export {
+  CursorStore,
+  MemoryCursorStorage,
+  WebStorageCursorStorage,
+  type AcceptOptions,
+  type CursorStorage,
+  type WebStorageLike,
+} from "./cursor-store.ts";
 export { Outbox, SendError } from "./outbox.ts";
 export * from "../protocol/index.ts";
