@@ -6,13 +6,15 @@ import {
   Heartbeat,
   ServerFrame,
   shouldReconnect,
+  SendResult,
   type ErrorBody,
   type ReplyFrame,
   type EventEnvelope,
-  type SendResult,
+  type SendFrame,
 } from "../protocol/index.ts";
 import { ApiError, type ApiClient } from "./api-client.ts";
-import { Outbox } from "./outbox.ts";
+import { CursorStore } from "./cursor-store.ts";
+import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
 
 export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
 
@@ -21,6 +23,20 @@ export type ChatConnectionOptions = {
   chatId: string;
   /** The last seq this client has: every later event is delivered, in order, once. */
   after?: number;
+  /**
+   * The account's cursors, shared with its other connections (the device stream, other
+   * chats): the socket resumes from the chat's cursor there, and an event another
+   * connection already delivered is not delivered again. Default: a store of its own.
+   * With a shared store, `after` only sets a cursor the store does not have yet.
+   */
+  cursors?: CursorStore;
+  /**
+   * The account's outbox, shared with its other connections: this socket sends the
+   * chat's messages while it is open, others (or REST) when it is not, and closing this
+   * connection leaves them waiting. Default: an outbox of its own over this socket and
+   * REST, whose waiting messages are rejected when the connection closes.
+   */
+  outbox?: Outbox;
   /** A WebSocket constructor (defaults to the global one: browsers, Node 22+). */
   WebSocket?: unknown;
   /** Heartbeat interval; the connection is replaced after two without an answer. */
@@ -39,7 +55,8 @@ type Listeners = {
 /**
  * One open chat: a reconnecting socket that resumes from the last seq it delivered,
  * pages through catch-up, delivers every event exactly once in seq order, and sends
- * through an ordered, idempotent outbox.
+ * through an ordered, idempotent outbox. For every chat of an account on one socket,
+ * see DeviceStream; both can share a CursorStore and an Outbox.
  *
  * @example
  * const chat = new ChatConnection({ api, chatId, after: lastSeqOnDisk });
@@ -51,7 +68,18 @@ export class ChatConnection {
   readonly chatId: string;
   readonly #api: ApiClient;
   readonly #options: ChatConnectionOptions;
+  readonly #cursors: CursorStore;
   readonly #outbox: Outbox;
+  /** Whether the outbox is this connection's own (its messages end with the connection). */
+  readonly #ownOutbox: boolean;
+  /** How the outbox sends on this socket. */
+  readonly #transport: SendTransport = {
+    canSend: (chatId) => chatId === this.chatId && this.#ready && this.#socket?.readyState === ReconnectingWebSocket.OPEN,
+    send: (message) => this.#sendFrame(message),
+  };
+  #detachOutbox: (() => void) | null = null;
+  /** Sends on the current socket waiting for their reply, by frame id. */
+  readonly #sends = new Map<string, { resolve: (result: SendResult) => void; reject: (error: unknown) => void }>();
   readonly #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     event: new Set(),
     status: new Set(),
@@ -59,34 +87,38 @@ export class ChatConnection {
     closed: new Set(),
   };
   #socket: ReconnectingWebSocket | null = null;
-  #cursor: number | undefined;
   /** Who this connection is signed in as (from the `ready` frame). */
   #userId: string | undefined;
   #status: ConnectionStatus = "closed";
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #lastHeardAt = 0;
   #syncCounter = 0;
+  #sendCounter = 0;
+  /** Whether the current socket said `ready`: sends may go on it. */
+  #ready = false;
 
   constructor(options: ChatConnectionOptions) {
     this.chatId = options.chatId;
     this.#api = options.api;
     this.#options = options;
-    this.#cursor = options.after;
-    this.#outbox = new Outbox((frame) => this.#transmit(JSON.stringify(frame)));
+    this.#cursors = options.cursors ?? new CursorStore();
+    if (options.after !== undefined && this.#cursors.get(this.chatId) === undefined) this.#cursors.set(this.chatId, options.after);
+    this.#ownOutbox = !options.outbox;
+    this.#outbox = options.outbox ?? new Outbox({ api: options.api });
   }
 
   /** The seq of the last event delivered (undefined before the first connection). */
   get cursor(): number | undefined {
-    return this.#cursor;
+    return this.#cursors.get(this.chatId);
   }
 
   get status(): ConnectionStatus {
     return this.#status;
   }
 
-  /** Messages waiting for their SENT ack. */
+  /** Messages of this chat waiting for their SENT ack. */
   get pendingSends(): number {
-    return this.#outbox.size;
+    return this.#outbox.pending(this.chatId).length;
   }
 
   on<K extends keyof Listeners>(type: K, listener: Listeners[K]): () => void {
@@ -97,8 +129,10 @@ export class ChatConnection {
   connect(): void {
     if (this.#socket) return;
     this.#setStatus("connecting");
+    // After the device stream, before REST.
+    this.#detachOutbox = this.#outbox.attach(this.#transport, 1);
     const socket = new ReconnectingWebSocket(
-      () => this.#api.socketUrl(this.chatId, this.#cursor),
+      () => this.#api.socketUrl(this.chatId, this.cursor),
       async () => ["chat.v1", `bearer.${await this.#credentials()}`],
       {
         WebSocket: this.#options.WebSocket,
@@ -111,16 +145,19 @@ export class ChatConnection {
     );
     socket.addEventListener("message", (event) => this.#receive(String(event.data)));
     socket.addEventListener("close", () => {
-      this.#outbox.disconnected();
+      this.#lostSends();
       if (this.#status !== "closed") this.#setStatus("connecting");
     });
     this.#socket = socket;
     this.#startHeartbeat();
   }
 
-  /** Queues a message; resolves with its SENT ack (seq, id, time). */
+  /**
+   * Queues a message in the outbox; resolves with its SENT ack (seq, id, time). It goes
+   * on this socket when open, else on another transport of the outbox (REST).
+   */
   send(body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
-    return this.#outbox.enqueue(body, options);
+    return this.#outbox.send(this.chatId, body, options);
   }
 
   /** Drops the socket and resumes on a new one (for example after the network changed). */
@@ -128,10 +165,13 @@ export class ChatConnection {
     this.#socket?.reconnect(CloseCode.normal, "client reconnect");
   }
 
-  /** Closes the connection; it does not reconnect. Waiting sends are rejected. */
+  /**
+   * Closes the connection; it does not reconnect. Waiting sends are rejected, unless
+   * the outbox is shared (then another connection or REST sends them).
+   */
   close(): void {
     this.#stop();
-    this.#outbox.failAll({ code: "unavailable", message: "the connection was closed", retryable: true });
+    if (this.#ownOutbox) this.#outbox.discard(this.chatId, { code: "unavailable", message: "the connection was closed", retryable: true });
   }
 
   #receive(text: string): void {
@@ -148,45 +188,69 @@ export class ChatConnection {
     switch (frame.type) {
       case "ready":
         this.#userId = frame.userId;
-        this.#cursor ??= frame.headSeq;
+        // Without a cursor the socket opened live at the head: the app starts there.
+        if (this.cursor === undefined) this.#cursors.set(this.chatId, frame.headSeq);
         this.#setStatus(frame.catchingUp ? "catching-up" : "live");
-        this.#outbox.connected();
+        this.#ready = true;
+        this.#outbox.wake();
         return;
       case "events":
         return this.#deliver(frame.events, frame.more);
       case "reply":
         if (frame.id.startsWith("sync")) return this.#syncAnswered(frame);
-        this.#outbox.handleReply(frame);
-        return;
+        return this.#sendAnswered(frame);
       case "error":
         return this.#emit("error", frame.error);
     }
   }
 
   #deliver(events: EventEnvelope[], more: boolean): void {
-    for (const event of events) {
-      const cursor = this.#cursor ?? event.seq - 1;
-      if (event.seq <= cursor) continue; // already delivered (a resend after reconnect)
-      if (event.seq !== cursor + 1 && !this.#startsMyPeriod(event)) {
-        // Never expected from the server; resuming from the cursor repairs it.
-        this.#socket?.reconnect(CloseCode.normal, "gap");
-        return;
-      }
-      this.#cursor = event.seq;
+    // Already delivered events (a resend after reconnect, or brought by another connection) are dropped.
+    const fresh = this.#cursors.accept(this.chatId, events, this.#userId === undefined ? {} : { userId: this.#userId });
+    for (const event of fresh) {
       const known = ChatEvent.safeParse(event);
       if (known.success) this.#emit("event", known.data); // unknown types are skipped, not a gap
+    }
+    const last = events.at(-1);
+    if (last && (this.cursor ?? 0) < last.seq) {
+      // A gap: never expected from the server; resuming from the cursor repairs it.
+      this.#socket?.reconnect(CloseCode.normal, "gap");
+      return;
     }
     if (more) this.#requestNextPage();
     else this.#setStatus("live");
   }
 
-  /**
-   * Between two of this user's membership periods the server sends nothing: the next
-   * event after a period is the `member.added` that starts the following one.
-   */
-  #startsMyPeriod(event: EventEnvelope): boolean {
-    const known = ChatEvent.safeParse(event);
-    return known.success && known.data.type === "member.added" && known.data.members.some((member) => member.userId === this.#userId);
+  /** One attempt of the outbox's on this socket: resolves with the ack. */
+  #sendFrame(message: OutboxMessage): Promise<SendResult> {
+    return new Promise((resolve, reject) => {
+      const id = `m${++this.#sendCounter}`;
+      const frame: SendFrame = { type: "send", id, clientId: message.clientId, body: message.body };
+      if (message.replyToSeq !== undefined) frame.replyToSeq = message.replyToSeq;
+      this.#sends.set(id, { resolve, reject });
+      if (!this.#transmit(JSON.stringify(frame))) {
+        this.#sends.delete(id);
+        reject(new ConnectionLost("the chat socket is not open"));
+      }
+    });
+  }
+
+  #sendAnswered(reply: ReplyFrame): void {
+    const pending = this.#sends.get(reply.id);
+    if (!pending) return;
+    this.#sends.delete(reply.id);
+    if (!reply.ok) return pending.reject(new SendError(reply.error));
+    const result = SendResult.safeParse(reply.result);
+    if (result.success) pending.resolve(result.data);
+    else pending.reject(new ConnectionLost("unreadable acknowledgement"));
+  }
+
+  /** The socket closed: sends waiting for a reply on it go again, elsewhere or on the next socket. */
+  #lostSends(): void {
+    this.#ready = false;
+    const lost = [...this.#sends.values()];
+    this.#sends.clear();
+    for (const pending of lost) pending.reject(new ConnectionLost());
   }
 
   #requestNextPage(): void {
@@ -239,7 +303,7 @@ export class ChatConnection {
 
   #finalClose(code: number, reason: string): void {
     this.#stop();
-    this.#outbox.failAll({ code: "unavailable", message: `the server closed the chat: ${reason || code}`, retryable: false });
+    if (this.#ownOutbox) this.#outbox.discard(this.chatId, { code: "unavailable", message: `the server closed the chat: ${reason || code}`, retryable: false });
     this.#emit("closed", code, reason);
   }
 
@@ -249,6 +313,9 @@ export class ChatConnection {
     this.#heartbeat = null;
     this.#socket?.close(CloseCode.normal, "client closed");
     this.#socket = null;
+    this.#lostSends();
+    this.#detachOutbox?.();
+    this.#detachOutbox = null;
   }
 
   #startHeartbeat(): void {

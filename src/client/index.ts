@@ -9,5 +9,15 @@ export {
   type CursorStorage,
   type WebStorageLike,
 } from "./cursor-store.ts";
-export { Outbox, SendError } from "./outbox.ts";
+export {
+  ConnectionLost,
+  MemoryOutboxStorage,
+  Outbox,
+  SendError,
+  WebStorageOutboxStorage,
+  type OutboxMessage,
+  type OutboxOptions,
+  type OutboxStorage,
+  type SendTransport,
+} from "./outbox.ts";
 export * from "../protocol/index.ts";
