@@ -1,5 +1,6 @@
 /** The TypeScript SDK. It depends on the protocol schemas only, never on server code. */
 export { ApiClient, ApiError, type ApiClientOptions, type ApiRequestOptions, type LoginOptions } from "./api-client.ts";
+export { DeviceStream, StreamRequestError, streamUrl, type DeviceStreamOptions } from "./device-stream.ts";
 export { ChatConnection, type ChatConnectionOptions, type ConnectionStatus } from "./chat-connection.ts";
 export {
   CursorStore,

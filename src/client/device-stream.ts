@@ -1,0 +1,618 @@
+import ReconnectingWebSocket from "partysocket/ws";
+import { z } from "zod";
+import {
+  ChatEvent,
+  ChatSummary,
+  CloseCode,
+  ErrorResponse,
+  EventEnvelope,
+  EventsFrameEnvelope,
+  Heartbeat,
+  HistoryPage,
+  Limits,
+  ResumeResult,
+  SendResult,
+  StreamServerFrame,
+  shouldReconnect,
+  type ErrorBody,
+  type ReplyFrame,
+  type StreamClientFrame,
+  type StreamSendFrame,
+} from "../protocol/index.ts";
+import { ApiError, type ApiClient } from "./api-client.ts";
+import type { ConnectionStatus } from "./chat-connection.ts";
+import { CursorStore } from "./cursor-store.ts";
+import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+
+export type DeviceStreamOptions = {
+  api: ApiClient;
+  /**
+   * Where the device is in each chat, shared with its chat sockets if it opens any.
+   * The stream resumes from every cursor here. Give it persistent storage to resume
+   * where the app stopped. Default: an empty store in memory (a new device).
+   */
+  cursors?: CursorStore;
+  /** The account's outbox, shared with chat sockets if any. Default: one of its own, over this stream and REST. */
+  outbox?: Outbox;
+  /** A WebSocket constructor (defaults to the global one: browsers, Node 22+). */
+  WebSocket?: unknown;
+  /** Heartbeat interval; the connection is replaced after two without an answer. */
+  heartbeatMs?: number;
+  /**
+   * How long a small chat's entry may announce events the stream has not brought,
+   * once live, before they are fetched over REST history (default 3 s).
+   */
+  restFallbackMs?: number;
+};
+
+type Listeners = {
+  /** An event of a chat, each exactly once and in seq order per chat (across the stream, REST fetches and shared chat sockets). */
+  event: (chatId: string, event: ChatEvent) => void;
+  /** A chat's list entry: new to this device, or changed (renamed, unread count, read elsewhere, settings, left or removed). */
+  chat: (chat: ChatSummary) => void;
+  status: (status: ConnectionStatus) => void;
+  /** Error frames, refusals the SDK could not act on, frames it could not read. */
+  error: (error: ErrorBody) => void;
+  /** The server closed the stream for good (4000-4499): the code says why. */
+  closed: (code: number, reason: string) => void;
+};
+
+/** A request on the stream (a `read`) that the server refused. */
+export class StreamRequestError extends Error {
+  readonly error: ErrorBody;
+  constructor(error: ErrorBody) {
+    super(`${error.code}: ${error.message}`);
+    this.name = "StreamRequestError";
+    this.error = error;
+  }
+  get code(): ErrorBody["code"] {
+    return this.error.code;
+  }
+}
+
+/** A history page read leniently: event types this SDK does not know still parse (and are skipped). */
+const HistoryPageEnvelope = HistoryPage.extend({ events: z.array(EventEnvelope) });
+
+/** Delay before another try after a failure whose cause may pass (network, 5xx): 0.5 s doubling to 30 s. */
+function backoffMs(failures: number): number {
+  return Math.min(30_000, 500 * 2 ** Math.max(0, failures - 1)) * (0.75 + Math.random() / 2);
+}
+
+/** The WebSocket URL of the device stream. */
+export function streamUrl(baseUrl: string): string {
+  const url = new URL(`${baseUrl.replace(/\/+$/, "")}/chat`);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.toString();
+}
+
+/**
+ * Every chat of the account on one socket (GET /chat): the device resumes with its
+ * cursor in every chat it knows, catches up in batches, then receives every chat's
+ * events and list entries live. Reconnects with jittered backoff, refreshes an expired
+ * token, stops for good on close codes that say not to reconnect.
+ *
+ * Events reach the app through the cursor store, so each is delivered once and in
+ * order per chat. What the stream does not carry is fetched over REST history from
+ * the cursor: chats of more than `Limits.maxStreamedChatMembers` members and former
+ * chats whose entry shows new events, and a small chat whose entry shows events that
+ * do not follow within `restFallbackMs`.
+ *
+ * @example
+ * const stream = new DeviceStream({ api, cursors: new CursorStore(new WebStorageCursorStorage(localStorage)) });
+ * stream.on("chat", (chat) => drawListEntry(chat));
+ * stream.on("event", (chatId, event) => show(chatId, event));
+ * stream.connect();
+ * const ack = await stream.send(chatId, "hello");
+ */
+export class DeviceStream {
+  readonly #api: ApiClient;
+  readonly #options: DeviceStreamOptions;
+  readonly #cursors: CursorStore;
+  readonly #outbox: Outbox;
+  readonly #ownOutbox: boolean;
+  readonly #transport: SendTransport = {
+    canSend: () => this.#resumed && this.#socket?.readyState === ReconnectingWebSocket.OPEN,
+    send: (message) => this.#sendFrame(message),
+  };
+  #detachOutbox: (() => void) | null = null;
+  readonly #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
+    event: new Set(),
+    chat: new Set(),
+    status: new Set(),
+    error: new Set(),
+    closed: new Set(),
+  };
+  #socket: ReconnectingWebSocket | null = null;
+  #status: ConnectionStatus = "closed";
+  #userId: string | undefined;
+  #deviceId: string | undefined;
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
+  #lastHeardAt = 0;
+  #frameCounter = 0;
+  /** The id of the `resume` waiting for its reply on this socket. */
+  #resumeId: string | null = null;
+  /** Whether this socket's `resume` was answered: sends and reads may go on it. */
+  #resumed = false;
+  /** `chat` frames still to come that announce what the resume reply counted. */
+  #announcing = 0;
+  /** Requests on the current socket waiting for their reply, by frame id. */
+  readonly #requests = new Map<string, { resolve: (result: unknown) => void; reject: (error: unknown) => void }>();
+  readonly #chats = new Map<string, ChatSummary>();
+  /** REST fetches running, by chat; events the stream brings meanwhile wait in `#held`. */
+  readonly #fetches = new Set<string>();
+  /** Chats whose entry moved on while their fetch ran: read once more when it ends. */
+  readonly #fetchAgain = new Set<string>();
+  readonly #held = new Map<string, EventEnvelope[]>();
+  /** Small chats whose entry announced a head the stream has not brought yet. */
+  readonly #expected = new Map<string, { seq: number; timer: ReturnType<typeof setTimeout> }>();
+
+  constructor(options: DeviceStreamOptions) {
+    this.#api = options.api;
+    this.#options = options;
+    this.#cursors = options.cursors ?? new CursorStore();
+    this.#ownOutbox = !options.outbox;
+    this.#outbox = options.outbox ?? new Outbox({ api: options.api });
+  }
+
+  get status(): ConnectionStatus {
+    return this.#status;
+  }
+
+  /** The cursor store the stream delivers through. */
+  get cursors(): CursorStore {
+    return this.#cursors;
+  }
+
+  /** The latest list entry of every chat the stream told of. */
+  get chats(): ReadonlyMap<string, ChatSummary> {
+    return this.#chats;
+  }
+
+  /** The device this stream is signed in as (after the first connection). */
+  get deviceId(): string | undefined {
+    return this.#deviceId;
+  }
+
+  /** Messages waiting for their SENT ack, in every chat. */
+  get pendingSends(): number {
+    return this.#outbox.size;
+  }
+
+  on<K extends keyof Listeners>(type: K, listener: Listeners[K]): () => void {
+    this.#listeners[type].add(listener);
+    return () => this.#listeners[type].delete(listener);
+  }
+
+  connect(): void {
+    if (this.#socket) return;
+    this.#setStatus("connecting");
+    this.#detachOutbox = this.#outbox.attach(this.#transport, 0);
+    const socket = new ReconnectingWebSocket(
+      () => streamUrl(this.#api.baseUrl),
+      async () => ["chat.v1", `bearer.${await this.#credentials()}`],
+      {
+        WebSocket: this.#options.WebSocket,
+        minReconnectionDelay: 200 + Math.random() * 800, // jitter: a herd does not return at once
+        maxReconnectionDelay: 15_000,
+        connectionTimeout: 10_000,
+        maxEnqueuedMessages: 0, // every connection starts with its own resume
+        shouldReconnectOnClose: (event) => this.#shouldReconnect(event.code, event.reason),
+      },
+    );
+    socket.addEventListener("message", (event) => this.#receive(String(event.data)));
+    socket.addEventListener("close", () => {
+      this.#socketGone();
+      if (this.#status !== "closed") this.#setStatus("connecting");
+    });
+    this.#socket = socket;
+    this.#startHeartbeat();
+  }
+
+  /**
+   * Queues a message in the outbox; resolves with its SENT ack (seq, id, time). It goes
+   * on this stream when open, else on a chat socket of the shared outbox, else REST.
+   */
+  send(chatId: string, body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
+    return this.#outbox.send(chatId, body, options);
+  }
+
+  /**
+   * The user has read `chatId` up to `seq`: its unread count clears on every device
+   * (their streams get the entry). Over the stream when it is open, else over REST.
+   * Resolves with the chat's entry; rejects with a StreamRequestError or an ApiError.
+   */
+  async markRead(chatId: string, seq: number): Promise<ChatSummary> {
+    if (this.#transport.canSend(chatId)) {
+      try {
+        return ChatSummary.parse(await this.#request({ type: "read", id: this.#nextId("read"), chatId, seq }));
+      } catch (error) {
+        // Lost with the socket, or refused for now (the stream's frame rate): REST. A read is idempotent.
+        const retry = error instanceof ConnectionLost || (error instanceof StreamRequestError && error.error.retryable);
+        if (!retry) throw error;
+      }
+    }
+    return this.#api.markRead(chatId, seq);
+  }
+
+  /** Drops the socket and resumes on a new one (for example after the network changed). */
+  reconnect(): void {
+    this.#socket?.reconnect(CloseCode.normal, "client reconnect");
+  }
+
+  /**
+   * Closes the stream; it does not reconnect. Waiting sends are rejected, unless the
+   * outbox is shared (then a chat socket or REST sends them).
+   */
+  close(): void {
+    this.#stop();
+    if (this.#ownOutbox) this.#outbox.discard(undefined, { code: "unavailable", message: "the stream was closed", retryable: true });
+  }
+
+  // ---- Frames ----
+
+  #receive(text: string): void {
+    this.#lastHeardAt = Date.now();
+    if (text === Heartbeat.response) return;
+    let frame: StreamServerFrame | EventsFrameEnvelope;
+    try {
+      const raw = JSON.parse(text) as { type?: unknown };
+      // Events are read leniently so a newer server's event types cannot stall the stream.
+      frame = raw.type === "events" ? EventsFrameEnvelope.parse(raw) : StreamServerFrame.parse(raw);
+    } catch {
+      return this.#emit("error", { code: "internal", message: "unreadable frame from the server", retryable: false });
+    }
+    switch (frame.type) {
+      case "stream.ready":
+        this.#userId = frame.userId;
+        this.#deviceId = frame.deviceId;
+        return this.#resume();
+      case "reply":
+        return this.#answered(frame);
+      case "chat":
+        return this.#chatChanged(frame.chat);
+      case "events":
+        return this.#streamEvents(frame.chatId, frame.events);
+      case "catching_up":
+        // A batch ended (of the resume's catch-up, or of a chat joined while live): the next one.
+        this.#transmit({ type: "sync", id: this.#nextId("sync") });
+        return;
+      case "synced":
+        this.#setStatus("live");
+        return;
+      case "error":
+        return this.#emit("error", frame.error);
+    }
+  }
+
+  /** The first frame of every connection: where the device is in each chat it knows. */
+  #resume(): void {
+    const cursors = Object.fromEntries(Object.entries(this.#cursors.all()).slice(0, Limits.maxStreamCursors));
+    this.#resumeId = this.#nextId("resume");
+    this.#announcing = 0;
+    this.#setStatus("catching-up");
+    this.#transmit({ type: "resume", id: this.#resumeId, cursors });
+  }
+
+  #answered(reply: ReplyFrame): void {
+    if (reply.id === this.#resumeId) return this.#resumeAnswered(reply);
+    if (reply.id.startsWith("sync")) return this.#syncAnswered(reply);
+    const request = this.#requests.get(reply.id);
+    if (!request) return;
+    this.#requests.delete(reply.id);
+    if (reply.ok) request.resolve(reply.result);
+    else request.reject(new StreamRequestError(reply.error));
+  }
+
+  #resumeAnswered(reply: ReplyFrame): void {
+    this.#resumeId = null;
+    if (!reply.ok) {
+      this.#emit("error", reply.error);
+      // A cursor the server refuses (beyond a chat's head) cannot be fixed by retrying.
+      if (!reply.error.retryable) return this.#finalClose(CloseCode.badRequest, reply.error.code);
+      const socket = this.#socket;
+      setTimeout(() => socket === this.#socket && socket?.reconnect(CloseCode.normal, "resume again"), reply.error.retryAfterMs ?? 1000);
+      return;
+    }
+    const result = ResumeResult.safeParse(reply.result);
+    if (result.success) {
+      for (const chatId of result.data.unknownChats) this.#cursors.forget(chatId);
+      this.#announcing = result.data.announced;
+    }
+    this.#resumed = true;
+    this.#outbox.wake();
+  }
+
+  /** Catch-up batches are paced by the client: a refused `sync` is sent again when the server says. */
+  #syncAnswered(reply: ReplyFrame): void {
+    if (reply.ok) return;
+    if (!reply.error.retryable) return this.#emit("error", reply.error);
+    const socket = this.#socket;
+    setTimeout(() => socket === this.#socket && this.#transmit({ type: "sync", id: this.#nextId("sync") }), reply.error.retryAfterMs ?? 1000);
+  }
+
+  /**
+   * A chat's entry. Right after the resume reply come the announcements: chats the
+   * device did not list, live from their head (the app starts there), and chats the
+   * stream does not carry that moved past the device's cursor. Later entries show
+   * changes; an entry ahead of the cursor is either followed by its events (small
+   * chats) or fetched over REST (big and former chats).
+   */
+  #chatChanged(chat: ChatSummary): void {
+    const { chatId } = chat;
+    const announcement = this.#announcing > 0;
+    if (announcement) this.#announcing--;
+    this.#chats.set(chatId, chat);
+    this.#emit("chat", chat);
+    const cursor = this.#cursors.get(chatId);
+    const streamed = chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers;
+    if (cursor === undefined) {
+      // Announced: live from its head. Otherwise a chat the account just joined: a small
+      // one's events follow from the start of the membership, a big one's are fetched.
+      if (announcement) this.#cursors.set(chatId, chat.headSeq);
+      else if (chat.membership === "member" && !streamed) this.#fetch(chatId);
+      return;
+    }
+    if (chat.headSeq <= cursor) return;
+    if (announcement || !streamed) this.#fetch(chatId);
+    else this.#expect(chatId, chat.headSeq);
+  }
+
+  #streamEvents(chatId: string, events: EventEnvelope[]): void {
+    if (this.#fetches.has(chatId)) {
+      this.#held.set(chatId, [...(this.#held.get(chatId) ?? []), ...events]);
+      return;
+    }
+    const rest = this.#deliver(chatId, events);
+    if (rest.length > 0) {
+      // A gap before these (never expected from the server): REST history fills it first.
+      this.#held.set(chatId, rest);
+      this.#fetch(chatId);
+    }
+  }
+
+  /** Delivers what the store takes; returns the events after a gap, which it did not take. */
+  #deliver(chatId: string, events: readonly EventEnvelope[], jumps = false): EventEnvelope[] {
+    const fresh = this.#cursors.accept(chatId, events, { ...(this.#userId === undefined ? {} : { userId: this.#userId }), jumps });
+    for (const event of fresh) {
+      const known = ChatEvent.safeParse(event);
+      if (known.success) this.#emit("event", chatId, known.data); // unknown types are skipped, not a gap
+    }
+    const cursor = this.#cursors.get(chatId) ?? 0;
+    const expected = this.#expected.get(chatId);
+    if (expected && cursor >= expected.seq) {
+      clearTimeout(expected.timer);
+      this.#expected.delete(chatId);
+    }
+    return events.filter((event) => event.seq > cursor);
+  }
+
+  // ---- What the stream does not carry: REST history ----
+
+  /** A small chat's entry is ahead of the cursor: its events should follow; if not, they are fetched. */
+  #expect(chatId: string, seq: number): void {
+    const current = this.#expected.get(chatId);
+    if (current) {
+      current.seq = Math.max(current.seq, seq);
+      return;
+    }
+    const check = () => {
+      const entry = this.#expected.get(chatId);
+      if (!entry || this.#status === "closed") return;
+      if ((this.#cursors.get(chatId) ?? 0) >= entry.seq) {
+        this.#expected.delete(chatId);
+        return;
+      }
+      // While catching up (or reconnecting, which resumes) the stream may still bring them.
+      if (this.#status !== "live") {
+        entry.timer = setTimeout(check, this.#options.restFallbackMs ?? 3_000);
+        return;
+      }
+      this.#expected.delete(chatId);
+      this.#fetch(chatId);
+    };
+    this.#expected.set(chatId, { seq, timer: setTimeout(check, this.#options.restFallbackMs ?? 3_000) });
+  }
+
+  /**
+   * Reads the chat's history after the cursor up to its head and delivers it; then the
+   * events the stream brought meanwhile. One fetch per chat at a time.
+   */
+  #fetch(chatId: string): void {
+    if (this.#status === "closed") return;
+    if (this.#fetches.has(chatId)) {
+      this.#fetchAgain.add(chatId);
+      return;
+    }
+    this.#fetches.add(chatId);
+    void (async () => {
+      do await this.#fetchHistory(chatId);
+      while (this.#fetchAgain.delete(chatId) && this.#status !== "closed");
+    })().finally(() => {
+      this.#fetches.delete(chatId);
+      this.#fetchAgain.delete(chatId);
+    });
+  }
+
+  async #fetchHistory(chatId: string): Promise<void> {
+    let failures = 0;
+    let rereadForGap = false;
+    for (;;) {
+      if (this.#status === "closed") return;
+      let page: z.infer<typeof HistoryPageEnvelope>;
+      try {
+        page = await this.#historyPage(chatId, this.#cursors.get(chatId) ?? 0);
+        failures = 0;
+      } catch (error) {
+        const body = error instanceof ApiError ? error.body : null;
+        if (body && !body.retryable) {
+          this.#emit("error", body);
+          // The stream's own events are not lost for it.
+          this.#deliver(chatId, this.#takeHeld(chatId), true);
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, body?.retryAfterMs ?? backoffMs(++failures)));
+        continue;
+      }
+      // History leaves out exactly what the user may not see: its jumps are not gaps.
+      this.#deliver(chatId, page.events, true);
+      if (page.hasMore) continue;
+      const held = this.#takeHeld(chatId);
+      const rest = this.#deliver(chatId, held);
+      if (rest.length === 0) return;
+      if (rereadForGap) {
+        // History was read after these arrived and shows nothing between: nothing is missing.
+        this.#deliver(chatId, rest, true);
+        return;
+      }
+      // Pushed after the page was read: read once more.
+      rereadForGap = true;
+      this.#held.set(chatId, rest);
+    }
+  }
+
+  #takeHeld(chatId: string): EventEnvelope[] {
+    const held = this.#held.get(chatId) ?? [];
+    this.#held.delete(chatId);
+    return held;
+  }
+
+  async #historyPage(chatId: string, after: number): Promise<z.infer<typeof HistoryPageEnvelope>> {
+    const response = await this.#api.request("GET", `/api/chats/${encodeURIComponent(chatId)}/messages?after=${after}&limit=${Limits.maxPageSize}`);
+    const json: unknown = await response.json().catch(() => null);
+    if (!response.ok) {
+      const parsed = ErrorResponse.safeParse(json);
+      throw new ApiError(
+        response.status,
+        parsed.success ? parsed.data.error : { code: "internal", message: `HTTP ${response.status}`, retryable: response.status >= 500 },
+      );
+    }
+    return HistoryPageEnvelope.parse(json);
+  }
+
+  // ---- Requests: sends (for the outbox) and reads ----
+
+  #sendFrame(message: OutboxMessage): Promise<SendResult> {
+    const frame: StreamSendFrame = { type: "send", id: this.#nextId("send"), chatId: message.chatId, clientId: message.clientId, body: message.body };
+    if (message.replyToSeq !== undefined) frame.replyToSeq = message.replyToSeq;
+    return this.#request(frame).then(
+      (result) => {
+        const ack = SendResult.safeParse(result);
+        if (!ack.success) throw new ConnectionLost("unreadable acknowledgement");
+        return ack.data;
+      },
+      (error: unknown) => {
+        throw error instanceof StreamRequestError ? new SendError(error.error) : error;
+      },
+    );
+  }
+
+  /** Sends a frame answered by a reply; rejects with ConnectionLost if the socket goes first. */
+  #request(frame: StreamClientFrame): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.#requests.set(frame.id, { resolve, reject });
+      if (!this.#transmit(frame)) {
+        this.#requests.delete(frame.id);
+        reject(new ConnectionLost("the device stream is not open"));
+      }
+    });
+  }
+
+  /** The socket closed: requests on it go again (sends elsewhere, reads over REST), and the next socket resumes. */
+  #socketGone(): void {
+    this.#resumed = false;
+    this.#resumeId = null;
+    this.#announcing = 0;
+    const lost = [...this.#requests.values()];
+    this.#requests.clear();
+    for (const request of lost) request.reject(new ConnectionLost());
+  }
+
+  // ---- Connection ----
+
+  /**
+   * The access token for the next connection. When getting one needs a refresh that
+   * the server refuses for good (unknown or reused refresh token, device logged out),
+   * no connection can succeed: stop, as a 4001 or 4009 close would.
+   */
+  async #credentials(): Promise<string> {
+    try {
+      return await this.#api.accessToken();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        const code = error.code === "device_revoked" ? CloseCode.deviceRevoked : CloseCode.unauthorized;
+        queueMicrotask(() => {
+          if (this.#status !== "closed") this.#finalClose(code, error.code);
+        });
+      }
+      throw error;
+    }
+  }
+
+  #shouldReconnect(code: number, reason: string): boolean {
+    if (this.#status === "closed") return false;
+    if (shouldReconnect(code)) return true;
+    if (code === CloseCode.unauthorized) {
+      // The token was refused or expired: refresh it once, then try again.
+      this.#api.refresh().then(
+        () => this.#socket?.reconnect(),
+        () => this.#finalClose(code, reason),
+      );
+      return false;
+    }
+    this.#finalClose(code, reason);
+    return false;
+  }
+
+  #finalClose(code: number, reason: string): void {
+    this.#stop();
+    if (this.#ownOutbox) this.#outbox.discard(undefined, { code: "unavailable", message: `the server closed the stream: ${reason || code}`, retryable: false });
+    this.#emit("closed", code, reason);
+  }
+
+  #stop(): void {
+    this.#setStatus("closed");
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    for (const { timer } of this.#expected.values()) clearTimeout(timer);
+    this.#expected.clear();
+    this.#socket?.close(CloseCode.normal, "client closed");
+    this.#socket = null;
+    this.#socketGone();
+    this.#detachOutbox?.();
+    this.#detachOutbox = null;
+  }
+
+  #startHeartbeat(): void {
+    const interval = this.#options.heartbeatMs ?? 30_000;
+    this.#lastHeardAt = Date.now();
+    this.#heartbeat = setInterval(() => {
+      if (this.#socket?.readyState !== ReconnectingWebSocket.OPEN) return;
+      if (Date.now() - this.#lastHeardAt > 2 * interval) {
+        this.#lastHeardAt = Date.now();
+        this.#socket.reconnect(CloseCode.normal, "heartbeat timeout");
+        return;
+      }
+      this.#socket.send(Heartbeat.request);
+    }, interval);
+  }
+
+  #nextId(kind: "resume" | "sync" | "send" | "read"): string {
+    return `${kind}${++this.#frameCounter}`;
+  }
+
+  #transmit(frame: StreamClientFrame): boolean {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== ReconnectingWebSocket.OPEN) return false;
+    return socket.send(JSON.stringify(frame));
+  }
+
+  #setStatus(status: ConnectionStatus): void {
+    if (this.#status === status) return;
+    this.#status = status;
+    this.#emit("status", status);
+  }
+
+  #emit<K extends keyof Listeners>(type: K, ...args: Parameters<Listeners[K]>): void {
+    for (const listener of this.#listeners[type]) (listener as (...a: Parameters<Listeners[K]>) => void)(...args);
+  }
+}

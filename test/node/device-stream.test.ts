@@ -1,0 +1,288 @@
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  CursorStore,
+  DeviceStream,
+  type ApiClient,
+  type ChatEvent,
+  type ChatSummary,
+  type SendMessageRequest,
+  type SendResult,
+} from "../../src/client/index.ts";
+
+const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
+const PEER = "u_PPPPPPPPPPPPPPPPPPPPPP";
+const DEVICE = "dv_DDDDDDDDDDDDDDDDDDDDDD";
+const SMALL = "g_SSSSSSSSSSSSSSSSSSSSSS";
+const BIG = "g_BBBBBBBBBBBBBBBBBBBBBB";
+const NEW = "g_NNNNNNNNNNNNNNNNNNNNNN";
+const GONE = "g_GGGGGGGGGGGGGGGGGGGGGG";
+
+const message = (seq: number): ChatEvent => ({
+  type: "message",
+  seq,
+  createdAt: seq,
+  messageId: `id-${seq}`,
+  senderId: PEER,
+  senderDeviceId: DEVICE,
+  clientId: `c-${seq}`,
+  body: `message ${seq}`,
+});
+const messages = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => message(from + i));
+
+function summary(chatId: string, headSeq: number, extra: Partial<ChatSummary> = {}): ChatSummary {
+  return {
+    chatId,
+    kind: "group",
+    name: "chat",
+    addedAt: 1,
+    headSeq,
+    memberCount: 3,
+    lastActivityAt: 1,
+    membership: "member",
+    readSeq: 0,
+    unreadCount: 0,
+    pinned: false,
+    archived: false,
+    ...extra,
+  };
+}
+
+/** A WebSocket the test plays the server of. Every instance is kept, newest last. */
+class FakeSocket extends EventTarget {
+  static instances: FakeSocket[] = [];
+  static latest(): FakeSocket {
+    return FakeSocket.instances.at(-1)!;
+  }
+  readyState = 0;
+  binaryType = "blob";
+  readonly sent: string[] = [];
+  constructor(
+    readonly url: string,
+    readonly protocols?: string | string[],
+  ) {
+    super();
+    FakeSocket.instances.push(this);
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.dispatchEvent(new Event("open"));
+      this.receive({ type: "stream.ready", userId: ME, deviceId: DEVICE });
+    }, 0);
+  }
+  send(data: string): void {
+    this.sent.push(data);
+  }
+  close(): void {
+    this.readyState = 3;
+  }
+  /** The client's JSON frames, parsed. */
+  frames(): { type: string; id: string; [key: string]: unknown }[] {
+    return this.sent.filter((text) => text.startsWith("{")).map((text) => JSON.parse(text) as { type: string; id: string });
+  }
+  lastFrame(type: string) {
+    const frame = this.frames().findLast((f) => f.type === type);
+    if (!frame) throw new Error(`no ${type} frame sent`);
+    return frame;
+  }
+  receive(frame: object): void {
+    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
+  }
+  reply(id: string, result: unknown): void {
+    this.receive({ type: "reply", id, ok: true, result });
+  }
+  /** The server closes the socket. */
+  drop(code: number, reason = ""): void {
+    this.readyState = 3;
+    this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: true }));
+  }
+}
+
+/** The REST side: history from a per-chat log, sends answered by the test, reads answered at once. */
+class FakeApi {
+  readonly baseUrl = "https://chat.example";
+  readonly log = new Map<string, ChatEvent[]>();
+  readonly historyReads: string[] = [];
+  readonly sends: { chatId: string; request: SendMessageRequest; resolve: (result: SendResult) => void }[] = [];
+  refreshes = 0;
+  accessToken = async () => "token";
+  refresh = async () => {
+    this.refreshes++;
+    return {};
+  };
+  request = async (method: string, path: string): Promise<Response> => {
+    const url = new URL(path, this.baseUrl);
+    const chatId = decodeURIComponent(url.pathname.split("/")[3]!);
+    this.historyReads.push(`${method} ${url.pathname}${url.search}`);
+    const after = Number(url.searchParams.get("after"));
+    const events = (this.log.get(chatId) ?? []).filter((event) => event.seq > after);
+    return Response.json({ events, hasMore: false, headSeq: events.at(-1)?.seq ?? after });
+  };
+  sendMessage = (chatId: string, request: SendMessageRequest): Promise<SendResult> =>
+    new Promise((resolve) => this.sends.push({ chatId, request, resolve }));
+}
+
+const streams: DeviceStream[] = [];
+afterEach(() => {
+  for (const stream of streams.splice(0)) stream.close();
+  FakeSocket.instances = [];
+});
+
+/** A stream over a fake socket; resolves once it sent its `resume`. */
+async function open(cursors: Record<string, number> = {}, restFallbackMs = 50) {
+  const api = new FakeApi();
+  const store = new CursorStore();
+  for (const [chatId, seq] of Object.entries(cursors)) store.set(chatId, seq);
+  const stream = new DeviceStream({ api: api as unknown as ApiClient, cursors: store, WebSocket: FakeSocket, restFallbackMs });
+  streams.push(stream);
+  const delivered: { chatId: string; seq: number }[] = [];
+  stream.on("event", (chatId, event) => delivered.push({ chatId, seq: event.seq }));
+  stream.connect();
+  await until(() => FakeSocket.instances.length > 0 && FakeSocket.latest().frames().some((f) => f.type === "resume"));
+  return { api, store, stream, delivered, socket: FakeSocket.latest() };
+}
+
+/** Resumes and answers like a server with nothing to catch up. */
+async function openLive(cursors: Record<string, number> = {}, restFallbackMs = 50) {
+  const opened = await open(cursors, restFallbackMs);
+  opened.socket.reply(opened.socket.lastFrame("resume").id, { behind: 0, announced: 0, unknownChats: [] });
+  opened.socket.receive({ type: "synced" });
+  return opened;
+}
+
+async function until(condition: () => boolean, what = "the condition"): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  if (!condition()) throw new Error(`never happened: ${what}`);
+}
+
+const seqsOf = (delivered: { chatId: string; seq: number }[], chatId: string) => delivered.filter((d) => d.chatId === chatId).map((d) => d.seq);
+
+describe("the device stream client", () => {
+  it("resumes with every cursor, answers each batch with sync, and delivers each event once", async () => {
+    const { socket, stream, delivered, store } = await open({ [SMALL]: 1 });
+    expect(socket.url).toBe("wss://chat.example/chat");
+    expect(socket.protocols).toEqual(["chat.v1", "bearer.token"]);
+    expect(socket.lastFrame("resume")).toMatchObject({ cursors: { [SMALL]: 1 } });
+    expect(stream.status).toBe("catching-up");
+    socket.reply(socket.lastFrame("resume").id, { behind: 1, announced: 0, unknownChats: [] });
+    socket.receive({ type: "events", chatId: SMALL, events: messages(2, 3), more: true });
+    socket.receive({ type: "catching_up", behind: 1 });
+    expect(socket.frames().filter((f) => f.type === "sync")).toHaveLength(1);
+    socket.receive({ type: "events", chatId: SMALL, events: messages(3, 4), more: false });
+    socket.receive({ type: "synced" });
+    expect(stream.status).toBe("live");
+    expect(seqsOf(delivered, SMALL)).toEqual([2, 3, 4]);
+    expect(store.get(SMALL)).toBe(4);
+  });
+
+  it("starts an announced chat at its head and forgets chats the server says the account never had", async () => {
+    const { socket, delivered, store } = await open({ [GONE]: 5 });
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [GONE] });
+    socket.receive({ type: "chat", chat: summary(NEW, 7) });
+    socket.receive({ type: "synced" });
+    // A reconnection now resumes the chat from its head: nothing after it is missed.
+    expect(store.all()).toEqual({ [NEW]: 7 });
+    socket.receive({ type: "events", chatId: NEW, events: messages(8, 8), more: false });
+    expect(seqsOf(delivered, NEW)).toEqual([8]);
+  });
+
+  it("delivers a chat joined while live from its first event", async () => {
+    const { socket, delivered } = await openLive();
+    socket.receive({ type: "chat", chat: summary(NEW, 1) });
+    socket.receive({ type: "events", chatId: NEW, events: messages(1, 1), more: false });
+    expect(seqsOf(delivered, NEW)).toEqual([1]);
+  });
+
+  it("fetches a big chat's new events over REST history from the cursor, once", async () => {
+    const { socket, api, delivered } = await openLive({ [BIG]: 3 });
+    api.log.set(BIG, messages(1, 6));
+    socket.receive({ type: "chat", chat: summary(BIG, 6, { memberCount: 300 }) });
+    await until(() => delivered.length === 3, "the fetched events");
+    expect(api.historyReads).toEqual([`GET /api/chats/${BIG}/messages?after=3&limit=200`]);
+    expect(seqsOf(delivered, BIG)).toEqual([4, 5, 6]);
+  });
+
+  it("fetches the rest of a membership that ended while the device was away", async () => {
+    const { socket, api, delivered } = await open({ [SMALL]: 2 });
+    api.log.set(SMALL, messages(1, 4));
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [] });
+    socket.receive({ type: "chat", chat: summary(SMALL, 4, { membership: "removed" }) });
+    await until(() => delivered.length === 2, "the rest of the membership");
+    expect(seqsOf(delivered, SMALL)).toEqual([3, 4]);
+  });
+
+  it("fetches a small chat's events over REST when its entry is ahead and they do not follow", async () => {
+    const { socket, api, delivered } = await openLive({ [SMALL]: 2 });
+    api.log.set(SMALL, messages(1, 4));
+    socket.receive({ type: "chat", chat: summary(SMALL, 4) });
+    await until(() => delivered.length === 2, "the fetched events");
+    expect(seqsOf(delivered, SMALL)).toEqual([3, 4]);
+    // The stream's copies, when they come late, are not delivered again.
+    socket.receive({ type: "events", chatId: SMALL, events: messages(3, 5), more: false });
+    expect(seqsOf(delivered, SMALL)).toEqual([3, 4, 5]);
+  });
+
+  it("does not fetch when the events follow the entry", async () => {
+    const { socket, api, delivered } = await openLive({ [SMALL]: 2 }, 20);
+    socket.receive({ type: "chat", chat: summary(SMALL, 3) });
+    socket.receive({ type: "events", chatId: SMALL, events: messages(3, 3), more: false });
+    socket.receive({ type: "chat", chat: summary(SMALL, 4) });
+    socket.receive({ type: "events", chatId: SMALL, events: messages(4, 4), more: false });
+    // Another chat's fetch, started after both waits would have ended, marks the time.
+    api.log.set(BIG, messages(1, 1));
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    socket.receive({ type: "chat", chat: summary(BIG, 1, { memberCount: 300 }) });
+    await until(() => api.historyReads.length === 1);
+    expect(api.historyReads[0]).toContain(BIG);
+    expect(seqsOf(delivered, SMALL)).toEqual([3, 4]);
+  });
+
+  it("fills a gap in the stream's events from REST history before delivering what follows it", async () => {
+    const { socket, api, delivered } = await openLive({ [SMALL]: 2 });
+    api.log.set(SMALL, messages(1, 5));
+    socket.receive({ type: "events", chatId: SMALL, events: messages(5, 6), more: false });
+    socket.receive({ type: "events", chatId: SMALL, events: messages(7, 7), more: false });
+    await until(() => delivered.length === 5, "the gap filled");
+    expect(seqsOf(delivered, SMALL)).toEqual([3, 4, 5, 6, 7]);
+  });
+
+  it("sends on the stream, and after a lost connection again over REST with the same clientId", async () => {
+    const { socket, stream, api } = await openLive();
+    const ack = stream.send(SMALL, "hello");
+    await until(() => socket.frames().some((f) => f.type === "send"));
+    const frame = socket.lastFrame("send");
+    expect(frame).toMatchObject({ chatId: SMALL, body: "hello" });
+    socket.drop(1006);
+    await until(() => api.sends.length === 1, "the REST send");
+    expect(api.sends[0]).toMatchObject({ chatId: SMALL, request: { clientId: frame.clientId, body: "hello" } });
+    api.sends[0]!.resolve({ seq: 9, messageId: "m", createdAt: 1, duplicate: true });
+    expect(await ack).toMatchObject({ seq: 9 });
+  });
+
+  it("marks a chat read over the stream", async () => {
+    const { socket, stream } = await openLive();
+    const read = stream.markRead(SMALL, 4);
+    const frame = socket.lastFrame("read");
+    expect(frame).toMatchObject({ chatId: SMALL, seq: 4 });
+    socket.reply(frame.id, summary(SMALL, 4, { readSeq: 4 }));
+    expect(await read).toMatchObject({ readSeq: 4, unreadCount: 0 });
+  });
+
+  it("refreshes the token on 4001 and resumes from the cursors on a new socket", async () => {
+    const { socket, api, store } = await openLive({ [SMALL]: 2 });
+    socket.receive({ type: "events", chatId: SMALL, events: messages(3, 3), more: false });
+    socket.drop(4001, "token_expired");
+    await until(() => FakeSocket.instances.length === 2 && FakeSocket.latest().frames().some((f) => f.type === "resume"), "a new resume");
+    expect(api.refreshes).toBe(1);
+    expect(FakeSocket.latest().lastFrame("resume")).toMatchObject({ cursors: { [SMALL]: 3 } });
+    expect(store.get(SMALL)).toBe(3);
+  });
+
+  it("stops for good when the device is revoked", async () => {
+    const { socket, stream } = await openLive();
+    const closes: number[] = [];
+    stream.on("closed", (code) => closes.push(code));
+    socket.drop(4009, "device_revoked");
+    expect(closes).toEqual([4009]);
+    expect(stream.status).toBe("closed");
+  });
+});
