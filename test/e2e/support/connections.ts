@@ -1,20 +1,29 @@
-import { ChatConnection, type ChatConnectionOptions } from "../../../src/client/index.ts";
-import { record } from "./waiting.ts";
+import { ChatConnection, DeviceStream, type ChatConnectionOptions, type DeviceStreamOptions } from "../../../src/client/index.ts";
+import { record, recordStream } from "./waiting.ts";
 
 /**
- * The SDK connections a test file opens, each recorded (events and statuses) and
- * closed together when the file ends.
+ * The SDK connections a test file opens (chat sockets and device streams), each
+ * recorded (events and statuses) and closed together when the file ends.
  */
 export class OpenConnections {
-  readonly #open: ChatConnection[] = [];
+  readonly #open: (ChatConnection | DeviceStream)[] = [];
 
-  /** Opens a connection and records what it delivers. */
+  /** Opens a chat connection and records what it delivers. */
   connect(options: ChatConnectionOptions) {
     const connection = new ChatConnection(options);
     this.#open.push(connection);
     const recorded = record(connection);
     connection.connect();
     return { connection, ...recorded };
+  }
+
+  /** Opens a device stream and records what it delivers. */
+  stream(options: DeviceStreamOptions) {
+    const stream = new DeviceStream(options);
+    this.#open.push(stream);
+    const recorded = recordStream(stream);
+    stream.connect();
+    return { stream, ...recorded };
   }
 
   closeAll(): void {
