@@ -131,7 +131,7 @@ export async function loginNewUser(api: ServerApi, phone: string): Promise<Bench
 // ---------------------------------------------------------------------------
 // Chat sockets
 
-export type SocketFailure = { stage: "handshake" | "ready" | "open"; detail: string };
+export type SocketFailure = { stage: "handshake" | "ready" | "resume" | "open"; detail: string };
 
 export type ChatSocketOptions = {
   url: string;
@@ -336,8 +336,11 @@ export class ChatSocket {
   }
 }
 
+/** What the order and loss checks count on a socket (a chat socket or a device stream). */
+export type CheckedSocket = { gaps: number; duplicates: number; failure: SocketFailure | null };
+
 /** Order and loss counters summed over sockets. */
-export function integrityOf(sockets: readonly ChatSocket[]): { gaps: number; duplicates: number; failures: number; failureSamples: string[] } {
+export function integrityOf(sockets: readonly CheckedSocket[]): { gaps: number; duplicates: number; failures: number; failureSamples: string[] } {
   let gaps = 0;
   let duplicates = 0;
   const failed: string[] = [];
@@ -350,6 +353,6 @@ export function integrityOf(sockets: readonly ChatSocket[]): { gaps: number; dup
 }
 
 /** Closes many sockets, a bounded number at a time. */
-export async function closeAll(sockets: readonly ChatSocket[]): Promise<void> {
+export async function closeAll(sockets: readonly { close(): Promise<void> }[]): Promise<void> {
   await mapPool(sockets, 200, (socket) => socket.close());
 }

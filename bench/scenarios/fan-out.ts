@@ -1,5 +1,6 @@
 /**
- * Group fan-out at stepped offered rates: one sender per chat sends open loop and
+ * Group fan-out at stepped offered rates: one sender per chat sends open loop (or
+ * several members in turn, see FanOutRoom) and
  * every member's socket must get every message once, in order. A step passes when
  * 100% arrived (within the drain timeout) with p99 <= 50 ms; the knee is the highest
  * passing rate (every lower rate passing too). Stepping goes on past latency-only
@@ -7,17 +8,43 @@
  * deliveries beyond the drain timeout.
  *
  * Three shapes share this code: one chat of 100 members, one of 1,000, and 100
- * chats of 10 (the total rate spread evenly over the chats).
+ * chats of 10 (the total rate spread evenly over the chats). The stepping takes any
+ * member connection, so the device stream's group scenario runs it too
+ * (device-streams.ts).
  */
 import { Targets, type SteppedRates } from "../scenarios.ts";
 import type { Target } from "../targets/target.ts";
-import { closeAll, integrityOf, type ChatSocket } from "../client.ts";
+import { closeAll, integrityOf, type CheckedSocket } from "../client.ts";
 import { LatencyRecorder, type LatencySummary } from "../lib/latency.ts";
 import { runOpenLoop, sleep, waitUntil } from "../lib/open-loop.ts";
 import { round } from "../lib/process-stats.ts";
 import { fmt, indexInPhase, micros, ms, openSockets, perSecond, PhaseMeter, ratio, serverCpuMicrosPer, serverCpuSeconds, settleAfterSetup, verdict, type CpuFigures, type FiguresByTarget, type RunContext, type Scenario, type TableRow } from "../lib/scenario.ts";
 
-type Room = { chatId: string; sender: ChatSocket; sockets: ChatSocket[] };
+/** What the stepping needs of a member's connection: a chat socket or a device stream. */
+export type MemberConnection = CheckedSocket & {
+  /** Message events received. */
+  messages: number;
+  /** Replies to this connection's sends. */
+  repliesOk: number;
+  repliesFailed: number;
+  onMessage?: ((seq: number, clientId: string, receivedAt: number, ...rest: never[]) => void) | undefined;
+  close(): Promise<void>;
+};
+
+/**
+ * One chat under load: every member's connection, and those that send, in turn (the
+ * chat sockets' scenarios: one; `senders[k]` sends the room's messages k, k + n, ...).
+ * `send(k, ...)` sends one message on `senders[k]`.
+ */
+export type FanOutRoom = {
+  chatId: string;
+  sockets: MemberConnection[];
+  senders: MemberConnection[];
+  send: (k: number, id: string, clientId: string, body: string) => void;
+};
+
+/** Which of the room's senders sends message `index` of a step (message i goes to room i mod rooms). */
+const senderOf = (index: number, rooms: number, senders: number): number => Math.floor(index / rooms) % senders;
 
 export type StepFigures = {
   offeredRate: number;
@@ -63,25 +90,25 @@ export type FanOutFigures = {
   serverCpuPerCopy: { atRate: number; step: "reference rate" | "highest passing step" | "first step"; usPerCopy: number } | null;
 };
 
-async function openRooms(target: Target, chats: number, membersPerChat: number, context: RunContext): Promise<Room[]> {
+async function openRooms(target: Target, chats: number, membersPerChat: number, context: RunContext): Promise<FanOutRoom[]> {
   const users = await target.users(chats * membersPerChat);
-  const rooms: Room[] = [];
+  const chatIds: string[] = [];
   for (let c = 0; c < chats; c++) {
     const members = users.slice(c * membersPerChat, (c + 1) * membersPerChat);
-    const chatId = await target.createGroup(members, `fan-out ${c}`);
-    rooms.push({ chatId, sender: null!, sockets: members.map(() => null!) });
+    chatIds.push(await target.createGroup(members, `fan-out ${c}`));
   }
-  const specs = rooms.flatMap((room, c) => users.slice(c * membersPerChat, (c + 1) * membersPerChat).map((user) => ({ url: target.socketUrl(room.chatId), user })));
+  const specs = chatIds.flatMap((chatId, c) => users.slice(c * membersPerChat, (c + 1) * membersPerChat).map((user) => ({ url: target.socketUrl(chatId), user })));
   const sockets = await openSockets(specs, 100);
-  rooms.forEach((room, c) => {
-    room.sockets = sockets.slice(c * membersPerChat, (c + 1) * membersPerChat);
-    room.sender = room.sockets[0]!;
+  const rooms = chatIds.map((chatId, c) => {
+    const members = sockets.slice(c * membersPerChat, (c + 1) * membersPerChat);
+    const sender = members[0]!;
+    return { chatId, sockets: members, senders: [sender], send: (_k: number, id: string, clientId: string, body: string) => sender.sendMessage(id, clientId, body) };
   });
   context.log(`    ${target.name}: ${sockets.length} sockets open in ${chats} chat(s)`);
   return rooms;
 }
 
-async function runStep(target: Target, rooms: Room[], rate: number, stepping: SteppedRates, maxP99Ms: number, context: RunContext): Promise<StepFigures> {
+async function runStep(target: Target, rooms: FanOutRoom[], rate: number, stepping: SteppedRates, maxP99Ms: number, context: RunContext, phase: string): Promise<StepFigures> {
   const count = Math.max(1, Math.round(rate * stepping.stepSeconds));
   const tagDot = `${context.nextTag("f")}.`;
   const intendedAt = new Float64Array(count);
@@ -93,23 +120,23 @@ async function runStep(target: Target, rooms: Room[], rate: number, stepping: St
   const allSockets = rooms.flatMap((room) => room.sockets);
   for (const room of rooms) {
     for (const socket of room.sockets) {
-      const isSender = socket === room.sender;
+      const slot = room.senders.indexOf(socket);
       socket.onMessage = (_seq, clientId, receivedAt) => {
         const index = indexInPhase(clientId, tagDot);
         if (index < 0 || index >= count) return; // a straggler from an earlier step
         received[index]!++;
-        if (isSender) return;
+        if (slot >= 0 && senderOf(index, rooms.length, room.senders.length) === slot) return; // the sender's own copy
         deliveries++;
         lastDeliveryAt = receivedAt;
         latency.recordMs(receivedAt - intendedAt[index]!);
       };
     }
   }
-  const senders = rooms.map((room) => room.sender);
+  const senders = rooms.flatMap((room) => room.senders);
   const repliesBefore = senders.reduce((sum, s) => sum + s.repliesOk, 0);
   const failuresBefore = senders.reduce((sum, s) => sum + s.repliesFailed, 0);
   const integrityBefore = integrityOf(allSockets);
-  const meter = new PhaseMeter(target, context, `fan-out-${rooms.length}x${receiversPerMessage}-${rate}`);
+  const meter = new PhaseMeter(target, context, `${phase}-${rooms.length}x${receiversPerMessage}-${rate}`);
   await meter.start();
   const loop = await runOpenLoop({
     count,
@@ -117,7 +144,8 @@ async function runStep(target: Target, rooms: Room[], rate: number, stepping: St
     // Message i goes to chat i mod chats: each chat gets rate/chats, evenly spaced.
     send: (index, intended) => {
       intendedAt[index] = intended;
-      rooms[index % rooms.length]!.sender.sendMessage(`${tagDot}${index}`, `${tagDot}${index}`, context.body);
+      const room = rooms[index % rooms.length]!;
+      room.send(senderOf(index, rooms.length, room.senders.length), `${tagDot}${index}`, `${tagDot}${index}`, context.body);
     },
   });
   const expectedDeliveries = loop.sent * (receiversPerMessage - 1);
@@ -152,15 +180,20 @@ async function runStep(target: Target, rooms: Room[], rate: number, stepping: St
   };
 }
 
-async function runStepped(target: Target, context: RunContext, shape: { chats: number; membersPerChat: number }, stepping: SteppedRates, maxP99Ms: number): Promise<FanOutFigures> {
-  const rooms = await openRooms(target, shape.chats, shape.membersPerChat, context);
+/**
+ * Opens the rooms (`open`, setup), then steps through the rates; `phase` names the
+ * measured phases (CPU profiles).
+ */
+export async function runStepped(target: Target, context: RunContext, open: () => Promise<FanOutRoom[]>, stepping: SteppedRates, maxP99Ms: number, phase = "fan-out"): Promise<FanOutFigures> {
+  const rooms = await open();
+  const shape = { chats: rooms.length, membersPerChat: rooms[0]?.sockets.length ?? 0 };
   const steps: StepFigures[] = [];
   try {
     await settleAfterSetup(target, context);
     await warmUp(rooms, stepping, context);
     for (const rate of stepping.rates) {
       if (performance.now() > context.deadline) break;
-      const step = await runStep(target, rooms, rate, stepping, maxP99Ms, context);
+      const step = await runStep(target, rooms, rate, stepping, maxP99Ms, context, phase);
       steps.push(step);
       context.log(
         `    ${target.name} @ ${rate} msg/s: ${step.deliveries}/${step.expectedDeliveries} delivered, p99 ${step.latency.p99Ms} ms, ` +
@@ -201,13 +234,13 @@ async function runStepped(target: Target, context: RunContext, shape: { chats: n
  * through a chat run cold code (V8 optimizes the send and broadcast paths after a
  * few hundred calls), which would otherwise land in the first step's p99.
  */
-async function warmUp(rooms: Room[], stepping: SteppedRates, context: RunContext): Promise<void> {
+async function warmUp(rooms: FanOutRoom[], stepping: SteppedRates, context: RunContext): Promise<void> {
   const tag = context.nextTag("fw");
   const before = rooms.map((room) => room.sockets.map((socket) => socket.messages));
   const count = Math.max(1, stepping.warmupMessages);
   for (let i = 0; i < count; i++) {
     const room = rooms[i % rooms.length]!;
-    room.sender.sendMessage(`${tag}.${i}`, `${tag}.${i}`, context.body);
+    room.send(senderOf(i, rooms.length, room.senders.length), `${tag}.${i}`, `${tag}.${i}`, context.body);
     await sleep(1000 / stepping.rates[0]!);
   }
   // Every socket has every warm-up message of its chat.
@@ -216,7 +249,7 @@ async function warmUp(rooms: Room[], stepping: SteppedRates, context: RunContext
   await sleep(200);
 }
 
-function steppedRows(figures: FiguresByTarget<FanOutFigures>, kneeTarget: number, rates: number[]): TableRow[] {
+export function steppedRows(figures: FiguresByTarget<FanOutFigures>, kneeTarget: number, rates: number[]): TableRow[] {
   const { workerd, bare } = figures;
   const kneeText = (f?: FanOutFigures) => {
     if (!f) return "-";
@@ -272,7 +305,7 @@ function cpuPerCopyRow(workerd: FanOutFigures | undefined, bare: FanOutFigures |
   };
 }
 
-function steppedNotes(label: string, figures: FiguresByTarget<FanOutFigures>): string[] {
+export function steppedNotes(label: string, figures: FiguresByTarget<FanOutFigures>): string[] {
   const notes: string[] = [];
   for (const [name, f] of Object.entries(figures)) {
     if (!f) continue;
@@ -293,7 +326,7 @@ function singleChatFanOut(name: "fanOut100" | "fanOut1000", title: string, label
     targets: ["workerd", "bare"],
     run(target, context) {
       const p = context.params[name];
-      return runStepped(target, context, { chats: 1, membersPerChat: p.members }, p, Targets[name].p99Ms);
+      return runStepped(target, context, () => openRooms(target, 1, p.members, context), p, Targets[name].p99Ms);
     },
     rows(figures, context) {
       const p = context.params[name];
@@ -312,7 +345,7 @@ export const manyChats: Scenario<FanOutFigures> = {
   targets: ["workerd", "bare"],
   run(target, context) {
     const p = context.params.manyChats;
-    return runStepped(target, context, { chats: p.chats, membersPerChat: p.membersPerChat }, p, Targets.manyChats.p99Ms);
+    return runStepped(target, context, () => openRooms(target, p.chats, p.membersPerChat, context), p, Targets.manyChats.p99Ms);
   },
   rows(figures, context) {
     const p = context.params.manyChats;
