@@ -6,6 +6,15 @@
  * scenarios run against it unchanged. The ratio workerd/bare is the cost of the
  * platform and of our server code.
  *
+ * It also serves a minimal device stream (`GET /chat`): `stream.ready`, `resume`
+ * answered with the plan, a `chat` frame per chat the device did not list, pages of
+ * the chats it is behind on in batches ended by `catching_up` (the client's `sync`
+ * asks for the next), `synced`, then every message of the account's chats pushed live;
+ * `send` on the stream is acknowledged and pushed like one on a chat socket. Chats
+ * and their members are registered by the launcher when the benchmark creates them
+ * (`POST /bare/chats`, setup); nothing else of the account exists (no list entries
+ * beyond the announcement, no reads, no membership changes).
+ *
  * Run directly (`node bench/targets/bare-server.ts --port 0`) it serves and prints
  * `listening <port>`; imported, `startBareServer()` launches it as a child process
  * (its own process, like workerd, so the client's CPU is not shared with it).
@@ -27,7 +36,12 @@ const MAX_FRAME_BYTES = 6 * 64 * 1024 + 4096;
 // ---------------------------------------------------------------------------
 // The server program
 
+/** The Worker's Limits.maxPageBytes: event JSON per catch-up page, and per device stream batch. */
+const PAGE_BYTES = 256 * 1024;
+
 type Session = { ws: WebSocket; userId: string; deviceId: string; cursor: number; live: boolean };
+/** A device stream: `behind` holds the chats it is catching up on (their live events wait for the pages). */
+type StreamSession = { ws: WebSocket; userId: string; deviceId: string; phase: "new" | "catching_up" | "live"; behind: Map<string, number> };
 type MessageEvent = {
   type: "message";
   seq: number;
@@ -38,33 +52,81 @@ type MessageEvent = {
   clientId: string;
   body: string;
 };
-type Room = { chatId: string; headSeq: number; createdAt: number; log: MessageEvent[]; sessions: Set<Session> };
+type Room = {
+  chatId: string;
+  kind: "group" | "direct";
+  name: string;
+  headSeq: number;
+  createdAt: number;
+  /** Registered by the launcher when the benchmark creates the chat; a chat socket alone needs none. */
+  members: Set<string>;
+  /** The JSON text of each message event: log[i] holds seq i + 2 (seq 1 is the creation, not kept). */
+  log: string[];
+  sessions: Set<Session>;
+  /** Resumed device streams of the members. */
+  streams: Set<StreamSession>;
+};
+type Account = { chats: Set<string>; streams: Set<StreamSession> };
 
 function serve(port: number): void {
   const rooms = new Map<string, Room>();
+  const accounts = new Map<string, Account>();
   const roomOf = (chatId: string): Room => {
     let room = rooms.get(chatId);
     if (!room) {
       // seq 1 is the chat's creation, as in the Worker.
-      room = { chatId, headSeq: 1, createdAt: Date.now(), log: [], sessions: new Set() };
+      room = { chatId, kind: chatId.startsWith("d_") ? "direct" : "group", name: "bare", headSeq: 1, createdAt: Date.now(), members: new Set(), log: [], sessions: new Set(), streams: new Set() };
       rooms.set(chatId, room);
     }
     return room;
   };
+  const accountOf = (userId: string): Account => {
+    let account = accounts.get(userId);
+    if (!account) {
+      account = { chats: new Set(), streams: new Set() };
+      accounts.set(userId, account);
+    }
+    return account;
+  };
 
   const http = createServer((request, response) => {
-    if (request.url === "/healthz") response.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
-    else response.writeHead(404).end();
+    if (request.url === "/healthz") {
+      response.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
+    } else if (request.url === "/bare/chats" && request.method === "POST") {
+      // The launcher registers each chat the benchmark creates, with its members (setup, not measured).
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      request.on("end", () => {
+        const { chatId, name, memberIds } = JSON.parse(text) as { chatId: string; name: string; memberIds: string[] };
+        const room = roomOf(chatId);
+        room.name = name;
+        for (const userId of memberIds) {
+          room.members.add(userId);
+          accountOf(userId).chats.add(chatId);
+        }
+        response.writeHead(201).end();
+      });
+    } else {
+      response.writeHead(404).end();
+    }
   });
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_FRAME_BYTES });
 
   http.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(request.url ?? "/", "http://bare");
-    const chatId = /^\/chat\/([A-Za-z0-9_-]+)$/.exec(url.pathname)?.[1];
     // Tokens are "<userId>.<deviceId>": the bare server trusts them (no auth cost).
     const token = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? "")?.[1];
     const [userId, deviceId] = token?.split(".") ?? [];
-    if (!chatId || !userId || !deviceId) {
+    if (!userId || !deviceId) {
+      socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+      return;
+    }
+    if (url.pathname === "/chat") {
+      wss.handleUpgrade(request, socket, head, (ws) => openStream(ws, userId, deviceId));
+      return;
+    }
+    const chatId = /^\/chat\/([A-Za-z0-9_-]+)$/.exec(url.pathname)?.[1];
+    if (!chatId) {
       socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
       return;
     }
@@ -86,54 +148,189 @@ function serve(port: number): void {
     });
   });
 
+  /** A message stored (in memory), acknowledged to its sender, then pushed to every chat socket and member stream. */
+  function store(room: Room, ws: WebSocket, userId: string, deviceId: string, id: string, clientId: string, body: string): void {
+    const event: MessageEvent = {
+      type: "message",
+      seq: ++room.headSeq,
+      createdAt: Date.now(),
+      messageId: randomUUID(),
+      senderId: userId,
+      senderDeviceId: deviceId,
+      clientId,
+      body,
+    };
+    const json = JSON.stringify(event);
+    room.log.push(json);
+    // Ack first, then broadcast: the same order as the Worker.
+    ws.send(JSON.stringify({ type: "reply", id, ok: true, result: { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate: false } }));
+    const pushed = eventsFrameText(room.chatId, [json], false);
+    for (const other of room.sessions) if (other.live) other.ws.send(pushed);
+    // A stream catching up on this chat gets the event in its pages instead.
+    for (const stream of room.streams) if (stream.phase !== "new" && !stream.behind.has(room.chatId)) stream.ws.send(pushed);
+  }
+
   function onFrame(room: Room, session: Session, data: Buffer, isBinary: boolean): void {
-    if (isBinary) return errorFrame(session.ws, "binary_not_supported", "frames are JSON text");
-    const text = data.toString();
-    if (text === "ping") return session.ws.send("pong");
-    let frame: { type?: unknown; id?: unknown; clientId?: unknown; body?: unknown };
-    try {
-      frame = JSON.parse(text);
-    } catch {
-      return errorFrame(session.ws, "invalid_json", "the frame is not JSON");
-    }
-    if (typeof frame.id !== "string") return errorFrame(session.ws, "validation_failed", "id is required");
+    const frame = parseFrame(session.ws, data, isBinary);
+    if (!frame) return;
     if (frame.type === "send" && typeof frame.clientId === "string" && typeof frame.body === "string") {
-      const event: MessageEvent = {
-        type: "message",
-        seq: ++room.headSeq,
-        createdAt: Date.now(),
-        messageId: randomUUID(),
-        senderId: session.userId,
-        senderDeviceId: session.deviceId,
-        clientId: frame.clientId,
-        body: frame.body,
-      };
-      room.log.push(event);
-      // Ack first, then broadcast: the same order as the Worker.
-      session.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate: false } }));
-      const pushed = JSON.stringify({ type: "events", chatId: room.chatId, events: [event], more: false });
-      for (const other of room.sessions) if (other.live) other.ws.send(pushed);
-      return;
+      return store(room, session.ws, session.userId, session.deviceId, frame.id, frame.clientId, frame.body);
     }
     if (frame.type === "sync") {
       const cursor = sendNextPage(room, session);
       session.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { cursor } }));
       return;
     }
-    session.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: false, error: { code: "unknown_frame", message: "unknown frame", retryable: false } }));
+    refuse(session.ws, frame.id, "unknown_frame", "unknown frame");
   }
 
   function sendNextPage(room: Room, session: Session): number {
     if (session.live) return room.headSeq;
-    // log[i] holds seq i + 2 (seq 1 is the creation event, not kept).
     const from = Math.max(0, session.cursor - 1);
-    const events: object[] = room.log.slice(from, from + PAGE_SIZE);
-    if (session.cursor === 0) events.unshift({ type: "chat.created", seq: 1, createdAt: room.createdAt, actorId: session.userId, kind: "group", name: "bare", members: [] });
-    const page = events.slice(0, PAGE_SIZE) as { seq: number }[];
-    session.cursor = page.at(-1)?.seq ?? room.headSeq;
+    const events = room.log.slice(from, from + PAGE_SIZE);
+    if (session.cursor === 0) events.unshift(createdEventText(room, session.userId));
+    const page = events.slice(0, PAGE_SIZE);
+    session.cursor = page.length > 0 ? session.cursor + page.length : room.headSeq;
     session.live = session.cursor >= room.headSeq;
-    session.ws.send(JSON.stringify({ type: "events", chatId: room.chatId, events: page, more: !session.live }));
+    session.ws.send(eventsFrameText(room.chatId, page, !session.live));
     return session.cursor;
+  }
+
+  // ---- Device streams (GET /chat), minimal: every chat of the account on one socket ----
+
+  function openStream(ws: WebSocket, userId: string, deviceId: string): void {
+    const stream: StreamSession = { ws, userId, deviceId, phase: "new", behind: new Map() };
+    const account = accountOf(userId);
+    account.streams.add(stream);
+    const forget = () => {
+      account.streams.delete(stream);
+      for (const chatId of account.chats) rooms.get(chatId)?.streams.delete(stream);
+    };
+    ws.send(JSON.stringify({ type: "stream.ready", userId, deviceId }));
+    ws.on("message", (data: Buffer, isBinary: boolean) => onStreamFrame(stream, account, data, isBinary));
+    ws.on("close", forget);
+    ws.on("error", forget);
+  }
+
+  function onStreamFrame(stream: StreamSession, account: Account, data: Buffer, isBinary: boolean): void {
+    const frame = parseFrame(stream.ws, data, isBinary);
+    if (!frame) return;
+    if (frame.type === "send" && typeof frame.chatId === "string" && typeof frame.clientId === "string" && typeof frame.body === "string") {
+      if (!account.chats.has(frame.chatId)) return refuse(stream.ws, frame.id, "not_a_member", "not a member of this chat");
+      return store(rooms.get(frame.chatId)!, stream.ws, stream.userId, stream.deviceId, frame.id, frame.clientId, frame.body);
+    }
+    if (frame.type === "resume" && typeof frame.cursors === "object" && frame.cursors !== null) {
+      return resume(stream, account, frame.id, frame.cursors as Record<string, unknown>);
+    }
+    if (frame.type === "sync") {
+      stream.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { behind: stream.behind.size } }));
+      if (stream.behind.size > 0) sendBatch(stream);
+      return;
+    }
+    refuse(stream.ws, frame.id, "unknown_frame", "unknown frame");
+  }
+
+  /** Chats past the device's cursor are caught up on in pages; chats it did not list are announced, live from their head. */
+  function resume(stream: StreamSession, account: Account, id: string, cursors: Record<string, unknown>): void {
+    if (stream.phase !== "new") return refuse(stream.ws, id, "validation_failed", "a stream resumes once");
+    for (const chatId of account.chats) {
+      const cursor = cursors[chatId];
+      if (cursor !== undefined && (!Number.isSafeInteger(cursor) || (cursor as number) < 0 || (cursor as number) > rooms.get(chatId)!.headSeq)) {
+        return refuse(stream.ws, id, "invalid_cursor", `no seq ${String(cursor)} in ${chatId}`);
+      }
+    }
+    const announced: Room[] = [];
+    for (const chatId of account.chats) {
+      const room = rooms.get(chatId)!;
+      room.streams.add(stream);
+      const cursor = cursors[chatId] as number | undefined;
+      if (cursor === undefined) announced.push(room);
+      else if (cursor < room.headSeq) stream.behind.set(chatId, cursor);
+    }
+    stream.phase = "catching_up";
+    const unknownChats = Object.keys(cursors).filter((chatId) => !account.chats.has(chatId));
+    stream.ws.send(JSON.stringify({ type: "reply", id, ok: true, result: { behind: stream.behind.size, announced: announced.length, unknownChats } }));
+    for (const room of announced) stream.ws.send(JSON.stringify({ type: "chat", chat: chatSummary(room) }));
+    sendBatch(stream);
+  }
+
+  /** Pages until the batch holds PAGE_BYTES of events, then `catching_up` (the client answers `sync`); `synced` when no chat is behind. */
+  function sendBatch(stream: StreamSession): void {
+    let bytes = 0;
+    while (bytes < PAGE_BYTES && stream.behind.size > 0) {
+      const [chatId, cursor] = stream.behind.entries().next().value!;
+      const room = rooms.get(chatId)!;
+      const events: string[] = [];
+      let pageBytes = 0;
+      if (cursor === 0) events.push(createdEventText(room, stream.userId));
+      for (let i = Math.max(0, cursor - 1); i < room.log.length && events.length < PAGE_SIZE; i++) {
+        const json = room.log[i]!;
+        if (events.length > 0 && pageBytes + json.length + 1 > PAGE_BYTES) break;
+        events.push(json);
+        pageBytes += json.length + 1;
+      }
+      const last = cursor + events.length;
+      const done = last >= room.headSeq;
+      if (events.length > 0) stream.ws.send(eventsFrameText(chatId, events, !done));
+      bytes += pageBytes;
+      if (done) stream.behind.delete(chatId);
+      else stream.behind.set(chatId, last);
+    }
+    if (stream.behind.size > 0) {
+      stream.ws.send(JSON.stringify({ type: "catching_up", behind: stream.behind.size }));
+    } else if (stream.phase === "catching_up") {
+      stream.phase = "live";
+      stream.ws.send('{"type":"synced"}');
+    }
+  }
+
+  function chatSummary(room: Room): object {
+    return {
+      chatId: room.chatId,
+      kind: room.kind,
+      name: room.kind === "direct" ? "" : room.name,
+      addedAt: room.createdAt,
+      headSeq: room.headSeq,
+      memberCount: room.members.size,
+      lastActivityAt: room.createdAt,
+      membership: "member",
+      readSeq: 0,
+      unreadCount: 0,
+      pinned: false,
+      archived: false,
+    };
+  }
+
+  function createdEventText(room: Room, userId: string): string {
+    return JSON.stringify({ type: "chat.created", seq: 1, createdAt: room.createdAt, actorId: userId, kind: room.kind, name: room.name, members: [] });
+  }
+
+  function parseFrame(ws: WebSocket, data: Buffer, isBinary: boolean): ({ id: string } & Record<string, unknown>) | null {
+    if (isBinary) {
+      errorFrame(ws, "binary_not_supported", "frames are JSON text");
+      return null;
+    }
+    const text = data.toString();
+    if (text === "ping") {
+      ws.send("pong");
+      return null;
+    }
+    let frame: Record<string, unknown>;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      errorFrame(ws, "invalid_json", "the frame is not JSON");
+      return null;
+    }
+    if (typeof frame.id !== "string") {
+      errorFrame(ws, "validation_failed", "id is required");
+      return null;
+    }
+    return frame as { id: string } & Record<string, unknown>;
+  }
+
+  function refuse(ws: WebSocket, id: string, code: string, message: string): void {
+    ws.send(JSON.stringify({ type: "reply", id, ok: false, error: { code, message, retryable: false } }));
   }
 
   function errorFrame(ws: WebSocket, code: string, message: string): void {
@@ -147,6 +344,10 @@ function serve(port: number): void {
   // Stop with the parent: a benchmark must never leave a server behind.
   process.stdin.on("end", () => process.exit(0));
   process.stdin.resume();
+}
+
+function eventsFrameText(chatId: string, eventsJson: string[], more: boolean): string {
+  return `{"type":"events","chatId":${JSON.stringify(chatId)},"events":[${eventsJson.join(",")}],"more":${more}}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -180,6 +381,7 @@ class BareTarget implements Target {
   readonly #child: ChildProcess;
   readonly #port: number;
   readonly #users: BenchUser[] = [];
+  #freshUsers = 0;
   #chats = 0;
 
   constructor(child: ChildProcess, port: number) {
@@ -193,25 +395,42 @@ class BareTarget implements Target {
     return `ws://127.0.0.1:${this.#port}/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
   }
 
+  streamUrl(): string {
+    return `ws://127.0.0.1:${this.#port}/chat`;
+  }
+
   async users(count: number): Promise<BenchUser[]> {
-    while (this.#users.length < count) {
-      const n = this.#users.length;
-      const userId = `u_bare${String(n).padStart(16, "0")}`;
-      const deviceId = `dv_bare${String(n).padStart(16, "0")}`;
-      this.#users.push({ userId, deviceId, credentials: `${userId}.${deviceId}`, issuedAt: performance.now() });
-    }
-    this.setup.users = this.#users.length;
+    while (this.#users.length < count) this.#users.push(bareUser("bare", this.#users.length));
+    this.setup.users = this.#users.length + this.#freshUsers;
     return this.#users.slice(0, count);
   }
 
-  async createGroup(): Promise<string> {
-    this.setup.chats++;
-    return `g_bare${String(++this.#chats).padStart(22, "0")}`;
+  async freshUsers(count: number): Promise<BenchUser[]> {
+    const users = Array.from({ length: count }, () => bareUser("barf", this.#freshUsers++));
+    this.setup.users = this.#users.length + this.#freshUsers;
+    return users;
   }
 
-  async createDirect(): Promise<string> {
+  async createGroup(members: readonly BenchUser[], name: string): Promise<string> {
+    return this.#createChat(`g_bare${String(++this.#chats).padStart(22, "0")}`, name, members);
+  }
+
+  async createDirect(a: BenchUser, b: BenchUser): Promise<string> {
+    return this.#createChat(`d_bare${String(++this.#chats).padStart(22, "0")}`, "", [a, b]);
+  }
+
+  /** Tells the server the chat's members, for the device streams (a chat socket needs none). */
+  async #createChat(chatId: string, name: string, members: readonly BenchUser[]): Promise<string> {
+    const startedAt = performance.now();
+    const response = await fetch(`http://127.0.0.1:${this.#port}/bare/chats`, {
+      method: "POST",
+      body: JSON.stringify({ chatId, name, memberIds: members.map((m) => m.userId) }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (response.status !== 201) throw new Error(`the bare server refused chat ${chatId}: HTTP ${response.status}`);
     this.setup.chats++;
-    return `d_bare${String(++this.#chats).padStart(22, "0")}`;
+    this.setup.chatMs += performance.now() - startedAt;
+    return chatId;
   }
 
   async stop(): Promise<void> {
@@ -222,6 +441,13 @@ class BareTarget implements Target {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** A user the bare server trusts: its token is "<userId>.<deviceId>". */
+function bareUser(prefix: string, n: number): BenchUser {
+  const userId = `u_${prefix}${String(n).padStart(16, "0")}`;
+  const deviceId = `dv_${prefix}${String(n).padStart(16, "0")}`;
+  return { userId, deviceId, credentials: `${userId}.${deviceId}`, issuedAt: performance.now() };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

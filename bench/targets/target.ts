@@ -23,8 +23,15 @@ export interface Target {
   readonly setup: { users: number; userMs: number; chats: number; chatMs: number };
 
   socketUrl(chatId: string, after?: number): string;
+  /** The device stream (`GET /chat`): every chat of the account on one socket. */
+  streamUrl(): string;
   /** The first `count` users of this target's pool, logging in more when needed. */
   users(count: number): Promise<BenchUser[]>;
+  /**
+   * `count` users logged in now, outside the pool, so in no chat yet: for scenarios
+   * whose figures depend on exactly which chats an account has.
+   */
+  freshUsers(count: number): Promise<BenchUser[]>;
   /** A group chat; `members[0]` creates it (and is its admin). */
   createGroup(members: readonly BenchUser[], name: string): Promise<string>;
   createDirect(a: BenchUser, b: BenchUser): Promise<string>;

@@ -116,6 +116,10 @@ export class WranglerDevTarget implements Target {
     return `ws://127.0.0.1:${this.#server.port}/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
   }
 
+  streamUrl(): string {
+    return `ws://127.0.0.1:${this.#server.port}/chat`;
+  }
+
   /**
    * Checks that the per-IP limit counts `cf-connecting-ip` (so distinct headers
    * really are distinct clients): 11 OTP requests from one address must end in a
@@ -145,12 +149,21 @@ export class WranglerDevTarget implements Target {
       const phones = Array.from({ length: count - this.#users.length }, () => this.#nextPhone());
       const created = await mapPool(phones, LOGIN_CONCURRENCY, (phone) => loginNewUser(this.api, phone));
       this.#users.push(...created);
-      this.setup.users = this.#users.length;
+      this.setup.users += created.length;
       this.setup.userMs += performance.now() - startedAt;
     }
     const users = this.#users.slice(0, count);
     await this.#refreshOldTokens(users);
     return users;
+  }
+
+  async freshUsers(count: number): Promise<BenchUser[]> {
+    const startedAt = performance.now();
+    const phones = Array.from({ length: count }, () => this.#nextPhone());
+    const created = await mapPool(phones, LOGIN_CONCURRENCY, (phone) => loginNewUser(this.api, phone));
+    this.setup.users += created.length;
+    this.setup.userMs += performance.now() - startedAt;
+    return created;
   }
 
   async #refreshOldTokens(users: BenchUser[]): Promise<void> {
