@@ -44,3 +44,39 @@ export function scanLiveMessage(data: Buffer): LiveMessage | null {
   if (data.indexOf(MESSAGE_EVENT, idEnd) >= 0) return null;
   return { seq, clientId: data.toString("latin1", idStart, idEnd) };
 }
+
+const STREAM_EVENTS_PREFIX = Buffer.from('{"type":"events","chatId":"');
+const FIRST_MESSAGE = Buffer.from('","events":[{"type":"message","seq":');
+/** Between two events of one frame (a quote inside a string is escaped, so this never occurs in a body). */
+const NEXT_EVENT = Buffer.from('},{"type":"');
+
+export type StreamLiveMessage = LiveMessage & { chatId: string };
+
+/**
+ * The chat, seq and clientId of an `events` frame whose only event is a message, as a
+ * device stream receives them live, or null for anything else (a frame of several
+ * events, which a busy chat's pushes often are, is parsed in full by the caller).
+ */
+export function scanStreamMessage(data: Buffer): StreamLiveMessage | null {
+  if (data.length < 96 || data.compare(STREAM_EVENTS_PREFIX, 0, STREAM_EVENTS_PREFIX.length, 0, STREAM_EVENTS_PREFIX.length) !== 0) return null;
+  if (data.compare(LIVE_SUFFIX, 0, LIVE_SUFFIX.length, data.length - LIVE_SUFFIX.length) !== 0) return null;
+  const chatEnd = data.indexOf(QUOTE, STREAM_EVENTS_PREFIX.length);
+  if (chatEnd < 0 || data.compare(FIRST_MESSAGE, 0, FIRST_MESSAGE.length, chatEnd, chatEnd + FIRST_MESSAGE.length) !== 0) return null;
+  let position = chatEnd + FIRST_MESSAGE.length;
+  let seq = 0;
+  let digits = 0;
+  for (; position < data.length; position++) {
+    const byte = data[position]!;
+    if (byte < DIGIT_0 || byte > DIGIT_9) break;
+    seq = seq * 10 + (byte - DIGIT_0);
+    digits++;
+  }
+  if (digits === 0) return null;
+  const idAt = data.indexOf(CLIENT_ID, position);
+  if (idAt < 0) return null;
+  const idStart = idAt + CLIENT_ID.length;
+  const idEnd = data.indexOf(QUOTE, idStart);
+  if (idEnd < 0) return null;
+  if (data.indexOf(NEXT_EVENT, idEnd) >= 0) return null;
+  return { chatId: data.toString("latin1", STREAM_EVENTS_PREFIX.length, chatEnd), seq, clientId: data.toString("latin1", idStart, idEnd) };
+}
