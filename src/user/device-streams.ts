@@ -37,7 +37,13 @@ type Behind = { cursor: number; page: StreamPage | null; subscribe: boolean };
  * sent), and where each finished chat's catch-up ended, so that a push overlapping
  * the last page is cut to what the device has not had.
  */
-type CatchUp = { behind: Map<string, Behind>; endedAt: Map<string, number>; sending: boolean };
+type CatchUp = {
+  behind: Map<string, Behind>;
+  endedAt: Map<string, number>;
+  sending: boolean;
+  /** True while `resume` asks the chats for their first pages: nothing is sent until its reply. */
+  planning: boolean;
+};
 
 /**
  * The account's device streams (GET /chat): one socket per device for every chat.
@@ -78,7 +84,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
    */
   async resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>): Promise<{ result: ResumeResult; announced: ChatSummary[] }> {
     if (session.phase !== "new") throw new AppError("validation_failed", 400, "a stream resumes once; reconnect to resume again", { retryable: false });
-    const catchUp: CatchUp = { behind: new Map(), endedAt: new Map(), sending: false };
+    const catchUp: CatchUp = { behind: new Map(), endedAt: new Map(), sending: false, planning: true };
     this.save(ws, { ...session, phase: "catching_up" });
     this.#catchUps.set(ws, catchUp);
     const list = this.#chats.list();
@@ -135,6 +141,8 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   /** After the reply to `resume`: the announcements, then the first batch of pages. */
   startCatchUp(ws: WebSocket, announced: ChatSummary[]): void {
     for (const chat of announced) sendFrame(ws, { type: "chat", chat });
+    const catchUp = this.#catchUps.get(ws);
+    if (catchUp) catchUp.planning = false;
     void this.#sendBatch(ws);
   }
 
@@ -196,7 +204,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
       if (!joined) continue;
       let catchUp = this.#catchUps.get(ws);
       if (!catchUp) {
-        catchUp = { behind: new Map(), endedAt: new Map(), sending: false };
+        catchUp = { behind: new Map(), endedAt: new Map(), sending: false, planning: false };
         this.#catchUps.set(ws, catchUp);
       }
       catchUp.behind.set(chat.chatId, { cursor: previous?.headSeq ?? 0, page: null, subscribe: true });
@@ -207,7 +215,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   /** Sends pages until the batch is full, then asks for `sync`; `synced` when nothing is behind. */
   async #sendBatch(ws: WebSocket): Promise<void> {
     const catchUp = this.#catchUps.get(ws);
-    if (!catchUp || catchUp.sending) return;
+    if (!catchUp || catchUp.sending || catchUp.planning) return;
     catchUp.sending = true;
     try {
       let bytes = 0;
