@@ -60,7 +60,7 @@ describe("docs/protocol.md examples", () => {
   });
 
   it("are all listed in the schema index", () => {
-    const index = doc.slice(doc.indexOf("## 13. Schema index"));
+    const index = section("Schema index");
     expect(schemaNames.filter((name) => !index.includes(`\`${name}\``))).toEqual([]);
   });
 
