@@ -29,6 +29,7 @@ import { history } from "./scenarios/history.ts";
 import { reconnectHerd } from "./scenarios/reconnect-herd.ts";
 import { wakeAfterEviction } from "./scenarios/wake-after-eviction.ts";
 import { accountFanOut } from "./scenarios/account-fan-out.ts";
+import { streamGroup, streamOneToOne, streamReconnect, streamStorm } from "./scenarios/device-streams.ts";
 
 /** In the order of the table, which is the order of the printed table. */
 const SCENARIOS: Scenario<any>[] = [
@@ -42,6 +43,10 @@ const SCENARIOS: Scenario<any>[] = [
   history,
   reconnectHerd,
   accountFanOut,
+  streamReconnect,
+  streamOneToOne,
+  streamGroup,
+  streamStorm,
   wakeAfterEviction,
 ];
 

@@ -59,6 +59,28 @@ export type Parameters = {
     pauseMs: number;
     cpuDrainMs: number;
   };
+  /**
+   * Device stream (GET /chat). Reconnect: an account in `chats` direct chats (each with
+   * a peer from the pool) whose device reconnects `samples` times after `quietMs` away
+   * (workerd: its objects are evicted meanwhile; locally an idle object goes after 10 to
+   * 20 s, so 12 s is not enough to be sure), and as often right after missing them,
+   * each time behind by `behindBy` messages in `behindChats` of them; timeoutMs bounds
+   * one reconnect.
+   */
+  streamReconnect: { chats: number; behindChats: number; behindBy: number; samples: number; quietMs: number; timeoutMs: number };
+  /**
+   * `pairs` pairs of new accounts, each pair in a direct chat, each account on its
+   * stream; one message in flight, the pairs in turn (a device may send only 50 frames/s
+   * on its stream, so one pair cannot carry a closed loop).
+   */
+  streamOneToOne: { pairs: number; seconds: number; maxRoundTrips: number; roundTripTimeoutMs: number };
+  /** One group of new accounts, each member on its stream only. */
+  streamGroup: SteppedRates & { members: number };
+  /**
+   * `streams` new accounts (pairs of them in a direct chat), one stream each, opened at
+   * once after `quietMs` without traffic (workerd), then again at once.
+   */
+  streamStorm: { streams: number; quietMs: number; timeoutMs: number };
   /** The whole run stops by itself after this long, whatever state it is in. */
   runTimeoutMs: number;
   wranglerStartTimeoutMs: number;
@@ -79,7 +101,11 @@ const full: Parameters = {
   reconnectHerd: { clients: 1_000, behind: 100, timeoutMs: 30_000 },
   wakeAfterEviction: { skip: false, chats: 3, idleMs: 12_000, timeoutMs: 10_000 },
   accountFanOut: { members: 100, intervalMs: 5_000, quietSamples: 5, rates: [20, 100, 400, 800], stepSeconds: 4, drainTimeoutMs: 8_000, pauseMs: 500, cpuDrainMs: 1_000 },
-  runTimeoutMs: 20 * 60_000,
+  streamReconnect: { chats: 200, behindChats: 20, behindBy: 25, samples: 5, quietMs: 25_000, timeoutMs: 10_000 },
+  streamOneToOne: { pairs: 25, seconds: 5, maxRoundTrips: 100_000, roundTripTimeoutMs: 5_000 },
+  streamGroup: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40 },
+  streamStorm: { streams: 500, quietMs: 25_000, timeoutMs: 10_000 },
+  runTimeoutMs: 25 * 60_000,
   wranglerStartTimeoutMs: 60_000,
 };
 
@@ -100,6 +126,11 @@ const quick: Parameters = {
   // Needs ~12 s of idle time: skipped in --quick (the full run measures it).
   wakeAfterEviction: { skip: true, chats: 1, idleMs: 12_000, timeoutMs: 5_000 },
   accountFanOut: { members: 50, intervalMs: 5_000, quietSamples: 1, rates: [100], stepSeconds: 1, drainTimeoutMs: 7_000, pauseMs: 200, cpuDrainMs: 300 },
+  // No time to be away in --quick: its "cold" reconnects find the objects awake.
+  streamReconnect: { chats: 40, behindChats: 10, behindBy: 25, samples: 2, quietMs: 0, timeoutMs: 5_000 },
+  streamOneToOne: { pairs: 8, seconds: 1, maxRoundTrips: 20_000, roundTripTimeoutMs: 2_000 },
+  streamGroup: { members: 30, rates: [200, 400], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10 },
+  streamStorm: { streams: 100, quietMs: 0, timeoutMs: 5_000 },
   runTimeoutMs: 58_000,
   wranglerStartTimeoutMs: 30_000,
 };
@@ -119,6 +150,8 @@ export function usersNeeded(p: Parameters): number {
     p.reconnectHerd.clients,
     2 * p.wakeAfterEviction.chats,
     p.accountFanOut.members,
+    // The reconnecting account's peers (the accounts of the other stream scenarios are logged in for them).
+    p.streamReconnect.chats + 1,
     2,
   );
 }
@@ -139,4 +172,8 @@ export const Targets = {
   reconnectHerd: { allCurrentMs: 3_000, gaps: 0, duplicates: 0 },
   wakeAfterEviction: { firstMessageMs: 10 },
   accountFanOut: { quietMaxLagMs: 250, sustainedRate: 400 },
+  streamReconnect: { p50Ms: 1_000 },
+  streamOneToOne: { p50Ms: 2 },
+  streamGroup: { kneeRate: 400, p99Ms: 50 },
+  streamStorm: { allSyncedMs: 500, failures: 0 },
 } as const;

@@ -65,3 +65,15 @@ export async function evaluateInWorker(inspectorPort: number, expression: string
     session.close();
   }
 }
+
+/** Constructor runs per Durable Object class so far (e.g. `{ ChatRoom: 12, User: 40 }`). */
+export async function readInstanceStarts(inspectorPort: number, timeoutMs = 5_000): Promise<Record<string, number>> {
+  const value = await evaluateInWorker(inspectorPort, `globalThis[Symbol.for("edgechat.instanceStarts")] ?? {}`, timeoutMs);
+  if (typeof value !== "object" || value === null) throw new Error(`the start counts are not an object: ${JSON.stringify(value)}`);
+  return value as Record<string, number>;
+}
+
+/** Object starts between two readings, per class (classes that started none are left out). */
+export function startsBetween(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([name, n]) => [name, n - (before[name] ?? 0)] as const).filter(([, n]) => n > 0));
+}
