@@ -4,8 +4,12 @@ import type { EventLog } from "./event-log.ts";
 import type { Membership, Period } from "./membership.ts";
 import { visibleAfter } from "./visible-events.ts";
 
-/** A run of a chat's events for one account's device streams: exactly the events after `afterSeq` up to `lastSeq`. */
-export type StreamPush = { chatId: string; afterSeq: number; lastSeq: number; events: string[]; seqs: number[] };
+/**
+ * A run of a chat's events for one account's device streams: exactly the events after
+ * `afterSeq` up to `lastSeq`. `final`: the run ends the account's membership, and the
+ * chat pushes nothing more to it.
+ */
+export type StreamPush = { chatId: string; afterSeq: number; lastSeq: number; events: string[]; seqs: number[]; final: boolean };
 
 /** A page of a chat for a device stream's catch-up. */
 export type StreamPage = {
@@ -20,7 +24,7 @@ export type StreamPage = {
 };
 
 const KEY_PREFIX = "stream:";
-/** Delays before a failed push is tried again; after the last, the account is dropped (its devices resume). */
+/** Delays before a failed push is tried again; after the last, the next commit tries again. */
 const RETRY_DELAYS_MS = [100, 1_000, 5_000];
 
 export type StreamPushesOptions = {
@@ -32,7 +36,8 @@ export type StreamPushesOptions = {
   pageSize: number;
 };
 
-type Subscription = { pushedSeq: number; running: boolean };
+/** `epoch` counts the account's opens: an answer "no stream left" to an older push does not drop a newer subscription. */
+type Subscription = { pushedSeq: number; running: boolean; epoch: number };
 type Run = { lastSeq: number; events: string[]; seqs: number[] };
 
 /**
@@ -43,11 +48,14 @@ type Run = { lastSeq: number; events: string[]; seqs: number[] };
  * in order: one call in flight per account, carrying everything after the last push
  * (a busy chat batches by itself), so the account sees each event once, in seq order,
  * and can tell from `afterSeq` that nothing is missing. The account answers false when
- * it has no stream left, and is dropped.
+ * it has no stream left, and is dropped (unless it opened again meanwhile). A failed push
+ * is tried again a few times, then by the next commit: a subscription is never dropped
+ * for a failure, since the account could not tell.
  *
- * Subscriptions are stored (one key per account) so that a chat evicted from memory
- * keeps pushing when it wakes: an evicted object was idle, so every push had completed
- * and the head is where each account's pushes stopped.
+ * Subscriptions are stored (one key per account) so that a chat that restarts keeps
+ * pushing. Where each account's pushes stopped is not stored (a write per push): a
+ * restarted chat pushes again from the account's chat-list watermark (`notifiedSeq`),
+ * at or before it, and the account drops what it already delivered.
  */
 export class StreamPushes {
   readonly #options: StreamPushesOptions;
@@ -57,7 +65,7 @@ export class StreamPushes {
    * whole run share one read and one serialization (usually every account is pushed
    * the same run: what the last commit stored).
    */
-  #runs: { headSeq: number; byAfter: Map<number, Run | null> } = { headSeq: -1, byAfter: new Map() };
+  #run: { headSeq: number; after: number; run: Run | null } | null = null;
 
   constructor(options: StreamPushesOptions) {
     this.#options = options;
@@ -75,8 +83,10 @@ export class StreamPushes {
     const streamed = membership.isMember(userId) && membership.memberCount <= Limits.maxStreamedChatMembers;
     if (streamed) {
       const accounts = this.#subscriptions();
-      if (!accounts.has(userId)) {
-        accounts.set(userId, { pushedSeq: headSeq, running: false });
+      const subscription = accounts.get(userId);
+      if (subscription) subscription.epoch++;
+      else {
+        accounts.set(userId, { pushedSeq: headSeq, running: false, epoch: 0 });
         this.#options.storage.kv.put(KEY_PREFIX + userId, 1);
       }
     }
@@ -118,22 +128,22 @@ export class StreamPushes {
           if (!this.#options.membership().isMember(userId)) this.#drop(userId);
           return;
         }
+        const epoch = subscription.epoch;
         let keep: boolean;
         try {
           keep = await this.#options.push(userId, push);
         } catch (error) {
           const delay = RETRY_DELAYS_MS[failures++];
           if (delay === undefined) {
-            log.warn("dropping a device stream subscription after failed pushes", { userId, ...describeError(error) });
-            this.#drop(userId);
+            log.warn("device stream pushes keep failing; the next commit tries again", { userId, ...describeError(error) });
             return;
           }
           await new Promise((resolve) => setTimeout(resolve, delay));
           continue;
         }
         failures = 0;
-        subscription.pushedSeq = push.lastSeq;
-        if (!keep) this.#drop(userId);
+        subscription.pushedSeq = Math.max(subscription.pushedSeq, push.lastSeq);
+        if (push.final || (!keep && subscription.epoch === epoch)) this.#drop(userId);
       }
     } finally {
       subscription.running = false;
@@ -150,16 +160,16 @@ export class StreamPushes {
     const current = membership.isMember(userId) ? membership.requireMember(userId) : null;
     if (current && current.joinedSeq <= after + 1) {
       // A member since before `after` sees every event after it: the shared run.
-      if (this.#runs.headSeq !== headSeq) this.#runs = { headSeq, byAfter: new Map() };
-      let run = this.#runs.byAfter.get(after);
-      if (run === undefined) {
-        run = this.#read([{ joinedSeq: current.joinedSeq, leftSeq: null }], after);
-        this.#runs.byAfter.set(after, run);
+      if (this.#run?.headSeq !== headSeq || this.#run.after !== after) {
+        this.#run = { headSeq, after, run: this.#read([{ joinedSeq: current.joinedSeq, leftSeq: null }], after) };
       }
-      return run && { chatId, afterSeq: after, ...run };
+      const run = this.#run.run;
+      return run && { chatId, afterSeq: after, ...run, final: false };
     }
-    const run = this.#read(membership.periodsOf(userId), after);
-    return run && { chatId, afterSeq: after, ...run };
+    const periods = membership.periodsOf(userId);
+    const run = this.#read(periods, after);
+    const end = current ? null : periods.at(-1)?.leftSeq;
+    return run && { chatId, afterSeq: after, ...run, final: end !== null && end !== undefined && run.lastSeq >= end };
   }
 
   #read(periods: readonly Period[], after: number): Run | null {
@@ -174,14 +184,19 @@ export class StreamPushes {
   }
 
   /**
-   * Reads the stored subscriptions when the object starts, before anything is stored:
-   * each account's pushes resume after the head as it is now.
+   * Reads the stored subscriptions when the object starts, before anything is stored.
+   * Each member's pushes resume after its chat-list watermark: at or before where they
+   * stopped (an object that restarts mid-push loses nothing), and the account drops
+   * what it already delivered.
    */
   restore(): void {
     const headSeq = this.#options.log().headSeq;
+    const membership = this.#options.membership();
     this.#accounts = new Map();
     for (const [key] of this.#options.storage.kv.list({ prefix: KEY_PREFIX })) {
-      this.#accounts.set(key.slice(KEY_PREFIX.length), { pushedSeq: headSeq, running: false });
+      const userId = key.slice(KEY_PREFIX.length);
+      const from = membership.isMember(userId) ? Math.min(headSeq, membership.requireMember(userId).notifiedSeq) : headSeq;
+      this.#accounts.set(userId, { pushedSeq: from, running: false, epoch: 0 });
     }
   }
 

@@ -6,6 +6,9 @@ import { Limits, utf8ByteLength, type ChatIndexUpdate, type ChatList, type ChatL
 
 type ChatRow = typeof schema.chats.$inferSelect;
 
+/** What a device stream's resume needs of each chat in the list. */
+export type StreamEntry = Pick<ChatSummary, "chatId" | "headSeq" | "membership" | "memberCount">;
+
 /** Rows read per query while a list page fills: bounds memory when entries carry big last messages. */
 const ROWS_PER_READ = 32;
 
@@ -118,6 +121,19 @@ export class ChatIndex {
     if (patch.archived !== undefined) set.archived = patch.archived;
     const row = this.#db.update(chats).set(set).where(eq(chats.chatId, chatId)).returning().get();
     return toSummary(row!);
+  }
+
+  /**
+   * Every chat of the account, most recent activity first, with only what a stream's
+   * resume needs (a few dozen bytes each, so even thousands of chats stay small).
+   */
+  streamEntries(): StreamEntry[] {
+    const { chats } = schema;
+    return this.#db
+      .select({ chatId: chats.chatId, headSeq: chats.headSeq, membership: chats.membership, memberCount: chats.memberCount })
+      .from(chats)
+      .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
+      .all();
   }
 
   /** Whether this account is in a direct chat with `userId` (the `contacts` of the group-add setting). */

@@ -1,11 +1,13 @@
 import { z } from "zod";
 import { AppError } from "../lib/app-error.ts";
 import { failureOf } from "../lib/failure.ts";
-import { describeError, log } from "../lib/log.ts";
-import { unwrap, type Outcome } from "../lib/result.ts";
+import { log } from "../lib/log.ts";
+import type { Outcome } from "../lib/result.ts";
+import { TokenBuckets } from "../lib/token-buckets.ts";
 import { CloseCode, Limits, type ChatSummary, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
 import type { StreamPage, StreamPush } from "../chat-room/stream-pushes.ts";
 import { SocketAttachments, SocketSession } from "../sockets/attachments.ts";
+import type { StreamEntry } from "./chat-index.ts";
 import { closeQuietly, eventsFrameText, sendErrorFrame, sendFrame, sendText } from "../sockets/socket-io.ts";
 
 /**
@@ -17,8 +19,10 @@ export type StreamSession = z.infer<typeof StreamSession>;
 
 /** What the streams need from their account: its chat list and its chats' pages. */
 export type StreamChats = {
-  /** The account's chat list, most recent activity first. */
-  list(): ChatSummary[];
+  /** Every chat of the account, most recent activity first. */
+  entries(): StreamEntry[];
+  /** One chat's list entry (null if the account has no such chat). */
+  summary(chatId: string): ChatSummary | null;
   /** Subscribes the account to the chat's pushes and reads its first page after `after` (null: none, from the head). */
   open(chatId: string, after: number | null): Promise<Outcome<StreamPage>>;
   page(chatId: string, after: number): Promise<Outcome<StreamPage>>;
@@ -28,21 +32,29 @@ export type StreamChats = {
 const BATCH_BYTES = Limits.maxPageBytes;
 /** Chats asked for their first page at once when a device resumes. */
 const OPENS_AT_ONCE = 16;
+/** Catch-up pacing per device, as on chat sockets: 1 MiB/s in bursts of 2 MiB; a batch over it waits. */
+const CATCH_UP_BYTES_PER_SECOND = 1024 * 1024;
+const CATCH_UP_BYTES_BURST = 2 * 1024 * 1024;
+/** Resumes per device: each asks every small chat of the account, so a reconnect loop is slowed down. */
+const RESUMES_PER_MINUTE = 12;
+const RESUME_BURST = 4;
 
 /** A chat a device is behind on: its pages go out before any live event of it. */
 type Behind = { cursor: number; page: StreamPage | null; subscribe: boolean };
 
 /**
- * Per catching-up socket, in memory: the chats still behind (in the order they are
- * sent), and where each finished chat's catch-up ended, so that a push overlapping
- * the last page is cut to what the device has not had.
+ * Per socket, in memory: the chats it is still behind on (in the order they are sent),
+ * and per chat the last seq sent to it, so that a push overlapping what the socket
+ * already has (its last page, or a push sent again) is cut.
  */
-type CatchUp = {
+type SocketProgress = {
   behind: Map<string, Behind>;
-  endedAt: Map<string, number>;
+  sent: Map<string, number>;
   sending: boolean;
   /** True while `resume` asks the chats for their first pages: nothing is sent until its reply. */
   planning: boolean;
+  /** A batch is waiting for the device's byte budget. */
+  paced: boolean;
 };
 
 /**
@@ -56,9 +68,15 @@ type CatchUp = {
  */
 export class DeviceStreams extends SocketAttachments<StreamSession> {
   readonly #chats: StreamChats;
-  /** Per chat: the highest seq pushed here or read at a subscription (pages must reach it). */
+  /**
+   * Per chat the account is subscribed to: the highest seq pushed here or read at a
+   * subscription (a catch-up's pages must reach it). Deleted when the chat says it
+   * pushes no more (the membership ended) or no stream is left.
+   */
   readonly #heads = new Map<string, number>();
-  readonly #catchUps = new Map<WebSocket, CatchUp>();
+  readonly #progress = new Map<WebSocket, SocketProgress>();
+  readonly #catchUpBytes = new TokenBuckets(CATCH_UP_BYTES_PER_SECOND, CATCH_UP_BYTES_BURST);
+  readonly #resumes = new TokenBuckets(RESUMES_PER_MINUTE / 60, RESUME_BURST);
 
   constructor(ctx: DurableObjectState, chats: StreamChats) {
     super(ctx, StreamSession);
@@ -74,7 +92,16 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
 
   override forget(ws: WebSocket): void {
     super.forget(ws);
-    this.#catchUps.delete(ws);
+    this.#progress.delete(ws);
+  }
+
+  #progressOf(ws: WebSocket): SocketProgress {
+    let progress = this.#progress.get(ws);
+    if (!progress) {
+      progress = { behind: new Map(), sent: new Map(), sending: false, planning: false, paced: false };
+      this.#progress.set(ws, progress);
+    }
+    return progress;
   }
 
   /**
@@ -82,42 +109,61 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
    * and new to the chats it did not list (announced with their entry, live from their
    * head). Answers once every small chat has been asked for its first page.
    */
-  async resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>): Promise<{ result: ResumeResult; announced: ChatSummary[] }> {
+  async resume(
+    ws: WebSocket,
+    session: StreamSession,
+    cursors: Record<string, number>,
+    now = Date.now(),
+  ): Promise<{ result: ResumeResult; announced: Map<string, number> }> {
     if (session.phase !== "new") throw new AppError("validation_failed", 400, "a stream resumes once; reconnect to resume again", { retryable: false });
-    const catchUp: CatchUp = { behind: new Map(), endedAt: new Map(), sending: false, planning: true };
+    const waitMs = this.#resumes.waitMs(session.deviceId, now);
+    if (waitMs > 0) throw new AppError("rate_limited", 429, "resuming too often: wait, then resume", { retryAfterMs: waitMs });
+    this.#resumes.take(session.deviceId, now);
     this.save(ws, { ...session, phase: "catching_up" });
-    this.#catchUps.set(ws, catchUp);
-    const list = this.#chats.list();
-    const listed = new Set(list.map((chat) => chat.chatId));
+    const progress = this.#progressOf(ws);
+    progress.planning = true;
+    const entries = this.#chats.entries();
+    const listed = new Set(entries.map((chat) => chat.chatId));
     const unknownChats = Object.keys(cursors).filter((chatId) => !listed.has(chatId));
-    const announced: ChatSummary[] = [];
+    // Announced chats, with the head they are live from (0: as the list has it).
+    const announced = new Map<string, number>();
     const opens: (() => Promise<void>)[] = [];
-    for (const chat of list) {
+    for (const chat of entries) {
       const { chatId } = chat;
       const cursor = Object.hasOwn(cursors, chatId) ? cursors[chatId]! : null;
       const streamed = chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers;
       if (!streamed) {
         // Big chats and former ones: the entry tells the device how far to fetch.
-        if (cursor === null || cursor < chat.headSeq) announced.push(chat);
+        if (cursor === null || cursor < chat.headSeq) announced.set(chatId, 0);
         continue;
       }
-      const known = this.#heads.get(chatId);
-      if (cursor !== null && known !== undefined && known <= cursor) {
-        catchUp.endedAt.set(chatId, cursor);
+      // Subscribed and pushed up to exactly the device's cursor: nothing to ask the chat.
+      if (cursor !== null && this.#heads.get(chatId) === cursor) {
+        progress.sent.set(chatId, cursor);
         continue;
       }
       // Held back from pushes from now until its first page is in.
-      catchUp.behind.set(chatId, { cursor: cursor ?? 0, page: null, subscribe: true });
+      progress.behind.set(chatId, { cursor: cursor ?? 0, page: null, subscribe: true });
       opens.push(async () => {
-        const page = unwrap(await this.#chats.open(chatId, cursor));
-        this.#noteHead(chatId, page);
-        if (cursor !== null) {
-          catchUp.behind.set(chatId, { cursor, page, subscribe: false });
+        const opened = await this.#chats.open(chatId, cursor);
+        if (!opened.ok) {
+          if (opened.error.code === "invalid_cursor") throw AppError.fromBody({ ...opened.error, message: `${chatId}: ${opened.error.message}` }, opened.status);
+          // One chat that cannot answer does not hold up the others: the device is told
+          // its entry and fetches it (history), as for a chat that is not streamed.
+          log.warn("a chat did not answer a stream resume", { chatId, code: opened.error.code });
+          progress.behind.delete(chatId);
+          announced.set(chatId, 0);
           return;
         }
-        catchUp.behind.delete(chatId);
-        catchUp.endedAt.set(chatId, page.cursor);
-        announced.push({ ...chat, headSeq: page.headSeq });
+        const page = opened.value;
+        this.#noteHead(chatId, page);
+        if (cursor !== null) {
+          progress.behind.set(chatId, { cursor, page, subscribe: false });
+          return;
+        }
+        progress.behind.delete(chatId);
+        progress.sent.set(chatId, page.cursor);
+        announced.set(chatId, page.headSeq);
       });
     }
     try {
@@ -125,46 +171,55 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     } catch (error) {
       // The device may resume again (an invalid cursor must be fixed first).
       if (this.get(ws)) this.save(ws, { ...session, phase: "new" });
-      this.#catchUps.delete(ws);
+      this.#progress.delete(ws);
       throw error;
     }
     // A chat whose first page already reached the head needs no page at all.
-    for (const [chatId, behind] of catchUp.behind) {
+    for (const [chatId, behind] of progress.behind) {
       if (behind.page && behind.page.events.length === 0 && this.#reachesHead(chatId, behind.page)) {
-        catchUp.behind.delete(chatId);
-        catchUp.endedAt.set(chatId, behind.page.cursor);
+        progress.behind.delete(chatId);
+        progress.sent.set(chatId, behind.page.cursor);
       }
     }
-    return { result: { behind: catchUp.behind.size, announced: announced.length, unknownChats }, announced };
+    return { result: { behind: progress.behind.size, announced: announced.size, unknownChats }, announced };
   }
 
-  /** After the reply to `resume`: the announcements, then the first batch of pages. */
-  startCatchUp(ws: WebSocket, announced: ChatSummary[]): void {
-    for (const chat of announced) sendFrame(ws, { type: "chat", chat });
-    const catchUp = this.#catchUps.get(ws);
-    if (catchUp) catchUp.planning = false;
+  /**
+   * After the reply to `resume`: the announcements (each entry read now, so none is
+   * older than a `chat` frame sent meanwhile), then the first batch of pages.
+   */
+  startCatchUp(ws: WebSocket, announced: Map<string, number>): void {
+    for (const [chatId, liveFrom] of announced) this.#announce(ws, chatId, liveFrom);
+    const progress = this.#progress.get(ws);
+    if (progress) progress.planning = false;
     void this.#sendBatch(ws);
+  }
+
+  #announce(ws: WebSocket, chatId: string, liveFrom = 0): void {
+    const chat = this.#chats.summary(chatId);
+    if (chat) sendFrame(ws, { type: "chat", chat: { ...chat, headSeq: Math.max(chat.headSeq, liveFrom) } });
   }
 
   /** The client processed a batch: the next one. */
   sync(ws: WebSocket): StreamSyncResult {
-    const catchUp = this.#catchUps.get(ws);
-    if (!catchUp || catchUp.behind.size === 0) return { behind: 0 };
+    const progress = this.#progress.get(ws);
+    if (!progress || progress.behind.size === 0) return { behind: 0 };
     queueMicrotask(() => void this.#sendBatch(ws));
-    return { behind: catchUp.behind.size };
+    return { behind: progress.behind.size };
   }
 
   /**
    * A chat's push (RPC from its ChatRoom): to every resumed socket not catching up on
-   * that chat, cut where a socket's last page of it ended. False when no stream is
-   * left: the chat stops pushing.
+   * that chat, without what the socket already has. False when no stream is left: the
+   * chat stops pushing.
    */
   deliver(push: StreamPush, now = Date.now()): boolean {
     if (this.size === 0) {
       this.#heads.delete(push.chatId);
       return false;
     }
-    this.#heads.set(push.chatId, Math.max(this.#heads.get(push.chatId) ?? 0, push.lastSeq));
+    if (push.final) this.#heads.delete(push.chatId);
+    else this.#heads.set(push.chatId, Math.max(this.#heads.get(push.chatId) ?? 0, push.lastSeq));
     let whole: string | null = null;
     for (const [ws, session] of this.entries()) {
       if (session.phase === "new") continue;
@@ -172,17 +227,15 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
         this.expire(ws);
         continue;
       }
-      const catchUp = this.#catchUps.get(ws);
-      if (catchUp?.behind.has(push.chatId)) continue;
-      const endedAt = catchUp?.endedAt.get(push.chatId);
-      if (endedAt !== undefined) {
-        if (push.afterSeq < endedAt) {
-          const from = push.seqs.findIndex((seq) => seq > endedAt);
-          if (from >= 0) sendText(ws, eventsFrameText(push.chatId, push.events.slice(from), false));
-          if (from >= 0) catchUp!.endedAt.delete(push.chatId);
-          continue;
-        }
-        catchUp!.endedAt.delete(push.chatId);
+      const progress = this.#progressOf(ws);
+      if (progress.behind.has(push.chatId)) continue;
+      const last = progress.sent.get(push.chatId);
+      if (last !== undefined && push.lastSeq <= last) continue;
+      progress.sent.set(push.chatId, push.lastSeq);
+      if (last !== undefined && push.afterSeq < last) {
+        const from = push.seqs.findIndex((seq) => seq > last);
+        sendText(ws, eventsFrameText(push.chatId, push.events.slice(from), false));
+        continue;
       }
       whole ??= eventsFrameText(push.chatId, push.events, false);
       sendText(ws, whole);
@@ -202,55 +255,75 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
       if (session.phase === "new") continue;
       sendFrame(ws, { type: "chat", chat });
       if (!joined) continue;
-      let catchUp = this.#catchUps.get(ws);
-      if (!catchUp) {
-        catchUp = { behind: new Map(), endedAt: new Map(), sending: false, planning: false };
-        this.#catchUps.set(ws, catchUp);
-      }
-      catchUp.behind.set(chat.chatId, { cursor: previous?.headSeq ?? 0, page: null, subscribe: true });
+      // Caught up like at a resume (so an eviction meanwhile makes the device resume).
+      if (session.phase === "live") this.save(ws, { ...session, phase: "catching_up" });
+      this.#progressOf(ws).behind.set(chat.chatId, { cursor: previous?.headSeq ?? 0, page: null, subscribe: true });
       void this.#sendBatch(ws);
     }
   }
 
-  /** Sends pages until the batch is full, then asks for `sync`; `synced` when nothing is behind. */
-  async #sendBatch(ws: WebSocket): Promise<void> {
-    const catchUp = this.#catchUps.get(ws);
-    if (!catchUp || catchUp.sending || catchUp.planning) return;
-    catchUp.sending = true;
+  /**
+   * Sends pages until the batch is full, then asks for `sync`; `synced` when nothing is
+   * behind. Over the device's byte budget, the batch waits (the device cannot make the
+   * account's object buffer megabytes by asking fast). A chat that fails to answer is
+   * dropped from the catch-up and announced instead: the device fetches it.
+   */
+  async #sendBatch(ws: WebSocket, now = Date.now()): Promise<void> {
+    const progress = this.#progress.get(ws);
+    const session = this.get(ws);
+    if (!progress || !session || progress.sending || progress.planning || progress.paced) return;
+    const waitMs = this.#catchUpBytes.waitMs(session.deviceId, now);
+    if (waitMs > 0 && progress.behind.size > 0) {
+      progress.paced = true;
+      setTimeout(() => {
+        progress.paced = false;
+        void this.#sendBatch(ws);
+      }, waitMs);
+      return;
+    }
+    progress.sending = true;
     try {
       let bytes = 0;
       while (bytes < BATCH_BYTES) {
-        const next = catchUp.behind.entries().next();
+        const next = progress.behind.entries().next();
         if (next.done) break;
         const [chatId, behind] = next.value;
-        const page =
-          behind.page ?? unwrap(await (behind.subscribe ? this.#chats.open(chatId, behind.cursor) : this.#chats.page(chatId, behind.cursor)));
-        if (!this.get(ws)) return;
-        if (behind.subscribe) this.#noteHead(chatId, page);
+        let page = behind.page;
+        if (!page) {
+          const read = await (behind.subscribe ? this.#chats.open(chatId, behind.cursor) : this.#chats.page(chatId, behind.cursor));
+          if (!this.get(ws)) return;
+          if (!read.ok) {
+            log.warn("a chat's catch-up page failed; the device is told to fetch it", { chatId, code: read.error.code });
+            progress.behind.delete(chatId);
+            this.#announce(ws, chatId);
+            continue;
+          }
+          page = read.value;
+          if (behind.subscribe) this.#noteHead(chatId, page);
+        }
         const done = this.#reachesHead(chatId, page);
         if (page.events.length > 0) sendText(ws, eventsFrameText(chatId, page.events, !done));
         for (const event of page.events) bytes += event.length;
-        if (done) {
-          catchUp.behind.delete(chatId);
-          catchUp.endedAt.set(chatId, page.cursor);
-        } else catchUp.behind.set(chatId, { cursor: page.cursor, page: null, subscribe: false });
+        progress.sent.set(chatId, page.cursor);
+        if (done) progress.behind.delete(chatId);
+        else progress.behind.set(chatId, { cursor: page.cursor, page: null, subscribe: false });
       }
-      const session = this.get(ws);
-      if (!session) return;
-      if (catchUp.behind.size > 0) sendFrame(ws, { type: "catching_up", behind: catchUp.behind.size });
-      else if (session.phase === "catching_up") {
-        this.save(ws, { ...session, phase: "live" });
+      this.#catchUpBytes.take(session.deviceId, Date.now(), bytes);
+      const current = this.get(ws);
+      if (!current) return;
+      if (progress.behind.size > 0) sendFrame(ws, { type: "catching_up", behind: progress.behind.size });
+      else if (current.phase === "catching_up") {
+        this.save(ws, { ...current, phase: "live" });
         sendFrame(ws, { type: "synced" });
       }
     } catch (error) {
-      // The device resumes from its cursors (which only advanced with what it received).
+      // Not a chat's answer (those are handled above): the device resumes from its cursors.
       const failure = failureOf(error, { object: "User", during: "stream catch-up" });
-      log.warn("stream catch-up failed", { code: failure.error.code, ...describeError(error) });
       sendErrorFrame(ws, failure.error);
       this.forget(ws);
       closeQuietly(ws, CloseCode.tryAgain, "catch_up_failed");
     } finally {
-      catchUp.sending = false;
+      progress.sending = false;
     }
   }
 
@@ -258,7 +331,6 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   #reachesHead(chatId: string, page: StreamPage): boolean {
     return !page.hasMore && page.cursor >= (this.#heads.get(chatId) ?? 0);
   }
-
   #noteHead(chatId: string, page: StreamPage): void {
     if (page.streamed) this.#heads.set(chatId, Math.max(this.#heads.get(chatId) ?? 0, page.headSeq));
   }

@@ -75,11 +75,14 @@ export class User extends DurableObject<Env> {
     },
     sync: (ws) => this.#streams.sync(ws),
     send: (session, chatId, input, respond) => {
+      // Only chats in the account's list are asked: a made-up id wakes no object.
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
       this.#chatRoom(chatId)
         .send({ userId: session.userId, deviceId: session.deviceId }, input)
         .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream send" })));
     },
     read: (chatId, seq, respond) => {
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
       this.markRead(chatId, seq).then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream read" })));
     },
   };
@@ -96,7 +99,8 @@ export class User extends DurableObject<Env> {
     this.#invitations = new Invitations(this.#db);
     this.#scheduler = new Scheduler(ctx.storage, { "invitation-expiry": (now) => this.#expireInvitations(now) });
     this.#streams = new DeviceStreams(ctx, {
-      list: () => this.#chatIndex.list({ limit: Number.MAX_SAFE_INTEGER }).chats,
+      entries: () => this.#chatIndex.streamEntries(),
+      summary: (chatId) => this.#chatIndex.get(chatId),
       open: (chatId, after) => this.#chatRoom(chatId).openStream(this.me().userId, after),
       page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.me().userId, after),
     });
@@ -394,4 +398,9 @@ export class User extends DurableObject<Env> {
       if (result.status === "rejected") log.warn("could not close a revoked device's sockets", describeError(result.reason));
     }
   }
+}
+
+/** A stream frame about a chat the account's list does not have. */
+function notYourChat(): Outcome<never> {
+  return failureOf(new AppError("not_a_member", 403, "not a chat of yours", { retryable: false }));
 }

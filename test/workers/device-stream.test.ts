@@ -133,10 +133,26 @@ describe("the device stream (GET /chat)", () => {
     await socket.until(() => eventsOf(socket, group).some((e) => e.type === "member.removed"), "the removal");
     expect((await restSend(alice, group, "m-2", "after")).status).toBe(201);
     expect((await restSend(alice, group, "m-3", "after again")).status).toBe(201);
-    // The stream stays open for the account's other chats; this one is quiet.
     await socket.until(() => socket.frames.some((f) => f.type === "chat" && f.chat.chatId === group && f.chat.membership === "removed"), "the removed entry");
+    // The stream stays open for the account's other chats: a message there, sent after
+    // m-2 and m-3, arrives; nothing more of the group did.
+    const direct = await createDirect(alice, bob);
+    expect((await restSend(alice, direct, "d-1", "still here")).status).toBe(201);
+    await socket.until(() => eventsOf(socket, direct).some((e) => e.type === "message"), "the other chat's message");
     expect(eventsOf(socket, group).map((e) => e.type)).toEqual(["message", "member.removed"]);
     expect(socket.closed).toBeNull();
+
+    // Added back while this device is offline: its next resume from the removal gets
+    // exactly the new period, however recently the account's object saw the chat.
+    const removedAt = eventsOf(socket, group).at(-1)!.seq;
+    socket.ws.close(1000);
+    await apiClient(alice).addMembers(group, [bob.user.userId]);
+    expect((await restSend(alice, group, "m-4", "welcome back")).status).toBe(201);
+    const back = await resumeStream(bob.credentials, { [group]: removedAt, [direct]: eventsOf(socket, direct).at(-1)!.seq });
+    expect(back.reply).toMatchObject({ ok: true, result: { behind: 1 } });
+    await syncUntilDone(back.socket);
+    expect(eventsOf(back.socket, group).map((e) => e.type)).toEqual(["member.added", "message"]);
+    expect(eventsOf(back.socket, group).map((e) => e.seq)).toEqual((await allAfter(bob, group, removedAt)).map((e) => e.seq));
   });
 
   it("closes a revoked device's stream with 4009, and refuses a new one", async () => {
@@ -250,6 +266,66 @@ describe("the device stream under pressure and eviction", () => {
   });
 });
 
+describe("the device stream's resume", () => {
+  it("sees every chat of a list far larger than a page (big last messages), none reported unknown", async () => {
+    const bob = await login();
+    const peers = await Promise.all(Array.from({ length: 6 }, () => login()));
+    const chatIds = await Promise.all(peers.map((peer) => createDirect(peer, bob)));
+    const big = "y".repeat(60 * 1024);
+    await Promise.all(peers.map(async (peer, i) => expect((await restSend(peer, chatIds[i]!, "big", `${i} ${big}`)).status).toBe(201)));
+    // The list's pages stop at 256 KiB: more than one page holds these entries.
+    const withMessage = async () => {
+      let count = 0;
+      for (let cursor: string | undefined, pages = 0; pages === 0 || cursor; pages++) {
+        const page = await apiClient(bob).chats(cursor ? { cursor } : {});
+        count += page.chats.filter((chat) => chat.lastMessage).length;
+        cursor = page.nextCursor;
+      }
+      return count;
+    };
+    await expect.poll(withMessage, { timeout: 10_000 }).toBe(6);
+    const { socket, reply } = await resumeStream(bob.credentials, Object.fromEntries(chatIds.map((chatId) => [chatId, 1])));
+    expect(reply).toMatchObject({ ok: true, result: { behind: 6, unknownChats: [] } });
+    await syncUntilDone(socket);
+    for (const chatId of chatIds) expect(eventsOf(socket, chatId)).toHaveLength(1);
+  });
+
+  it("refuses a cursor beyond the head even while another stream of the account is live on that chat", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const live = await resumeStream(bob.credentials, { [chatId]: 1 });
+    await syncUntilDone(live.socket);
+    expect((await restSend(alice, chatId, "m", "one")).status).toBe(201);
+    await live.socket.until(() => eventsOf(live.socket, chatId).length === 1, "the message");
+    const tablet = await login(bob.phone, "tablet");
+    expect((await resumeStream(tablet.credentials, { [chatId]: 99 })).reply).toMatchObject({ ok: false, error: { code: "invalid_cursor" } });
+    // At exactly the head the chat is not even asked, and the tablet is live on it.
+    const atHead = await resumeStream(tablet.credentials, { [chatId]: 2 });
+    expect(atHead.reply).toMatchObject({ ok: true, result: { behind: 0 } });
+    await syncUntilDone(atHead.socket);
+    expect((await restSend(alice, chatId, "m2", "two")).status).toBe(201);
+    await atHead.socket.until(() => eventsOf(atHead.socket, chatId).length === 1, "the next message");
+    expect(eventsOf(atHead.socket, chatId)[0]).toMatchObject({ seq: 3 });
+  });
+
+  it("closes a stream caught mid-catch-up by an eviction with 4500, and the device resumes", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const big = "z".repeat(32 * 1024);
+    for (let i = 0; i < 20; i++) expect((await restSend(alice, chatId, `m${i}`, `${i} ${big}`)).status).toBe(201);
+    const { socket } = await resumeStream(bob.credentials, { [chatId]: 1 });
+    await socket.until(() => socket.frames.some((f) => f.type === "catching_up"), "a first batch");
+    await evictDurableObject(env.USER.get(env.USER.idFromName(bob.user.userId)));
+    // The next frame wakes the object, which finds the catch-up gone.
+    socket.send({ type: "sync", id: "after-eviction" });
+    expect(await socket.closeEvent()).toMatchObject({ code: CloseCode.tryAgain });
+    const cursor = eventsOf(socket, chatId).at(-1)!.seq;
+    const again = await resumeStream(bob.credentials, { [chatId]: cursor });
+    await syncUntilDone(again.socket);
+    expect([...eventsOf(socket, chatId), ...eventsOf(again.socket, chatId)].map((e) => e.seq)).toEqual((await allAfter(bob, chatId, 1)).map((e) => e.seq));
+  });
+});
+
 describe("bad input on the device stream", () => {
   it("answers malformed and impossible cursors without disturbing another device", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
@@ -293,6 +369,12 @@ describe("bad input on the device stream", () => {
 
     expect(await streamSend(socket, group, "c-1", "after leaving")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
     expect(await streamSend(socket, theirs, "c-2", "not mine")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
+    // A made-up chat id is refused by the account's object: no chat object starts.
+    const starts = instanceStarts("ChatRoom");
+    expect(await streamSend(socket, "g_" + "A".repeat(22), "c-4", "nowhere")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
+    socket.send({ type: "read", id: "nowhere", chatId: "g_" + "B".repeat(22), seq: 1 });
+    expect(await socket.reply("nowhere")).toMatchObject({ ok: false, error: { code: "not_a_member" } });
+    expect(instanceStarts("ChatRoom")).toBe(starts);
     socket.send("not json");
     socket.send({ type: "explode", id: "x" });
     socket.send({ type: "send", id: "bad", chatId: theirs, clientId: "c-3" });
