@@ -15,6 +15,7 @@ import {
 import { ApiError, type ApiClient } from "./api-client.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { backoffMs, sessionEnded } from "./retry.ts";
 
 export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
 
@@ -96,6 +97,8 @@ export class ChatConnection {
   #sendCounter = 0;
   /** Whether the current socket said `ready`: sends may go on it. */
   #ready = false;
+  /** The connection's own retries (a refresh), cancelled when it stops. */
+  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(options: ChatConnectionOptions) {
     this.chatId = options.chatId;
@@ -276,10 +279,10 @@ export class ChatConnection {
     try {
       return await this.#api.accessToken();
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) {
-        const code = error.code === "device_revoked" ? CloseCode.deviceRevoked : CloseCode.unauthorized;
+      const ended = sessionEnded(error);
+      if (ended) {
         queueMicrotask(() => {
-          if (this.#status !== "closed") this.#finalClose(code, error.code);
+          if (this.#status !== "closed") this.#finalClose(ended.code, ended.reason);
         });
       }
       throw error;
@@ -290,15 +293,35 @@ export class ChatConnection {
     if (this.#status === "closed") return false;
     if (shouldReconnect(code)) return true;
     if (code === CloseCode.unauthorized) {
-      // The token was refused: refresh it once, then try again.
-      this.#api.refresh().then(
-        () => this.#socket?.reconnect(),
-        () => this.#finalClose(code, reason),
-      );
+      this.#refreshThenReconnect(0);
       return false;
     }
     this.#finalClose(code, reason);
     return false;
+  }
+
+  /**
+   * The token was refused or expired: refresh it, then connect again. Only a refresh the
+   * server refuses for good (401) stops the connection; after any other failure (the
+   * network, a 5xx, a 429) the refresh is tried again with backoff, as often as it takes.
+   */
+  #refreshThenReconnect(failures: number): void {
+    this.#api.refresh().then(
+      () => {
+        if (this.#status !== "closed") this.#socket?.reconnect();
+      },
+      (error: unknown) => {
+        if (this.#status === "closed") return;
+        const ended = sessionEnded(error);
+        if (ended) return this.#finalClose(ended.code, ended.reason);
+        const retryAfterMs = error instanceof ApiError ? error.body.retryAfterMs : undefined;
+        const timer = setTimeout(() => {
+          this.#retries.delete(timer);
+          if (this.#status !== "closed") this.#refreshThenReconnect(failures + 1);
+        }, retryAfterMs ?? backoffMs(failures + 1));
+        this.#retries.add(timer);
+      },
+    );
   }
 
   #finalClose(code: number, reason: string): void {
@@ -311,6 +334,8 @@ export class ChatConnection {
     this.#setStatus("closed");
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     this.#heartbeat = null;
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
     this.#socket?.close(CloseCode.normal, "client closed");
     this.#socket = null;
     this.#lostSends();

@@ -23,6 +23,7 @@ import { ApiError, type ApiClient } from "./api-client.ts";
 import type { ConnectionStatus } from "./chat-connection.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { backoffMs, sessionEnded } from "./retry.ts";
 
 export type DeviceStreamOptions = {
   api: ApiClient;
@@ -72,11 +73,6 @@ export class StreamRequestError extends Error {
 
 /** A history page read leniently: event types this SDK does not know still parse (and are skipped). */
 const HistoryPageEnvelope = HistoryPage.extend({ events: z.array(EventEnvelope) });
-
-/** Delay before another try after a failure whose cause may pass (network, 5xx): 0.5 s doubling to 30 s. */
-function backoffMs(failures: number): number {
-  return Math.min(30_000, 500 * 2 ** Math.max(0, failures - 1)) * (0.75 + Math.random() / 2);
-}
 
 /** The WebSocket URL of the device stream. */
 export function streamUrl(baseUrl: string): string {
@@ -145,6 +141,8 @@ export class DeviceStream {
   readonly #held = new Map<string, EventEnvelope[]>();
   /** Small chats whose entry announced a head the stream has not brought yet. */
   readonly #expected = new Map<string, { seq: number; timer: ReturnType<typeof setTimeout> }>();
+  /** The stream's own retries (a refresh, a resume), cancelled when it stops. */
+  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(options: DeviceStreamOptions) {
     this.#api = options.api;
@@ -538,10 +536,10 @@ export class DeviceStream {
     try {
       return await this.#api.accessToken();
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) {
-        const code = error.code === "device_revoked" ? CloseCode.deviceRevoked : CloseCode.unauthorized;
+      const ended = sessionEnded(error);
+      if (ended) {
         queueMicrotask(() => {
-          if (this.#status !== "closed") this.#finalClose(code, error.code);
+          if (this.#status !== "closed") this.#finalClose(ended.code, ended.reason);
         });
       }
       throw error;
@@ -552,15 +550,40 @@ export class DeviceStream {
     if (this.#status === "closed") return false;
     if (shouldReconnect(code)) return true;
     if (code === CloseCode.unauthorized) {
-      // The token was refused or expired: refresh it once, then try again.
-      this.#api.refresh().then(
-        () => this.#socket?.reconnect(),
-        () => this.#finalClose(code, reason),
-      );
+      this.#refreshThenReconnect(0);
       return false;
     }
     this.#finalClose(code, reason);
     return false;
+  }
+
+  /**
+   * The token was refused or expired: refresh it, then connect again. Only a refresh the
+   * server refuses for good (401) stops the stream; after any other failure (the
+   * network, a 5xx, a 429) the refresh is tried again with backoff, as often as it takes.
+   */
+  #refreshThenReconnect(failures: number): void {
+    this.#api.refresh().then(
+      () => {
+        if (this.#status !== "closed") this.#socket?.reconnect();
+      },
+      (error: unknown) => {
+        if (this.#status === "closed") return;
+        const ended = sessionEnded(error);
+        if (ended) return this.#finalClose(ended.code, ended.reason);
+        const retryAfterMs = error instanceof ApiError ? error.body.retryAfterMs : undefined;
+        this.#retryIn(retryAfterMs ?? backoffMs(failures + 1), () => this.#refreshThenReconnect(failures + 1));
+      },
+    );
+  }
+
+  /** Runs `retry` after `delayMs` unless the stream has stopped by then. */
+  #retryIn(delayMs: number, retry: () => void): void {
+    const timer = setTimeout(() => {
+      this.#retries.delete(timer);
+      if (this.#status !== "closed") retry();
+    }, delayMs);
+    this.#retries.add(timer);
   }
 
   #finalClose(code: number, reason: string): void {
@@ -575,6 +598,8 @@ export class DeviceStream {
     this.#heartbeat = null;
     for (const { timer } of this.#expected.values()) clearTimeout(timer);
     this.#expected.clear();
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
     this.#socket?.close(CloseCode.normal, "client closed");
     this.#socket = null;
     this.#socketGone();

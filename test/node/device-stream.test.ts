@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import {
+  ApiError,
   CursorStore,
   DeviceStream,
   type ApiClient,
@@ -104,9 +105,13 @@ class FakeApi {
   readonly historyReads: string[] = [];
   readonly sends: { chatId: string; request: SendMessageRequest; resolve: (result: SendResult) => void }[] = [];
   refreshes = 0;
+  /** How the next refreshes fail, in order; once none is left, refreshes succeed. */
+  readonly refreshFailures: unknown[] = [];
   accessToken = async () => "token";
   refresh = async () => {
     this.refreshes++;
+    const failure = this.refreshFailures.shift();
+    if (failure !== undefined) throw failure;
     return {};
   };
   request = async (method: string, path: string): Promise<Response> => {
@@ -275,6 +280,35 @@ describe("the device stream client", () => {
     expect(api.refreshes).toBe(1);
     expect(FakeSocket.latest().lastFrame("resume")).toMatchObject({ cursors: { [SMALL]: 3 } });
     expect(store.get(SMALL)).toBe(3);
+  });
+
+  it("tries a refresh that failed for a moment (network, 429) again, then resumes on a new socket", async () => {
+    const { socket, api, stream } = await openLive({ [SMALL]: 2 });
+    const closes: number[] = [];
+    stream.on("closed", (code) => closes.push(code));
+    api.refreshFailures.push(
+      new TypeError("fetch failed"),
+      new ApiError(429, { code: "rate_limited", message: "slow down", retryable: true, retryAfterMs: 10 }),
+    );
+    socket.drop(4001, "token_expired");
+    await until(() => FakeSocket.instances.length === 2 && FakeSocket.latest().frames().some((f) => f.type === "resume"), "a new resume");
+    expect(api.refreshes).toBe(3);
+    expect(closes).toEqual([]);
+    expect(FakeSocket.latest().lastFrame("resume")).toMatchObject({ cursors: { [SMALL]: 2 } });
+  });
+
+  it("stops for good when the refresh is refused for good, rejecting its waiting sends", async () => {
+    const { socket, api, stream } = await openLive();
+    api.sendMessage = () => new Promise(() => {}); // REST never answers: the send waits
+    const closes: { code: number; reason: string }[] = [];
+    stream.on("closed", (code, reason) => closes.push({ code, reason }));
+    const ack = stream.send(SMALL, "hello");
+    api.refreshFailures.push(new ApiError(401, { code: "refresh_token_reused", message: "reused", retryable: false }));
+    socket.drop(4001, "token_expired");
+    await expect(ack).rejects.toThrow(/unavailable/);
+    expect(closes).toEqual([{ code: 4001, reason: "refresh_token_reused" }]);
+    expect(stream.status).toBe("closed");
+    expect(FakeSocket.instances).toHaveLength(1);
   });
 
   it("stops for good when the device is revoked", async () => {

@@ -1,0 +1,106 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { ApiError, ChatConnection, type ApiClient, type SendMessageRequest, type SendResult } from "../../src/client/index.ts";
+
+const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
+const DEVICE = "dv_DDDDDDDDDDDDDDDDDDDDDD";
+const CHAT = "g_CCCCCCCCCCCCCCCCCCCCCC";
+
+/** A chat socket the test plays the server of: it opens and says `ready` at seq 3. Every instance is kept, newest last. */
+class FakeSocket extends EventTarget {
+  static instances: FakeSocket[] = [];
+  static latest(): FakeSocket {
+    return FakeSocket.instances.at(-1)!;
+  }
+  readyState = 0;
+  binaryType = "blob";
+  readonly sent: string[] = [];
+  constructor(readonly url: string) {
+    super();
+    FakeSocket.instances.push(this);
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.dispatchEvent(new Event("open"));
+      this.receive({ type: "ready", chatId: CHAT, userId: ME, deviceId: DEVICE, role: "member", headSeq: 3, catchingUp: false });
+    }, 0);
+  }
+  send(data: string): void {
+    this.sent.push(data);
+  }
+  close(): void {
+    this.readyState = 3;
+  }
+  receive(frame: object): void {
+    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
+  }
+  /** The server closes the socket. */
+  drop(code: number, reason = ""): void {
+    this.readyState = 3;
+    this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: true }));
+  }
+}
+
+/** The REST side: refreshes that fail as the test says, sends that never answer. */
+class FakeApi {
+  readonly baseUrl = "https://chat.example";
+  refreshes = 0;
+  /** How the next refreshes fail, in order; once none is left, refreshes succeed. */
+  readonly refreshFailures: unknown[] = [];
+  accessToken = async () => "token";
+  refresh = async () => {
+    this.refreshes++;
+    const failure = this.refreshFailures.shift();
+    if (failure !== undefined) throw failure;
+    return {};
+  };
+  socketUrl = (chatId: string, after?: number) => `wss://chat.example/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
+  sendMessage = (_chatId: string, _request: SendMessageRequest): Promise<SendResult> => new Promise(() => {});
+}
+
+const connections: ChatConnection[] = [];
+afterEach(() => {
+  for (const connection of connections.splice(0)) connection.close();
+  FakeSocket.instances = [];
+});
+
+async function openLive() {
+  const api = new FakeApi();
+  const connection = new ChatConnection({ api: api as unknown as ApiClient, chatId: CHAT, WebSocket: FakeSocket });
+  connections.push(connection);
+  const closes: { code: number; reason: string }[] = [];
+  connection.on("closed", (code, reason) => closes.push({ code, reason }));
+  connection.connect();
+  await until(() => connection.status === "live", "the connection live");
+  return { api, connection, closes, socket: FakeSocket.latest() };
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  if (!condition()) throw new Error(`never happened: ${what}`);
+}
+
+describe("the chat connection", () => {
+  it("tries a refresh that failed for a moment (network, 503) again, then resumes from its cursor on a new socket", async () => {
+    const { api, connection, closes, socket } = await openLive();
+    api.refreshFailures.push(
+      new TypeError("fetch failed"),
+      new ApiError(503, { code: "unavailable", message: "try again", retryable: true, retryAfterMs: 10 }),
+    );
+    socket.drop(4001, "token_expired");
+    await until(() => FakeSocket.instances.length === 2 && connection.status === "live", "a new socket live");
+    expect(api.refreshes).toBe(3);
+    expect(closes).toEqual([]);
+    expect(FakeSocket.latest().url).toBe(`wss://chat.example/chat/${CHAT}?after=3`);
+  });
+
+  it("stops for good when the refresh is refused for good, rejecting its waiting sends", async () => {
+    const { api, connection, closes, socket } = await openLive();
+    const ack = connection.send("hello"); // on the socket, then over REST, which never answers
+    api.refreshFailures.push(new ApiError(401, { code: "device_revoked", message: "logged out", retryable: false }));
+    socket.drop(4001, "token_expired");
+    await expect(ack).rejects.toThrow(/unavailable/);
+    expect(closes).toEqual([{ code: 4009, reason: "device_revoked" }]);
+    expect(connection.status).toBe("closed");
+    expect(FakeSocket.instances).toHaveLength(1);
+  });
+});
