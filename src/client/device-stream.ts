@@ -3,6 +3,7 @@ import { z } from "zod";
 import {
   ChatEvent,
   ChatSummary,
+  type ChatList,
   CloseCode,
   ErrorResponse,
   EventEnvelope,
@@ -129,6 +130,10 @@ export class DeviceStream {
   #resumeId: string | null = null;
   /** Whether this socket's `resume` was answered: sends and reads may go on it. */
   #resumed = false;
+  /** Counts the sockets: a retry planned for one is dropped once it is gone. */
+  #connection = 0;
+  /** Resumes refused in a row, for the backoff. */
+  #resumeFailures = 0;
   /** `chat` frames still to come that announce what the resume reply counted. */
   #announcing = 0;
   /** Requests on the current socket waiting for their reply, by frame id. */
@@ -301,16 +306,23 @@ export class DeviceStream {
     else request.reject(new StreamRequestError(reply.error));
   }
 
+  /**
+   * A refused resume never stops the stream (its outbox keeps its messages): a cursor
+   * past a chat's head is dropped and the stream resumes again; after any other refusal
+   * it connects again after a jittered backoff that doubles with each refusal in a row.
+   */
   #resumeAnswered(reply: ReplyFrame): void {
     this.#resumeId = null;
     if (!reply.ok) {
       this.#emit("error", reply.error);
-      // A cursor the server refuses (beyond a chat's head) cannot be fixed by retrying.
-      if (!reply.error.retryable) return this.#finalClose(CloseCode.badRequest, reply.error.code);
-      const socket = this.#socket;
-      setTimeout(() => socket === this.#socket && socket?.reconnect(CloseCode.normal, "resume again"), reply.error.retryAfterMs ?? 1000);
+      this.#setStatus("connecting");
+      const failures = ++this.#resumeFailures;
+      const connection = this.#connection;
+      if (reply.error.code === "invalid_cursor") void this.#repairCursors(connection, failures);
+      else this.#resumeLater(connection, reply.error.retryAfterMs ?? backoffMs(failures));
       return;
     }
+    this.#resumeFailures = 0;
     const result = ResumeResult.safeParse(reply.result);
     if (result.success) {
       for (const chatId of result.data.unknownChats) this.#cursors.forget(chatId);
@@ -320,12 +332,73 @@ export class DeviceStream {
     this.#outbox.wake();
   }
 
+  /** Resumes on a new socket after `delayMs`, unless the socket was replaced meanwhile (the new one resumes by itself). */
+  #resumeLater(connection: number, delayMs: number): void {
+    this.#retryIn(delayMs, () => {
+      if (connection === this.#connection) this.#socket?.reconnect(CloseCode.normal, "resume again");
+    });
+  }
+
+  /**
+   * The server refused a cursor past its chat's head (a cursor store older than the
+   * server's data, after a reset say); the refusal does not say which. Every cursor past
+   * its chat's head in the chat list is dropped (for a chat the account is still in, the
+   * head is read from the chat itself, since the list may trail it by a moment): the
+   * server then announces the chat as one the device did not list. Then the stream
+   * resumes again on this socket; if nothing could be dropped, it connects again after
+   * a backoff.
+   */
+  async #repairCursors(connection: number, failures: number): Promise<void> {
+    let dropped = 0;
+    try {
+      dropped = await this.#dropCursorsPastHeads();
+    } catch (error) {
+      if (error instanceof ApiError) this.#emit("error", error.body);
+    }
+    if (this.#status === "closed") return;
+    if (dropped === 0) return this.#resumeLater(connection, backoffMs(failures));
+    if (connection === this.#connection && this.#socket?.readyState === ReconnectingWebSocket.OPEN) this.#resume();
+  }
+
+  /** Drops every cursor past its chat's head; returns how many. */
+  async #dropCursorsPastHeads(): Promise<number> {
+    const cursors = this.#cursors.all();
+    let dropped = 0;
+    let page: ChatList | null = null;
+    do {
+      const limit = Limits.maxChatListPageSize;
+      page = await this.#api.chats(page?.nextCursor === undefined ? { limit } : { limit, cursor: page.nextCursor });
+      for (const chat of page.chats) {
+        const cursor = cursors[chat.chatId];
+        if (cursor === undefined || cursor <= chat.headSeq) continue;
+        if (cursor <= (await this.#headOf(chat))) continue;
+        this.#cursors.forget(chat.chatId);
+        dropped++;
+      }
+    } while (page.nextCursor !== undefined);
+    return dropped;
+  }
+
+  /** A chat's head: for a former member the list's (it no longer changes), else the chat's own. */
+  async #headOf(chat: ChatSummary): Promise<number> {
+    if (chat.membership !== "member") return chat.headSeq;
+    try {
+      return (await this.#api.chat(chat.chatId)).headSeq;
+    } catch (error) {
+      // No longer a member (or no such chat): the list's entry is all there is.
+      if (error instanceof ApiError && !error.body.retryable) return chat.headSeq;
+      throw error;
+    }
+  }
+
   /** Catch-up batches are paced by the client: a refused `sync` is sent again when the server says. */
   #syncAnswered(reply: ReplyFrame): void {
     if (reply.ok) return;
     if (!reply.error.retryable) return this.#emit("error", reply.error);
-    const socket = this.#socket;
-    setTimeout(() => socket === this.#socket && this.#transmit({ type: "sync", id: this.#nextId("sync") }), reply.error.retryAfterMs ?? 1000);
+    const connection = this.#connection;
+    this.#retryIn(reply.error.retryAfterMs ?? 1000, () => {
+      if (connection === this.#connection) this.#transmit({ type: "sync", id: this.#nextId("sync") });
+    });
   }
 
   /**
@@ -517,6 +590,7 @@ export class DeviceStream {
 
   /** The socket closed: requests on it go again (sends elsewhere, reads over REST), and the next socket resumes. */
   #socketGone(): void {
+    this.#connection++;
     this.#resumed = false;
     this.#resumeId = null;
     this.#announcing = 0;

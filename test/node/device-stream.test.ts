@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   ApiError,
   CursorStore,
@@ -57,6 +57,7 @@ class FakeSocket extends EventTarget {
   readyState = 0;
   binaryType = "blob";
   readonly sent: string[] = [];
+  closedAt: number | undefined;
   constructor(
     readonly url: string,
     readonly protocols?: string | string[],
@@ -75,6 +76,7 @@ class FakeSocket extends EventTarget {
   }
   close(): void {
     this.readyState = 3;
+    this.closedAt = Date.now();
   }
   /** The client's JSON frames, parsed. */
   frames(): { type: string; id: string; [key: string]: unknown }[] {
@@ -91,6 +93,9 @@ class FakeSocket extends EventTarget {
   reply(id: string, result: unknown): void {
     this.receive({ type: "reply", id, ok: true, result });
   }
+  refuse(id: string, error: object): void {
+    this.receive({ type: "reply", id, ok: false, error });
+  }
   /** The server closes the socket. */
   drop(code: number, reason = ""): void {
     this.readyState = 3;
@@ -98,10 +103,17 @@ class FakeSocket extends EventTarget {
   }
 }
 
-/** The REST side: history from a per-chat log, sends answered by the test, reads answered at once. */
+/**
+ * The REST side: history from a per-chat log, the chat list (one entry a page) and
+ * each chat's head, sends answered by the test, reads answered at once.
+ */
 class FakeApi {
   readonly baseUrl = "https://chat.example";
   readonly log = new Map<string, ChatEvent[]>();
+  /** The account's chat list, and the heads of its chats where the list trails them. */
+  list: ChatSummary[] = [];
+  readonly heads = new Map<string, number>();
+  readonly listReads: (string | undefined)[] = [];
   readonly historyReads: string[] = [];
   readonly sends: { chatId: string; request: SendMessageRequest; resolve: (result: SendResult) => void }[] = [];
   refreshes = 0;
@@ -124,12 +136,21 @@ class FakeApi {
   };
   sendMessage = (chatId: string, request: SendMessageRequest): Promise<SendResult> =>
     new Promise((resolve) => this.sends.push({ chatId, request, resolve }));
+  chats = async (query: { cursor?: string } = {}) => {
+    this.listReads.push(query.cursor);
+    const index = Number(query.cursor ?? 0);
+    const next = index + 1 < this.list.length ? { nextCursor: String(index + 1) } : {};
+    return { chats: this.list.slice(index, index + 1), ...next };
+  };
+  chat = async (chatId: string) => ({ chatId, headSeq: this.heads.get(chatId) ?? this.list.find((c) => c.chatId === chatId)!.headSeq });
 }
 
 const streams: DeviceStream[] = [];
 afterEach(() => {
   for (const stream of streams.splice(0)) stream.close();
   FakeSocket.instances = [];
+  vi.useRealTimers();
+  vi.restoreAllMocks();
 });
 
 /** A stream over a fake socket; resolves once it sent its `resume`. */
@@ -309,6 +330,68 @@ describe("the device stream client", () => {
     expect(closes).toEqual([{ code: 4001, reason: "refresh_token_reused" }]);
     expect(stream.status).toBe("closed");
     expect(FakeSocket.instances).toHaveLength(1);
+  });
+
+  it("drops the cursors a refused resume had past their chats' heads (a store older than the server's data) and resumes again", async () => {
+    const { socket, api, stream } = await open({ [SMALL]: 9, [BIG]: 2, [NEW]: 6 });
+    // SMALL's cursor is past its head; NEW's is past the list's entry, which trails the chat.
+    api.list = [summary(SMALL, 4), summary(BIG, 5, { memberCount: 300 }), summary(NEW, 5)];
+    api.heads.set(NEW, 6);
+    const closes: number[] = [];
+    stream.on("closed", (code) => closes.push(code));
+    api.sendMessage = () => new Promise(() => {}); // REST never answers: the send waits
+    const ack = stream.send(BIG, "hello");
+    let rejected = false;
+    ack.catch(() => (rejected = true));
+    socket.refuse(socket.lastFrame("resume").id, { code: "invalid_cursor", message: "the cursor must be a seq between 0 and 4", retryable: false });
+    await until(() => socket.frames().filter((f) => f.type === "resume").length === 2, "a second resume");
+    expect(api.listReads).toEqual([undefined, "1", "2"]);
+    expect(socket.lastFrame("resume")).toMatchObject({ cursors: { [BIG]: 2, [NEW]: 6 } });
+    expect(stream.cursors.get(SMALL)).toBeUndefined();
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 0, unknownChats: [] });
+    socket.receive({ type: "synced" });
+    expect(stream.status).toBe("live");
+    expect(closes).toEqual([]);
+    expect(rejected).toBe(false);
+    expect(stream.pendingSends).toBe(1);
+  });
+
+  it("after any other refused resume, connects again after a backoff that doubles, and never stops", async () => {
+    vi.useFakeTimers();
+    vi.spyOn(Math, "random").mockReturnValue(0.5); // no jitter: the delays are exact
+    const api = new FakeApi();
+    const stream = new DeviceStream({ api: api as unknown as ApiClient, WebSocket: FakeSocket });
+    streams.push(stream);
+    const closes: number[] = [];
+    stream.on("closed", (code) => closes.push(code));
+    stream.connect();
+    /** Lets time pass until the `socket`th socket sent its resume; returns the frame's id. */
+    const resumeOn = async (socket: number) => {
+      const waiting = () => FakeSocket.instances.length < socket || !FakeSocket.instances[socket - 1]!.frames().some((f) => f.type === "resume");
+      for (let i = 0; i < 10_000 && waiting(); i++) await vi.advanceTimersByTimeAsync(10);
+      return FakeSocket.instances[socket - 1]!.lastFrame("resume").id;
+    };
+    const refusals = [
+      { code: "validation_failed", message: "bad cursors", retryable: false },
+      { code: "unavailable", message: "try again", retryable: true },
+      { code: "internal", message: "oops", retryable: true },
+    ];
+    /** From each refusal to the client closing that socket for a new one. */
+    const waits: number[] = [];
+    for (const [index, error] of refusals.entries()) {
+      const id = await resumeOn(index + 1);
+      const refused = FakeSocket.latest();
+      const refusedAt = Date.now();
+      refused.refuse(id, error);
+      await resumeOn(index + 2);
+      waits.push(refused.closedAt! - refusedAt);
+    }
+    const id = await resumeOn(4);
+    FakeSocket.latest().reply(id, { behind: 0, announced: 0, unknownChats: [] });
+    FakeSocket.latest().receive({ type: "synced" });
+    expect(waits).toEqual([500, 1000, 2000]);
+    expect(stream.status).toBe("live");
+    expect(closes).toEqual([]);
   });
 
   it("stops for good when the device is revoked", async () => {
