@@ -50,7 +50,11 @@ export type DeviceStreamOptions = {
 type Listeners = {
   /** An event of a chat, each exactly once and in seq order per chat (across the stream, REST fetches and shared chat sockets). */
   event: (chatId: string, event: ChatEvent) => void;
-  /** A chat's list entry: new to this device, or changed (renamed, unread count, read elsewhere, settings, left or removed). */
+  /**
+   * A chat's list entry: new to this device, or changed (renamed, unread count, read
+   * elsewhere, settings, left or removed). Never an entry older than one already given:
+   * the greater headSeq, then readSeq, is the newer; with both equal, the later frame.
+   */
   chat: (chat: ChatSummary) => void;
   status: (status: ConnectionStatus) => void;
   /** Error frames, refusals the SDK could not act on, frames it could not read. */
@@ -74,6 +78,19 @@ export class StreamRequestError extends Error {
 
 /** A history page read leniently: event types this SDK does not know still parse (and are skipped). */
 const HistoryPageEnvelope = HistoryPage.extend({ events: z.array(EventEnvelope) });
+
+/**
+ * Whether `incoming` replaces `current`, two list entries of one chat. `chat` frames may
+ * arrive out of order (an announcement built from a snapshot older than a change sent
+ * meanwhile), and neither an entry's headSeq nor its readSeq ever moves back, so the
+ * entry with the greater headSeq, then the greater readSeq, is the newer one, and an
+ * older one is dropped whole. When both are equal the later arrival wins, so its
+ * settings (pinned, mutedUntil, archived) and everything else replace the current ones.
+ */
+function supersedes(incoming: ChatSummary, current: ChatSummary): boolean {
+  if (incoming.headSeq !== current.headSeq) return incoming.headSeq > current.headSeq;
+  return incoming.readSeq >= current.readSeq;
+}
 
 /** The WebSocket URL of the device stream. */
 export function streamUrl(baseUrl: string): string {
@@ -166,7 +183,7 @@ export class DeviceStream {
     return this.#cursors;
   }
 
-  /** The latest list entry of every chat the stream told of. */
+  /** The newest list entry of every chat the stream told of (see the `chat` event for what is newest). */
   get chats(): ReadonlyMap<string, ChatSummary> {
     return this.#chats;
   }
@@ -412,8 +429,14 @@ export class DeviceStream {
     const { chatId } = chat;
     const announcement = this.#announcing > 0;
     if (announcement) this.#announcing--;
-    this.#chats.set(chatId, chat);
-    this.#emit("chat", chat);
+    const current = this.#chats.get(chatId);
+    if (current === undefined || supersedes(chat, current)) {
+      this.#chats.set(chatId, chat);
+      this.#emit("chat", chat);
+    } else if (!announcement) {
+      return; // an older entry than one already handled: nothing new in it
+    }
+    // An announcement, even one older than the entry, says where the stream starts the chat.
     const cursor = this.#cursors.get(chatId);
     const streamed = chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers;
     if (cursor === undefined) {

@@ -394,6 +394,30 @@ describe("the device stream client", () => {
     expect(closes).toEqual([]);
   });
 
+  it("keeps a chat's newest entry when an older one arrives after it", async () => {
+    const { socket, stream } = await open({ [BIG]: 3 });
+    const drawn: ChatSummary[] = [];
+    stream.on("chat", (chat) => drawn.push(chat));
+    const big = { memberCount: 300 };
+    // Read on another device while the resume was planned; then the announcement, built before the read.
+    socket.receive({ type: "chat", chat: summary(BIG, 6, { ...big, readSeq: 6, unreadCount: 0 }) });
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [] });
+    socket.receive({ type: "chat", chat: summary(BIG, 6, { ...big, readSeq: 3, unreadCount: 3 }) });
+    socket.receive({ type: "synced" });
+    expect(stream.chats.get(BIG)).toMatchObject({ headSeq: 6, readSeq: 6, unreadCount: 0 });
+    // An entry with an older head is older, whatever its readSeq.
+    socket.receive({ type: "chat", chat: summary(BIG, 5, { ...big, readSeq: 6, unreadCount: 0, name: "old name" }) });
+    // With the same head and readSeq, the later one's settings stand.
+    socket.receive({ type: "chat", chat: summary(BIG, 6, { ...big, readSeq: 6, unreadCount: 0, pinned: true }) });
+    socket.receive({ type: "chat", chat: summary(BIG, 7, { ...big, readSeq: 6, unreadCount: 1, pinned: true, archived: true }) });
+    expect(drawn.map((chat) => [chat.headSeq, chat.readSeq, chat.pinned, chat.archived])).toEqual([
+      [6, 6, false, false],
+      [6, 6, true, false],
+      [7, 6, true, true],
+    ]);
+    expect(stream.chats.get(BIG)).toMatchObject({ headSeq: 7, readSeq: 6, unreadCount: 1, name: "chat", pinned: true, archived: true });
+  });
+
   it("stops for good when the device is revoked", async () => {
     const { socket, stream } = await openLive();
     const closes: number[] = [];
