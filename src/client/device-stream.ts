@@ -111,6 +111,17 @@ export function streamUrl(baseUrl: string): string {
  * chats whose entry shows new events, and a small chat whose entry shows events that
  * do not follow within `restFallbackMs`.
  *
+ * A chat the device does not know when it resumes (the server announces it at its
+ * head) depends on the device. A new device (an empty cursor store, never resumed)
+ * starts it at the head: the app reads older history for the screen it shows. A device
+ * that knew chats was away when the account joined this one: the stream reads its
+ * history over REST from the start (only the account's membership periods) and
+ * delivers it, then what came live meanwhile, so the chat's first events are not missed.
+ *
+ * A refused resume does not stop the stream: cursors past their chat's head (a store
+ * older than the server's data) are dropped, and those chats are read from the start
+ * as above; other refusals reconnect after a backoff.
+ *
  * @example
  * const stream = new DeviceStream({ api, cursors: new CursorStore(new WebStorageCursorStorage(localStorage)) });
  * stream.on("chat", (chat) => drawListEntry(chat));
@@ -151,6 +162,13 @@ export class DeviceStream {
   #connection = 0;
   /** Resumes refused in a row, for the backoff. */
   #resumeFailures = 0;
+  /**
+   * Whether the device is not a new install: it had cursors when this stream resumed,
+   * or this stream resumed before. A chat it does not know was joined while it was away.
+   */
+  #knownDevice = false;
+  /** Whether the chats the current resume announces are read from their start (see `#chatChanged`). */
+  #fetchAnnounced = false;
   /** `chat` frames still to come that announce what the resume reply counted. */
   #announcing = 0;
   /** Requests on the current socket waiting for their reply, by frame id. */
@@ -307,6 +325,8 @@ export class DeviceStream {
   /** The first frame of every connection: where the device is in each chat it knows. */
   #resume(): void {
     const cursors = Object.fromEntries(Object.entries(this.#cursors.all()).slice(0, Limits.maxStreamCursors));
+    if (Object.keys(cursors).length > 0) this.#knownDevice = true;
+    this.#fetchAnnounced = this.#knownDevice;
     this.#resumeId = this.#nextId("resume");
     this.#announcing = 0;
     this.#setStatus("catching-up");
@@ -340,6 +360,7 @@ export class DeviceStream {
       return;
     }
     this.#resumeFailures = 0;
+    this.#knownDevice = true;
     const result = ResumeResult.safeParse(reply.result);
     if (result.success) {
       for (const chatId of result.data.unknownChats) this.#cursors.forget(chatId);
@@ -361,9 +382,9 @@ export class DeviceStream {
    * server's data, after a reset say); the refusal does not say which. Every cursor past
    * its chat's head in the chat list is dropped (for a chat the account is still in, the
    * head is read from the chat itself, since the list may trail it by a moment): the
-   * server then announces the chat as one the device did not list. Then the stream
-   * resumes again on this socket; if nothing could be dropped, it connects again after
-   * a backoff.
+   * server then announces the chat as one the device did not list, and it is read from
+   * its start. Then the stream resumes again on this socket; if nothing could be
+   * dropped, it connects again after a backoff.
    */
   async #repairCursors(connection: number, failures: number): Promise<void> {
     let dropped = 0;
@@ -420,8 +441,9 @@ export class DeviceStream {
 
   /**
    * A chat's entry. Right after the resume reply come the announcements: chats the
-   * device did not list, live from their head (the app starts there), and chats the
-   * stream does not carry that moved past the device's cursor. Later entries show
+   * device did not list, live from their head (a new device starts there, a known one
+   * reads the history before it), and chats the stream does not carry that moved past
+   * the device's cursor. Later entries show
    * changes; an entry ahead of the cursor is either followed by its events (small
    * chats) or fetched over REST (big and former chats).
    */
@@ -440,10 +462,18 @@ export class DeviceStream {
     const cursor = this.#cursors.get(chatId);
     const streamed = chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers;
     if (cursor === undefined) {
-      // Announced: live from its head. Otherwise a chat the account just joined: a small
-      // one's events follow from the start of the membership, a big one's are fetched.
-      if (announcement) this.#cursors.set(chatId, chat.headSeq);
-      else if (chat.membership === "member" && !streamed) this.#fetch(chatId);
+      if (announcement) {
+        // A chat the device did not list, live from the announced head. A device that
+        // knew chats was away when the account joined it: its history is read from the
+        // start (the server gives only the account's periods), and the events the stream
+        // brings meanwhile wait for it. A new device starts at the head.
+        if (this.#fetchAnnounced && chat.membership === "member") this.#fetch(chatId);
+        else this.#cursors.set(chatId, chat.headSeq);
+        return;
+      }
+      // A chat the account just joined: a small one's events follow from the start of
+      // the membership, a big one's are fetched.
+      if (chat.membership === "member" && !streamed) this.#fetch(chatId);
       return;
     }
     if (chat.headSeq <= cursor) return;

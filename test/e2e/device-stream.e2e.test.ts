@@ -199,6 +199,56 @@ describe("the device stream through wrangler dev, with the SDK", () => {
     expect(bob.requests.filter((request) => request === `GET /api/chats/${group.chatId}/messages`)).toHaveLength(1);
   });
 
+  it("a device away when the account was added to a group gets the group from its first event, then live", async () => {
+    const [alice, bob] = await Promise.all([device("alice"), device("bob")]);
+    const direct = await alice.api.createChat({ kind: "direct", peerId: bob.userId });
+    // Bob's device knows a chat: it is not a new install.
+    const storage = new MemoryCursorStorage();
+    const first = openStream(bob.api, new CursorStore(storage));
+    await waitFor(() => first.stream.status === "live" && first.stream.cursors.get(direct.chatId) !== undefined, "bob live");
+    first.stream.close();
+
+    const group = await alice.api.createChat({ kind: "group", name: "while bob was away", memberIds: [bob.userId] });
+    for (const body of ["one", "two"]) await alice.api.sendMessage(group.chatId, { clientId: body, body });
+    await expect.poll(async () => (await bob.api.chats()).chats.find((c) => c.chatId === group.chatId), { timeout: 10_000 }).toMatchObject({ headSeq: 3 });
+
+    const back = openStream(bob.api, new CursorStore(storage));
+    await waitFor(() => back.of(group.chatId).length === 3, "the group from its start");
+    expect(back.of(group.chatId).map((e) => e.type)).toEqual(["chat.created", "message", "message"]);
+    expect(bob.requests.filter((request) => request === `GET /api/chats/${group.chatId}/messages`)).toHaveLength(1);
+    expect(back.of(group.chatId)).toEqual(await historyAfter(bob.api, group.chatId, 0));
+
+    const live = await alice.api.sendMessage(group.chatId, { clientId: "live", body: "now live" });
+    await waitFor(() => back.of(group.chatId).length === 4, "the live message");
+    expect(back.of(group.chatId).map((e) => e.seq)).toEqual([1, 2, 3, live.seq]);
+  });
+
+  it("a cursor store ahead of the server's data resumes: the chat past its head is read from its start, the others go on from their cursors", async () => {
+    const [alice, bob] = await Promise.all([device("alice"), device("bob")]);
+    const direct = await alice.api.createChat({ kind: "direct", peerId: bob.userId });
+    await alice.api.sendMessage(direct.chatId, { clientId: "d1", body: "in the direct chat" });
+    const group = await alice.api.createChat({ kind: "group", name: "kept", memberIds: [bob.userId] });
+    await expect.poll(async () => (await bob.api.chats()).chats.map((c) => [c.chatId, c.headSeq]).sort(), { timeout: 10_000 }).toEqual(
+      [
+        [direct.chatId, 2],
+        [group.chatId, 1],
+      ].sort(),
+    );
+    // Cursors kept from before the server's data was reset: the direct chat's is far past its head.
+    const storage = new MemoryCursorStorage();
+    storage.save(direct.chatId, 40);
+    storage.save(group.chatId, 1);
+    const next = await alice.api.sendMessage(group.chatId, { clientId: "g1", body: "in the group" });
+
+    const side = openStream(bob.api, new CursorStore(storage));
+    await waitFor(() => side.stream.status === "live" && side.of(direct.chatId).length === 2, "live, the direct chat from its start");
+    expect(side.closes).toEqual([]);
+    expect(side.of(direct.chatId)).toEqual(await historyAfter(bob.api, direct.chatId, 0));
+    await waitFor(() => side.of(group.chatId).length === 1, "the group's new message");
+    expect(side.of(group.chatId).map((e) => e.seq)).toEqual([next.seq]);
+    expect(side.stream.cursors.all()).toEqual({ [direct.chatId]: 2, [group.chatId]: next.seq });
+  });
+
   it("a revoked device's stream is closed with 4009 and the SDK stops for good", async () => {
     const alice = await device("alice phone");
     const laptop = await device("alice laptop", alice.phone);

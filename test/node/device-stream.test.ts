@@ -126,10 +126,18 @@ class FakeApi {
     if (failure !== undefined) throw failure;
     return {};
   };
+  #historyGate: Promise<void> | null = null;
+  /** History answers wait until the returned function is called. */
+  holdHistory(): () => void {
+    let release!: () => void;
+    this.#historyGate = new Promise((resolve) => (release = resolve));
+    return release;
+  }
   request = async (method: string, path: string): Promise<Response> => {
     const url = new URL(path, this.baseUrl);
     const chatId = decodeURIComponent(url.pathname.split("/")[3]!);
     this.historyReads.push(`${method} ${url.pathname}${url.search}`);
+    await this.#historyGate;
     const after = Number(url.searchParams.get("after"));
     const events = (this.log.get(chatId) ?? []).filter((event) => event.seq > after);
     return Response.json({ events, hasMore: false, headSeq: events.at(-1)?.seq ?? after });
@@ -200,15 +208,53 @@ describe("the device stream client", () => {
     expect(store.get(SMALL)).toBe(4);
   });
 
-  it("starts an announced chat at its head and forgets chats the server says the account never had", async () => {
-    const { socket, delivered, store } = await open({ [GONE]: 5 });
-    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [GONE] });
+  it("on a new device (no cursors), starts an announced chat at its head", async () => {
+    const { socket, api, delivered, store } = await open();
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [] });
     socket.receive({ type: "chat", chat: summary(NEW, 7) });
     socket.receive({ type: "synced" });
     // A reconnection now resumes the chat from its head: nothing after it is missed.
     expect(store.all()).toEqual({ [NEW]: 7 });
     socket.receive({ type: "events", chatId: NEW, events: messages(8, 8), more: false });
     expect(seqsOf(delivered, NEW)).toEqual([8]);
+    expect(api.historyReads).toEqual([]);
+  });
+
+  it("forgets chats the server says the account never had", async () => {
+    const { socket, store } = await open({ [GONE]: 5, [SMALL]: 2 });
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 0, unknownChats: [GONE] });
+    expect(store.all()).toEqual({ [SMALL]: 2 });
+  });
+
+  it("fetches a chat joined while the device was away from its start, holding the stream's events until it is in", async () => {
+    const { socket, api, delivered, store } = await open({ [SMALL]: 2 });
+    api.log.set(NEW, messages(1, 3));
+    const release = api.holdHistory();
+    socket.reply(socket.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [] });
+    socket.receive({ type: "chat", chat: summary(NEW, 3) });
+    socket.receive({ type: "synced" });
+    // Live from the announced head on, while the history is read.
+    socket.receive({ type: "events", chatId: NEW, events: messages(4, 4), more: false });
+    await until(() => api.historyReads.length === 1, "the history read");
+    expect(seqsOf(delivered, NEW)).toEqual([]);
+    release();
+    await until(() => seqsOf(delivered, NEW).length === 4, "the chat from its start");
+    expect(seqsOf(delivered, NEW)).toEqual([1, 2, 3, 4]);
+    expect(api.historyReads).toEqual([`GET /api/chats/${NEW}/messages?after=0&limit=200`]);
+    expect(store.get(NEW)).toBe(4);
+  });
+
+  it("a new device, once it has resumed, fetches chats joined while it was disconnected from their start", async () => {
+    const { socket, api, delivered } = await openLive();
+    api.log.set(NEW, messages(1, 2));
+    socket.drop(1006);
+    await until(() => FakeSocket.instances.length === 2 && FakeSocket.latest().frames().some((f) => f.type === "resume"), "a new resume");
+    const again = FakeSocket.latest();
+    expect(again.lastFrame("resume")).toMatchObject({ cursors: {} });
+    again.reply(again.lastFrame("resume").id, { behind: 0, announced: 1, unknownChats: [] });
+    again.receive({ type: "chat", chat: summary(NEW, 2) });
+    await until(() => seqsOf(delivered, NEW).length === 2, "the chat from its start");
+    expect(seqsOf(delivered, NEW)).toEqual([1, 2]);
   });
 
   it("delivers a chat joined while live from its first event", async () => {
