@@ -38,14 +38,16 @@ export type WebStorageLike = {
 
 /**
  * Cursors in a Web Storage (`localStorage`): one item per chat, `<prefix><chatId>`.
- * Give each signed-in account its own prefix.
+ * Each account keeps its own: given the signed-in account (`api.session.user`), the
+ * prefix is `edgechat.cursor.<userId>.`, so accounts signed in one after another in one
+ * browser never read or move each other's cursors. A string sets the prefix itself.
  */
 export class WebStorageCursorStorage implements CursorStorage {
   readonly #storage: WebStorageLike;
   readonly #prefix: string;
-  constructor(storage: WebStorageLike, prefix = "edgechat.cursor.") {
+  constructor(storage: WebStorageLike, account: { userId: string } | string) {
     this.#storage = storage;
-    this.#prefix = prefix;
+    this.#prefix = typeof account === "string" ? account : `edgechat.cursor.${account.userId}.`;
   }
   load(): Iterable<[string, number]> {
     const cursors: [string, number][] = [];

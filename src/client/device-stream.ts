@@ -123,7 +123,8 @@ export function streamUrl(baseUrl: string): string {
  * as above; other refusals reconnect after a backoff.
  *
  * @example
- * const stream = new DeviceStream({ api, cursors: new CursorStore(new WebStorageCursorStorage(localStorage)) });
+ * const cursors = new CursorStore(new WebStorageCursorStorage(localStorage, api.session!.user));
+ * const stream = new DeviceStream({ api, cursors });
  * stream.on("chat", (chat) => drawListEntry(chat));
  * stream.on("event", (chatId, event) => show(chatId, event));
  * stream.connect();

@@ -38,13 +38,20 @@ export class MemoryOutboxStorage implements OutboxStorage {
   }
 }
 
-/** Unsent messages in a Web Storage (`localStorage`), as one JSON array under `key`. */
+/**
+ * Unsent messages in a Web Storage (`localStorage`), as one JSON array under one key.
+ * Each signed-in device of an account keeps its own: given the account and device
+ * (`{ userId: session.user.userId, deviceId: session.device.deviceId }`), the key is
+ * `edgechat.outbox.<userId>.<deviceId>`, so after a switch of accounts in one browser
+ * the messages one left waiting are never sent as another; they stay stored under
+ * their own key. A string sets the key itself.
+ */
 export class WebStorageOutboxStorage implements OutboxStorage {
   readonly #storage: WebStorageLike;
   readonly #key: string;
-  constructor(storage: WebStorageLike, key = "edgechat.outbox") {
+  constructor(storage: WebStorageLike, account: { userId: string; deviceId: string } | string) {
     this.#storage = storage;
-    this.#key = key;
+    this.#key = typeof account === "string" ? account : `edgechat.outbox.${account.userId}.${account.deviceId}`;
   }
   load(): OutboxMessage[] {
     try {
@@ -133,7 +140,8 @@ function backoffMs(failures: number): number {
  * clientId, which the server stores once.
  *
  * @example
- * const outbox = new Outbox({ api, storage: new WebStorageOutboxStorage(localStorage) });
+ * const account = { userId: api.session!.user.userId, deviceId: api.session!.device.deviceId };
+ * const outbox = new Outbox({ api, storage: new WebStorageOutboxStorage(localStorage, account) });
  * const stream = new DeviceStream({ api, outbox });
  * const ack = await outbox.send(chatId, "hello"); // or stream.send(chatId, "hello")
  */

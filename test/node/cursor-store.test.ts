@@ -94,4 +94,16 @@ describe("the cursor store", () => {
     expect(new CursorStore(new WebStorageCursorStorage(storage, "alice.")).all()).toEqual({ [CHAT]: 3 });
     expect(new CursorStore(new WebStorageCursorStorage(storage, "bob.")).all()).toEqual({});
   });
+
+  it("keeps each account's cursors apart in a Web Storage shared by accounts signed in one after the other", () => {
+    const storage = new FakeStorage();
+    const alices = new CursorStore(new WebStorageCursorStorage(storage, { userId: ALICE }));
+    alices.accept(CHAT, [message(1), message(2)]);
+    expect(storage.getItem(`edgechat.cursor.${ALICE}.${CHAT}`)).toBe("2");
+    const bobs = new CursorStore(new WebStorageCursorStorage(storage, { userId: BOB }));
+    expect(bobs.all()).toEqual({});
+    bobs.set(OTHER, 7);
+    expect(new CursorStore(new WebStorageCursorStorage(storage, { userId: ALICE })).all()).toEqual({ [CHAT]: 2 });
+    expect(new CursorStore(new WebStorageCursorStorage(storage, { userId: BOB })).all()).toEqual({ [OTHER]: 7 });
+  });
 });

@@ -15,6 +15,24 @@ import {
 
 const CHAT = "g_CCCCCCCCCCCCCCCCCCCCCC";
 const OTHER = "g_DDDDDDDDDDDDDDDDDDDDDD";
+const ALICE_PHONE = { userId: "u_AAAAAAAAAAAAAAAAAAAAAA", deviceId: "dv_AAAAAAAAAAAAAAAAAAAAAA" };
+const BOB_LAPTOP = { userId: "u_BBBBBBBBBBBBBBBBBBBBBB", deviceId: "dv_BBBBBBBBBBBBBBBBBBBBBB" };
+
+/** A Web Storage in memory, as `localStorage` behaves. */
+function webStorage(): WebStorageLike & { items: Map<string, string> } {
+  const items = new Map<string, string>();
+  return {
+    items,
+    get length() {
+      return items.size;
+    },
+    key: (index) => [...items.keys()][index] ?? null,
+    // Keys and values are strings, whatever is passed.
+    getItem: (key) => items.get(String(key)) ?? null,
+    setItem: (key, value) => void items.set(String(key), String(value)),
+    removeItem: (key) => void items.delete(String(key)),
+  };
+}
 
 /**
  * A stand-in for a connection: records every attempt and lets the test answer each
@@ -221,23 +239,32 @@ describe("the outbox", () => {
     expect(await kept).toMatchObject({ seq: 1 });
   });
 
-  it("keeps unsent messages in a Web Storage", () => {
-    const items = new Map<string, string>();
-    const storage: WebStorageLike = {
-      get length() {
-        return items.size;
-      },
-      key: (index) => [...items.keys()][index] ?? null,
-      getItem: (key) => items.get(key) ?? null,
-      setItem: (key, value) => void items.set(key, value),
-      removeItem: (key) => void items.delete(key),
-    };
-    const outbox = new Outbox({ storage: new WebStorageOutboxStorage(storage) });
+  it("keeps unsent messages in a Web Storage, under a key of the account and device", () => {
+    const storage = webStorage();
+    const outbox = new Outbox({ storage: new WebStorageOutboxStorage(storage, ALICE_PHONE) });
     void outbox.send(CHAT, "one", { clientId: "c-1" });
     void outbox.send(OTHER, "two", { clientId: "c-2", replyToSeq: 4 });
-    expect(new WebStorageOutboxStorage(storage).load()).toEqual([
+    expect([...storage.items.keys()]).toEqual([`edgechat.outbox.${ALICE_PHONE.userId}.${ALICE_PHONE.deviceId}`]);
+    expect(new WebStorageOutboxStorage(storage, ALICE_PHONE).load()).toEqual([
       { chatId: CHAT, clientId: "c-1", body: "one" },
       { chatId: OTHER, clientId: "c-2", body: "two", replyToSeq: 4 },
+    ]);
+  });
+
+  it("never sends one account's waiting messages as another account signed in later in the same browser", async () => {
+    const storage = webStorage();
+    // Alice's message waits (no connection) when she signs out.
+    void new Outbox({ storage: new WebStorageOutboxStorage(storage, ALICE_PHONE) }).send(CHAT, "from alice", { clientId: "c-1" });
+    const rest = new FakeRest();
+    const bobs = new Outbox({ api: rest, storage: new WebStorageOutboxStorage(storage, BOB_LAPTOP) });
+    await settle();
+    expect(bobs.size).toBe(0);
+    expect(rest.calls).toEqual([]);
+    void bobs.send(OTHER, "from bob", { clientId: "c-2" });
+    expect(rest.calls.map((call) => call.request.body)).toEqual(["from bob"]);
+    // Alice's message is still there for her.
+    expect(new Outbox({ storage: new WebStorageOutboxStorage(storage, ALICE_PHONE) }).pending()).toEqual([
+      { chatId: CHAT, clientId: "c-1", body: "from alice" },
     ]);
   });
 });
