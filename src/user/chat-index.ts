@@ -7,7 +7,7 @@ import { Limits, utf8ByteLength, type ChatIndexUpdate, type ChatList, type ChatL
 type ChatRow = typeof schema.chats.$inferSelect;
 
 /** What a device stream's resume needs of each chat in the list. */
-export type StreamEntry = Pick<ChatSummary, "chatId" | "headSeq" | "membership" | "memberCount">;
+export type StreamEntry = Pick<ChatSummary, "chatId" | "headSeq" | "membership" | "memberCount" | "lastActivityAt">;
 
 /** Rows read per query while a list page fills: bounds memory when entries carry big last messages. */
 const ROWS_PER_READ = 32;
@@ -130,7 +130,13 @@ export class ChatIndex {
   streamEntries(): StreamEntry[] {
     const { chats } = schema;
     return this.#db
-      .select({ chatId: chats.chatId, headSeq: chats.headSeq, membership: chats.membership, memberCount: chats.memberCount })
+      .select({
+        chatId: chats.chatId,
+        headSeq: chats.headSeq,
+        membership: chats.membership,
+        memberCount: chats.memberCount,
+        lastActivityAt: chats.lastActivityAt,
+      })
       .from(chats)
       .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
       .all();

@@ -26,6 +26,12 @@ export type StreamChats = {
   /** Subscribes the account to the chat's pushes and reads its first page after `after` (null: none, from the head). */
   open(chatId: string, after: number | null): Promise<Outcome<StreamPage>>;
   page(chatId: string, after: number): Promise<Outcome<StreamPage>>;
+  /**
+   * How long a chat has been without events before the next one reaches the account's
+   * list at once (past the longest fan-out interval): such a chat need not be asked at
+   * a resume (see `resume`).
+   */
+  quietAfterMs: number;
 };
 
 /** Bytes of events a catch-up batch holds before it waits for the client's `sync`. */
@@ -137,9 +143,20 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
         if (cursor === null || cursor < chat.headSeq) announced.set(chatId, 0);
         continue;
       }
-      // Subscribed and pushed up to exactly the device's cursor: nothing to ask the chat.
-      if (cursor !== null && this.#heads.get(chatId) === cursor) {
-        progress.sent.set(chatId, cursor);
+      const known = this.#heads.get(chatId);
+      // Subscribed, every push in: the device is live from its cursor, or from the last push.
+      if (known !== undefined && (cursor === null || cursor === known)) {
+        progress.sent.set(chatId, known);
+        if (cursor === null) announced.set(chatId, known);
+        continue;
+      }
+      // A quiet chat whose list entry is where the device is: nothing to ask now. Its
+      // next event reaches the account's list at once (a quiet chat's fan-out does not
+      // wait), and that subscribes it and catches the device up (`chatChanged`). Most of
+      // an account's chats are quiet, so a resume asks only the few that are not.
+      if (known === undefined && chat.lastActivityAt < now - this.#chats.quietAfterMs && (cursor === null || cursor === chat.headSeq)) {
+        progress.sent.set(chatId, chat.headSeq);
+        if (cursor === null) announced.set(chatId, chat.headSeq);
         continue;
       }
       // Held back from pushes from now until its first page is in.
@@ -246,18 +263,25 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   /**
    * A chat's list entry changed (the account fan-out, a read, a setting): every
    * resumed socket gets it. A chat the account just joined is also caught up on each
-   * of them from where the account's list had it (the start of the new period).
+   * of them from where the account's list had it (the start of the new period), and so
+   * is a chat with news that does not push here yet, from where each socket is.
    */
   chatChanged(previous: ChatSummary | null, chat: ChatSummary): void {
-    const joined =
-      chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers && (previous === null || previous.membership !== "member");
+    const { chatId } = chat;
+    const streamed = chat.membership === "member" && chat.memberCount <= Limits.maxStreamedChatMembers;
+    const joined = streamed && (previous === null || previous.membership !== "member");
+    // A chat left unasked at a resume (quiet then), or forgotten in an eviction, that has news.
+    const unsubscribed = streamed && !this.#heads.has(chatId) && chat.headSeq > (previous?.headSeq ?? 0);
     for (const [ws, session] of this.entries()) {
       if (session.phase === "new") continue;
       sendFrame(ws, { type: "chat", chat });
-      if (!joined) continue;
+      if (!joined && !unsubscribed) continue;
+      const progress = this.#progressOf(ws);
+      if (progress.behind.has(chatId)) continue;
+      const cursor = joined ? (previous?.headSeq ?? 0) : (progress.sent.get(chatId) ?? previous?.headSeq ?? 0);
       // Caught up like at a resume (so an eviction meanwhile makes the device resume).
       if (session.phase === "live") this.save(ws, { ...session, phase: "catching_up" });
-      this.#progressOf(ws).behind.set(chat.chatId, { cursor: previous?.headSeq ?? 0, page: null, subscribe: true });
+      progress.behind.set(chatId, { cursor, page: null, subscribe: true });
       void this.#sendBatch(ws);
     }
   }

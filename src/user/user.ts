@@ -20,6 +20,7 @@ import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
 import { Invitations } from "./invitations.ts";
 import { countInstanceStart } from "../lib/instance-starts.ts";
+import { fanOutInterval } from "../chat-room/fan-out-pacing.ts";
 import { DeviceStreams, type StreamSession } from "./device-streams.ts";
 import { streamCommands, type StreamCommands } from "./stream-commands.ts";
 import { FrameDispatcher } from "../sockets/frame-dispatch.ts";
@@ -103,6 +104,9 @@ export class User extends DurableObject<Env> {
       summary: (chatId) => this.#chatIndex.get(chatId),
       open: (chatId, after) => this.#chatRoom(chatId).openStream(this.me().userId, after),
       page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.me().userId, after),
+      // Past the longest interval between a chat's fan-out rounds, twice: the next event
+      // of a chat quiet that long reaches this account at once.
+      quietAfterMs: 2 * fanOutInterval(configFrom(env).fanOutIntervalMs, Limits.maxGroupMembers),
     });
     this.#streamFrames = new FrameDispatcher({
       frames: StreamClientFrame,

@@ -1,4 +1,4 @@
-import { env, evictDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { CloseCode, type ChatEvent } from "../../src/protocol/index.ts";
@@ -240,12 +240,15 @@ describe("the device stream under pressure and eviction", () => {
     await syncUntilDone(socket);
     expect((await restSend(alice, chatId, "m1", "one")).status).toBe(201);
     await socket.until(() => eventsOf(socket, chatId).length === 1, "the first message");
+    // An object is evicted only once idle: the chat list has heard of the message too.
+    await expect.poll(async () => (await apiClient(bob).chats()).chats[0]?.headSeq).toBe(2);
 
     const starts = { user: instanceStarts("User"), chat: instanceStarts("ChatRoom") };
     await evictDurableObject(env.USER.get(env.USER.idFromName(bob.user.userId)));
     await evictDurableObject(env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId)));
     expect((await restSend(alice, chatId, "m2", "two")).status).toBe(201);
     await socket.until(() => eventsOf(socket, chatId).length === 2, "the message after both evictions");
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(instanceStarts("ChatRoom")).toBeGreaterThan(starts.chat);
     expect(instanceStarts("User")).toBeGreaterThan(starts.user);
     expect(eventsOf(socket, chatId).map((e) => e.seq)).toEqual([2, 3]);
@@ -288,6 +291,40 @@ describe("the device stream's resume", () => {
     expect(reply).toMatchObject({ ok: true, result: { behind: 6, unknownChats: [] } });
     await syncUntilDone(socket);
     for (const chatId of chatIds) expect(eventsOf(socket, chatId)).toHaveLength(1);
+  });
+
+  it("asks no quiet chat at a resume, and still delivers its next events live, once and in order", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const quiet = await createDirect(alice, bob);
+    const busy = await createDirect(await login(), bob);
+    expect((await restSend(alice, quiet, "m1", "long ago")).status).toBe(201);
+    await expect.poll(async () => (await apiClient(bob).chats()).chats.find((chat) => chat.chatId === quiet)?.headSeq).toBe(2);
+    // As if the quiet chat's last event were an hour old (the list is what the resume reads).
+    await runInDurableObject(env.USER.get(env.USER.idFromName(bob.user.userId)), (_user, state) => {
+      state.storage.sql.exec("UPDATE chats SET last_activity_at = ? WHERE chat_id = ?", Date.now() - 3_600_000, quiet);
+    });
+    const tablet = await login(bob.phone, "tablet");
+    const phone = await resumeStream(bob.credentials, { [quiet]: 2, [busy]: 1 });
+    const fresh = await resumeStream(tablet.credentials, {});
+    expect(phone.reply).toMatchObject({ ok: true, result: { behind: 0, announced: 0 } });
+    expect(fresh.reply).toMatchObject({ ok: true, result: { behind: 0, announced: 2 } });
+    await Promise.all([syncUntilDone(phone.socket), syncUntilDone(fresh.socket)]);
+    expect(fresh.socket.frames.find((f) => f.type === "chat" && f.chat.chatId === quiet)).toMatchObject({ chat: { headSeq: 2 } });
+    // The quiet chat was not asked: it holds no subscription of bob's; the busy one does.
+    const subscribed = (chatId: string) =>
+      runInDurableObject(env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId)), (_room, state) => state.storage.kv.get(`stream:${bob.user.userId}`) !== undefined);
+    expect(await subscribed(quiet)).toBe(false);
+    expect(await subscribed(busy)).toBe(true);
+
+    // Its next event reaches the account's list at once, which subscribes the chat and
+    // catches each stream up from where it is; the one after is pushed.
+    expect((await restSend(alice, quiet, "m2", "news")).status).toBe(201);
+    expect((await restSend(alice, quiet, "m3", "more news")).status).toBe(201);
+    for (const socket of [phone.socket, fresh.socket]) {
+      await socket.until(() => eventsOf(socket, quiet).length >= 2, "the quiet chat's news");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(eventsOf(socket, quiet).map((e) => e.seq)).toEqual([3, 4]);
+    }
   });
 
   it("refuses a cursor beyond the head even while another stream of the account is live on that chat", async () => {
