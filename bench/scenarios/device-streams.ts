@@ -3,11 +3,12 @@
  *
  * - streamReconnect: a device of an account with many chats, a few of them behind,
  *   reconnects: from opening the socket to `synced` with every missed event, after a
- *   quiet period (the account's and the chats' objects evicted), several samples.
- * - streamOneToOne: a direct chat over two accounts' streams, closed loop: send on A's
- *   stream to delivery on B's stream, and the round trip (ack and delivery).
- * - streamGroup: a group whose members are connected by their stream only, at stepped
- *   rates (the fan-out stepping, fan-out.ts): the knee.
+ *   quiet period (the account's and the chats' objects evicted) and right after missing
+ *   the messages (objects awake), several samples of each.
+ * - streamOneToOne: direct chats over pairs of accounts' streams, closed loop (the
+ *   pairs in turn): send on A's stream to delivery on B's stream, and the round trip.
+ * - streamGroup: a group whose members are connected by their stream only and send in
+ *   turn, at stepped rates (the fan-out stepping, fan-out.ts): the knee.
  * - streamStorm: many devices open their stream at once and resume as new devices
  *   (`{}`): time until every one is `synced`, and failures.
  *
@@ -291,10 +292,12 @@ export const streamReconnect: Scenario<StreamReconnectFigures> = {
     const notes: string[] = [];
     const p = context.params.streamReconnect;
     if (workerd) {
-      const coldUsers = workerd.samples.filter((s) => s.kind === "cold" && (s.objectStarts?.User ?? 0) > 0).length;
+      const cold = workerd.samples.filter((s) => s.kind === "cold");
+      const accountWoke = cold.filter((s) => (s.objectStarts?.User ?? 0) > 0).length;
+      const chatsWoke = cold.map((s) => s.objectStarts?.ChatRoom ?? 0);
       notes.push(
         workerd.quietMs > 0
-          ? `stream reconnect: each cold reconnect came ${workerd.quietMs / 1000} s after the messages it misses; the account's object had been evicted (it started again) in ${coldUsers} of ${workerd.cold.samples}: a woken account knows none of its chats' heads, so it asks every chat the device lists (${p.chats}) for its first page`
+          ? `stream reconnect: each cold reconnect came ${workerd.quietMs / 1000} s after the messages it misses; the account's object had been evicted (it started again) in ${accountWoke} of ${cold.length}, and ${chatsWoke.join(", ")} ChatRoom objects started (of ${p.chats} chats listed, ${p.behindChats} behind)`
           : "stream reconnect: --quick has no quiet period: the cold reconnects may find the account's and the chats' objects awake",
       );
     }
@@ -648,7 +651,7 @@ export const streamStorm: Scenario<StreamStormFigures> = {
     if (workerd) {
       notes.push(
         workerd.quietMs > 0
-          ? `stream storm: ${workerd.accounts} accounts, each in one direct chat; the first storm came ${workerd.quietMs / 1000} s after setup (objects woken by setup evicted: each stream wakes its account, and its chat), the second right after the first closed`
+          ? `stream storm: ${workerd.accounts} accounts, each in one direct chat; the first storm came ${workerd.quietMs / 1000} s after setup (objects woken by setup evicted: each stream wakes its account, and the chats its resume asks), the second right after the first closed`
           : `stream storm: ${workerd.accounts} accounts, each in one direct chat; --quick has no quiet period, so the first storm may find objects woken by setup still awake`,
       );
     }
