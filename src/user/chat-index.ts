@@ -23,6 +23,10 @@ export class ChatIndex {
 
   /** Every chat's news goes through this one statement: prepared once, not rebuilt per call. */
   readonly #upsert;
+  // Read on every stream frame and resume: prepared once too (building the SQL was most of
+  // a resume's cost in the benchmark's storm).
+  readonly #byId;
+  readonly #streamEntries;
 
   constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
     this.#db = db;
@@ -71,6 +75,18 @@ export class ChatIndex {
       })
       .returning()
       .prepare();
+    this.#byId = db.select().from(chats).where(eq(chats.chatId, sql.placeholder("chatId"))).prepare();
+    this.#streamEntries = db
+      .select({
+        chatId: chats.chatId,
+        headSeq: chats.headSeq,
+        membership: chats.membership,
+        memberCount: chats.memberCount,
+        lastActivityAt: chats.lastActivityAt,
+      })
+      .from(chats)
+      .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
+      .prepare();
   }
 
   /** Merges a chat's update; answers the entry when it changed, null when the update was stale. */
@@ -96,7 +112,7 @@ export class ChatIndex {
   }
 
   get(chatId: string): ChatSummary | null {
-    const row = this.#db.select().from(schema.chats).where(eq(schema.chats.chatId, chatId)).get();
+    const row = this.#byId.get({ chatId });
     return row ? toSummary(row) : null;
   }
 
@@ -128,18 +144,7 @@ export class ChatIndex {
    * resume needs (a few dozen bytes each, so even thousands of chats stay small).
    */
   streamEntries(): StreamEntry[] {
-    const { chats } = schema;
-    return this.#db
-      .select({
-        chatId: chats.chatId,
-        headSeq: chats.headSeq,
-        membership: chats.membership,
-        memberCount: chats.memberCount,
-        lastActivityAt: chats.lastActivityAt,
-      })
-      .from(chats)
-      .orderBy(desc(chats.lastActivityAt), desc(chats.chatId))
-      .all();
+    return this.#streamEntries.all();
   }
 
   /** Whether this account is in a direct chat with `userId` (the `contacts` of the group-add setting). */

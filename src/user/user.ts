@@ -57,6 +57,7 @@ export class User extends DurableObject<Env> {
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
   readonly #streams: DeviceStreams;
+  #userId: string | null = null;
   readonly #streamFrames: FrameDispatcher<StreamCommands, StreamSession, StreamClientFrame>;
   /** Stubs of the chats this account's streams talk to (one per chat: calls on one stub arrive in order). */
   readonly #chatStubs = new Map<string, DurableObjectStub<ChatRoom>>();
@@ -102,8 +103,8 @@ export class User extends DurableObject<Env> {
     this.#streams = new DeviceStreams(ctx, {
       entries: () => this.#chatIndex.streamEntries(),
       summary: (chatId) => this.#chatIndex.get(chatId),
-      open: (chatId, after) => this.#chatRoom(chatId).openStream(this.me().userId, after),
-      page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.me().userId, after),
+      open: (chatId, after) => this.#chatRoom(chatId).openStream(this.#ownId(), after),
+      page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.#ownId(), after),
       // Past the longest interval between a chat's fan-out rounds, twice: the next event
       // of a chat quiet that long reaches this account at once.
       quietAfterMs: 2 * fanOutInterval(configFrom(env).fanOutIntervalMs, Limits.maxGroupMembers),
@@ -272,7 +273,7 @@ export class User extends DurableObject<Env> {
     const now = Date.now();
     const opened = attempt(() => {
       const identity = ForwardedIdentity.read(request.headers);
-      if (!this.#exists || this.me().userId !== identity.userId) throw new AppError("device_revoked", 401, "this device was logged out");
+      if (!this.#exists || this.#ownId() !== identity.userId) throw new AppError("device_revoked", 401, "this device was logged out");
       this.#devices.check(identity.deviceId, now);
       return identity;
     });
@@ -299,6 +300,11 @@ export class User extends DurableObject<Env> {
   /** A chat's new events for the account's streams (RPC from the ChatRoom); false when none is open. */
   streamEvents(push: StreamPush): boolean {
     return this.#streams.deliver(push);
+  }
+
+  /** This account's id (it never changes once the account exists): read once, not per stream frame. */
+  #ownId(): string {
+    return (this.#userId ??= this.me().userId);
   }
 
   #chatRoom(chatId: string): DurableObjectStub<ChatRoom> {
