@@ -296,8 +296,34 @@ export class ChatConnection {
       this.#refreshThenReconnect(0);
       return false;
     }
+    if (code === CloseCode.badRequest && reason === "invalid_cursor") {
+      this.#repairCursor(code, reason);
+      return false;
+    }
     this.#finalClose(code, reason);
     return false;
+  }
+
+  /**
+   * The server refused the cursor: it is past the chat's head (the server's data was
+   * reset, or the store came from elsewhere). The chat's head is asked once; a cursor
+   * past it is brought back to it (the store believed it had everything up to the
+   * cursor, so it has everything up to the head) and the socket resumes. A cursor that
+   * is not past the head, or a chat that cannot be read, ends the connection.
+   */
+  #repairCursor(code: number, reason: string): void {
+    this.#api.chat(this.chatId).then(
+      (chat) => {
+        if (this.#status === "closed") return;
+        const cursor = this.cursor;
+        if (cursor === undefined || cursor <= chat.headSeq) return this.#finalClose(code, reason);
+        this.#cursors.set(this.chatId, chat.headSeq);
+        this.#socket?.reconnect();
+      },
+      () => {
+        if (this.#status !== "closed") this.#finalClose(code, reason);
+      },
+    );
   }
 
   /**

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { ApiError, ChatConnection, type ApiClient, type SendMessageRequest, type SendResult } from "../../src/client/index.ts";
+import { ApiError, ChatConnection, CursorStore, type ApiClient, type SendMessageRequest, type SendResult } from "../../src/client/index.ts";
 
 const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
 const DEVICE = "dv_DDDDDDDDDDDDDDDDDDDDDD";
@@ -53,6 +53,9 @@ class FakeApi {
     if (failure !== undefined) throw failure;
     return {};
   };
+  /** The chat's head as `GET /api/chats/:chatId` reports it. */
+  headSeq = 3;
+  chat = async () => ({ headSeq: this.headSeq });
   socketUrl = (chatId: string, after?: number) => `wss://chat.example/chat/${chatId}${after === undefined ? "" : `?after=${after}`}`;
   sendMessage = (_chatId: string, _request: SendMessageRequest): Promise<SendResult> => new Promise(() => {});
 }
@@ -63,15 +66,15 @@ afterEach(() => {
   FakeSocket.instances = [];
 });
 
-async function openLive() {
+async function openLive(cursors = new CursorStore()) {
   const api = new FakeApi();
-  const connection = new ChatConnection({ api: api as unknown as ApiClient, chatId: CHAT, WebSocket: FakeSocket });
+  const connection = new ChatConnection({ api: api as unknown as ApiClient, chatId: CHAT, WebSocket: FakeSocket, cursors });
   connections.push(connection);
   const closes: { code: number; reason: string }[] = [];
   connection.on("closed", (code, reason) => closes.push({ code, reason }));
   connection.connect();
   await until(() => connection.status === "live", "the connection live");
-  return { api, connection, closes, socket: FakeSocket.latest() };
+  return { api, connection, closes, cursors, socket: FakeSocket.latest() };
 }
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -101,6 +104,24 @@ describe("the chat connection", () => {
     await expect(ack).rejects.toThrow(/unavailable/);
     expect(closes).toEqual([{ code: 4009, reason: "device_revoked" }]);
     expect(connection.status).toBe("closed");
+    expect(FakeSocket.instances).toHaveLength(1);
+  });
+
+  it("brings a cursor past the chat's head back to it when the server refuses it, and resumes", async () => {
+    const { api, connection, closes, cursors, socket } = await openLive();
+    cursors.set(CHAT, 9); // as if the server's data had been reset below it
+    api.headSeq = 3;
+    socket.drop(4400, "invalid_cursor");
+    await until(() => FakeSocket.instances.length === 2 && connection.status === "live", "a new socket live");
+    expect(FakeSocket.latest().url).toBe(`wss://chat.example/chat/${CHAT}?after=3`);
+    expect(closes).toEqual([]);
+  });
+
+  it("stops on a refused cursor that is not past the head", async () => {
+    const { closes, socket } = await openLive();
+    socket.drop(4400, "invalid_cursor");
+    await until(() => closes.length === 1, "the final close");
+    expect(closes).toEqual([{ code: 4400, reason: "invalid_cursor" }]);
     expect(FakeSocket.instances).toHaveLength(1);
   });
 });
