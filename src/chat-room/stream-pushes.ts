@@ -158,18 +158,20 @@ export class StreamPushes {
     if (after >= headSeq) return null;
     const chatId = membership.requireChat().chatId;
     const current = membership.isMember(userId) ? membership.requireMember(userId) : null;
+    // A chat that grew past the streamed size stops pushing: this push is the last.
+    const tooBig = membership.memberCount > Limits.maxStreamedChatMembers;
     if (current && current.joinedSeq <= after + 1) {
       // A member since before `after` sees every event after it: the shared run.
       if (this.#run?.headSeq !== headSeq || this.#run.after !== after) {
         this.#run = { headSeq, after, run: this.#read([{ joinedSeq: current.joinedSeq, leftSeq: null }], after) };
       }
       const run = this.#run.run;
-      return run && { chatId, afterSeq: after, ...run, final: false };
+      return run && { chatId, afterSeq: after, ...run, final: tooBig };
     }
     const periods = membership.periodsOf(userId);
     const run = this.#read(periods, after);
     const end = current ? null : periods.at(-1)?.leftSeq;
-    return run && { chatId, afterSeq: after, ...run, final: end !== null && end !== undefined && run.lastSeq >= end };
+    return run && { chatId, afterSeq: after, ...run, final: tooBig || (end !== null && end !== undefined && run.lastSeq >= end) };
   }
 
   #read(periods: readonly Period[], after: number): Run | null {

@@ -207,6 +207,21 @@ describe("the inbox on the device stream", () => {
     await socket.until(() => socket.frames.some((f) => f.type === "chat" && f.chat.chatId === chatId && f.chat.headSeq === 2), "the new head");
     expect(eventsOf(socket, chatId)).toEqual([]);
   }, 30_000);
+
+  it("stops pushing a chat that grows past 256 members after the push that took it there", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const group = await createGroup(alice, [bob]);
+    const { socket } = await resumeStream(bob.credentials, { [group]: 1 });
+    await syncUntilDone(socket);
+    const others = await accounts(300);
+    await apiClient(alice).addMembers(group, others.slice(0, 150));
+    await apiClient(alice).addMembers(group, others.slice(150));
+    await socket.until(() => eventsOf(socket, group).filter((e) => e.type === "member.added").length === 2, "both additions");
+    expect((await restSend(alice, group, "m1", "to the crowd")).status).toBe(201);
+    // A group of 302 fans out at most every 3 s: the entry may take that long.
+    await socket.until(() => socket.frames.some((f) => f.type === "chat" && f.chat.chatId === group && f.chat.headSeq === 4), "the entry at the message", 15_000);
+    expect(eventsOf(socket, group).map((e) => e.type)).toEqual(["member.added", "member.added"]);
+  }, 30_000);
 });
 
 describe("the device stream under pressure and eviction", () => {
