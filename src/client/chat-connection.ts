@@ -12,10 +12,10 @@ import {
   type EventEnvelope,
   type SendFrame,
 } from "../protocol/index.ts";
-import { ApiError, type ApiClient } from "./api-client.ts";
+import type { ApiClient } from "./api-client.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
-import { backoffMs, sessionEnded } from "./retry.ts";
+import { HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
 
 export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
 
@@ -91,14 +91,21 @@ export class ChatConnection {
   /** Who this connection is signed in as (from the `ready` frame). */
   #userId: string | undefined;
   #status: ConnectionStatus = "closed";
-  #heartbeat: ReturnType<typeof setInterval> | null = null;
-  #lastHeardAt = 0;
+  readonly #heartbeat = new HeartbeatWatch(() => this.#socket, () => this.#options.heartbeatMs ?? 30_000);
   #syncCounter = 0;
   #sendCounter = 0;
   /** Whether the current socket said `ready`: sends may go on it. */
   #ready = false;
   /** The connection's own retries (a refresh), cancelled when it stops. */
-  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
+  readonly #retries = new Retries();
+  /** What the token refresh needs of this connection. */
+  readonly #refreshable: Refreshable = {
+    refresh: () => this.#api.refresh(),
+    retries: this.#retries,
+    stopped: () => this.#status === "closed",
+    reconnect: () => this.#socket?.reconnect(),
+    end: (code, reason) => this.#finalClose(code, reason),
+  };
 
   constructor(options: ChatConnectionOptions) {
     this.chatId = options.chatId;
@@ -152,7 +159,7 @@ export class ChatConnection {
       if (this.#status !== "closed") this.#setStatus("connecting");
     });
     this.#socket = socket;
-    this.#startHeartbeat();
+    this.#heartbeat.start();
   }
 
   /**
@@ -178,7 +185,7 @@ export class ChatConnection {
   }
 
   #receive(text: string): void {
-    this.#lastHeardAt = Date.now();
+    this.#heartbeat.heard();
     if (text === Heartbeat.response) return;
     let frame: ServerFrame | EventsFrameEnvelope;
     try {
@@ -293,7 +300,7 @@ export class ChatConnection {
     if (this.#status === "closed") return false;
     if (shouldReconnect(code)) return true;
     if (code === CloseCode.unauthorized) {
-      this.#refreshThenReconnect(0);
+      refreshThenReconnect(this.#refreshable);
       return false;
     }
     if (code === CloseCode.badRequest && reason === "invalid_cursor") {
@@ -326,30 +333,6 @@ export class ChatConnection {
     );
   }
 
-  /**
-   * The token was refused or expired: refresh it, then connect again. Only a refresh the
-   * server refuses for good (401) stops the connection; after any other failure (the
-   * network, a 5xx, a 429) the refresh is tried again with backoff, as often as it takes.
-   */
-  #refreshThenReconnect(failures: number): void {
-    this.#api.refresh().then(
-      () => {
-        if (this.#status !== "closed") this.#socket?.reconnect();
-      },
-      (error: unknown) => {
-        if (this.#status === "closed") return;
-        const ended = sessionEnded(error);
-        if (ended) return this.#finalClose(ended.code, ended.reason);
-        const retryAfterMs = error instanceof ApiError ? error.body.retryAfterMs : undefined;
-        const timer = setTimeout(() => {
-          this.#retries.delete(timer);
-          if (this.#status !== "closed") this.#refreshThenReconnect(failures + 1);
-        }, retryAfterMs ?? backoffMs(failures + 1));
-        this.#retries.add(timer);
-      },
-    );
-  }
-
   #finalClose(code: number, reason: string): void {
     this.#stop();
     if (this.#ownOutbox) this.#outbox.discard(this.chatId, { code: "unavailable", message: `the server closed the chat: ${reason || code}`, retryable: false });
@@ -358,29 +341,13 @@ export class ChatConnection {
 
   #stop(): void {
     this.#setStatus("closed");
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
-    this.#heartbeat = null;
-    for (const timer of this.#retries) clearTimeout(timer);
-    this.#retries.clear();
+    this.#heartbeat.stop();
+    this.#retries.cancel();
     this.#socket?.close(CloseCode.normal, "client closed");
     this.#socket = null;
     this.#lostSends();
     this.#detachOutbox?.();
     this.#detachOutbox = null;
-  }
-
-  #startHeartbeat(): void {
-    const interval = this.#options.heartbeatMs ?? 30_000;
-    this.#lastHeardAt = Date.now();
-    this.#heartbeat = setInterval(() => {
-      if (this.#socket?.readyState !== ReconnectingWebSocket.OPEN) return;
-      if (Date.now() - this.#lastHeardAt > 2 * interval) {
-        this.#lastHeardAt = Date.now();
-        this.#socket.reconnect(CloseCode.normal, "heartbeat timeout");
-        return;
-      }
-      this.#socket.send(Heartbeat.request);
-    }, interval);
   }
 
   #transmit(text: string): boolean {

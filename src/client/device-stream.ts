@@ -24,7 +24,7 @@ import { ApiError, type ApiClient } from "./api-client.ts";
 import type { ConnectionStatus } from "./chat-connection.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
-import { backoffMs, sessionEnded } from "./retry.ts";
+import { backoffMs, HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
 
 export type DeviceStreamOptions = {
   api: ApiClient;
@@ -152,8 +152,7 @@ export class DeviceStream {
   #status: ConnectionStatus = "closed";
   #userId: string | undefined;
   #deviceId: string | undefined;
-  #heartbeat: ReturnType<typeof setInterval> | null = null;
-  #lastHeardAt = 0;
+  readonly #heartbeat = new HeartbeatWatch(() => this.#socket, () => this.#options.heartbeatMs ?? 30_000);
   #frameCounter = 0;
   /** The id of the `resume` waiting for its reply on this socket. */
   #resumeId: string | null = null;
@@ -183,7 +182,15 @@ export class DeviceStream {
   /** Small chats whose entry announced a head the stream has not brought yet. */
   readonly #expected = new Map<string, { seq: number; timer: ReturnType<typeof setTimeout> }>();
   /** The stream's own retries (a refresh, a resume), cancelled when it stops. */
-  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
+  readonly #retries = new Retries();
+  /** What the token refresh needs of this connection. */
+  readonly #refreshable: Refreshable = {
+    refresh: () => this.#api.refresh(),
+    retries: this.#retries,
+    stopped: () => this.#status === "closed",
+    reconnect: () => this.#socket?.reconnect(),
+    end: (code, reason) => this.#finalClose(code, reason),
+  };
 
   constructor(options: DeviceStreamOptions) {
     this.#api = options.api;
@@ -244,7 +251,7 @@ export class DeviceStream {
       if (this.#status !== "closed") this.#setStatus("connecting");
     });
     this.#socket = socket;
-    this.#startHeartbeat();
+    this.#heartbeat.start();
   }
 
   /**
@@ -290,7 +297,7 @@ export class DeviceStream {
   // ---- Frames ----
 
   #receive(text: string): void {
-    this.#lastHeardAt = Date.now();
+    this.#heartbeat.heard();
     if (text === Heartbeat.response) return;
     let frame: StreamServerFrame | EventsFrameEnvelope;
     try {
@@ -678,40 +685,16 @@ export class DeviceStream {
     if (this.#status === "closed") return false;
     if (shouldReconnect(code)) return true;
     if (code === CloseCode.unauthorized) {
-      this.#refreshThenReconnect(0);
+      refreshThenReconnect(this.#refreshable);
       return false;
     }
     this.#finalClose(code, reason);
     return false;
   }
 
-  /**
-   * The token was refused or expired: refresh it, then connect again. Only a refresh the
-   * server refuses for good (401) stops the stream; after any other failure (the
-   * network, a 5xx, a 429) the refresh is tried again with backoff, as often as it takes.
-   */
-  #refreshThenReconnect(failures: number): void {
-    this.#api.refresh().then(
-      () => {
-        if (this.#status !== "closed") this.#socket?.reconnect();
-      },
-      (error: unknown) => {
-        if (this.#status === "closed") return;
-        const ended = sessionEnded(error);
-        if (ended) return this.#finalClose(ended.code, ended.reason);
-        const retryAfterMs = error instanceof ApiError ? error.body.retryAfterMs : undefined;
-        this.#retryIn(retryAfterMs ?? backoffMs(failures + 1), () => this.#refreshThenReconnect(failures + 1));
-      },
-    );
-  }
-
   /** Runs `retry` after `delayMs` unless the stream has stopped by then. */
   #retryIn(delayMs: number, retry: () => void): void {
-    const timer = setTimeout(() => {
-      this.#retries.delete(timer);
-      if (this.#status !== "closed") retry();
-    }, delayMs);
-    this.#retries.add(timer);
+    this.#retries.in(delayMs, this.#refreshable.stopped, retry);
   }
 
   #finalClose(code: number, reason: string): void {
@@ -722,31 +705,15 @@ export class DeviceStream {
 
   #stop(): void {
     this.#setStatus("closed");
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
-    this.#heartbeat = null;
+    this.#heartbeat.stop();
     for (const { timer } of this.#expected.values()) clearTimeout(timer);
     this.#expected.clear();
-    for (const timer of this.#retries) clearTimeout(timer);
-    this.#retries.clear();
+    this.#retries.cancel();
     this.#socket?.close(CloseCode.normal, "client closed");
     this.#socket = null;
     this.#socketGone();
     this.#detachOutbox?.();
     this.#detachOutbox = null;
-  }
-
-  #startHeartbeat(): void {
-    const interval = this.#options.heartbeatMs ?? 30_000;
-    this.#lastHeardAt = Date.now();
-    this.#heartbeat = setInterval(() => {
-      if (this.#socket?.readyState !== ReconnectingWebSocket.OPEN) return;
-      if (Date.now() - this.#lastHeardAt > 2 * interval) {
-        this.#lastHeardAt = Date.now();
-        this.#socket.reconnect(CloseCode.normal, "heartbeat timeout");
-        return;
-      }
-      this.#socket.send(Heartbeat.request);
-    }, interval);
   }
 
   #nextId(kind: "resume" | "sync" | "send" | "read"): string {
