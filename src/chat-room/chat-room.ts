@@ -448,6 +448,11 @@ export class ChatRoom extends DurableObject<Env> {
         return failureOf(error, { object: "ChatRoom" });
       }
     });
+    // One's own messages are never unread: each sender has read up to its last message
+    // of the batch (one UPDATE per sender, not per message, in the same commit).
+    const lastBySender = new Map<string, number>();
+    for (const event of stored) if (event.type === "message") lastBySender.set(event.senderId, event.seq);
+    for (const [userId, seq] of lastBySender) this.#membership.readUpTo(this.#membership.requireMember(userId), seq);
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
     this.#sessions.broadcast(stored, () => this.ctx.storage.sync());
     if (stored.length > 0) {
@@ -476,8 +481,6 @@ export class ChatRoom extends DurableObject<Env> {
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
       this.#accountLeases.take(sender.userId);
-      // One's own messages are never unread: the sender has read up to here (same commit).
-      this.#membership.readUpTo(member, event.seq);
       stored.push(event);
     }
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
