@@ -140,7 +140,7 @@ function serve(port: number): void {
     wss.handleUpgrade(request, socket, head, (ws) => {
       const session: Session = { ws, userId, deviceId, cursor: after, live: after >= room.headSeq };
       room.sessions.add(session);
-      ws.send(JSON.stringify({ type: "ready", chatId, userId, deviceId, role: "member", headSeq: room.headSeq, catchingUp: !session.live }));
+      ws.send(JSON.stringify({ type: "ready", chatId, userId, deviceId, role: "member", headSeq: room.headSeq, catchingUp: !session.live, deliveredUpTo: room.headSeq, seenUpTo: room.headSeq }));
       if (!session.live) sendNextPage(room, session);
       ws.on("message", (data: Buffer, isBinary: boolean) => onFrame(room, session, data, isBinary));
       ws.on("close", () => room.sessions.delete(session));

@@ -1,7 +1,6 @@
 import { describeError, log } from "../lib/log.ts";
 import { recordFanOutDone } from "../lib/fan-out-probe.ts";
 import { fanOutInterval } from "./fan-out-pacing.ts";
-import { chatIndexEntries } from "./chat-index-entry.ts";
 import type { ChatIndexUpdate } from "../protocol/index.ts";
 import type { EventLog } from "./event-log.ts";
 import type { Membership, PeriodRow } from "./membership.ts";
@@ -21,6 +20,8 @@ export type AccountFanOutOptions = {
   membership: () => Membership;
   /** Tells one account's User object about the chat (merged there by max(headSeq), then max(readSeq)). */
   notify: (userId: string, update: ChatIndexUpdate) => Promise<void>;
+  /** Builds members' entries as of the head of the turn it is called in (see chatIndexEntries). */
+  entries: () => (period: PeriodRow) => ChatIndexUpdate;
   /** Makes the retry deadline due no later than `at` (the object's scheduler). */
   retryNoLaterThan: (at: number) => void;
   /** `FAN_OUT_INTERVAL_MS`. */
@@ -138,7 +139,7 @@ export class AccountFanOut {
     const targets = membership.behind(headSeq);
     if (targets.length === 0) return true;
     // The entries are taken in this turn, with the head they describe.
-    const updates = targets.map(chatIndexEntries(events, membership));
+    const updates = targets.map(this.#options.entries());
     const results: PromiseSettledResult<void>[] = [];
     for (let start = 0; start < targets.length; start += CALLS_PER_CHUNK) {
       const chunk = targets.slice(start, start + CALLS_PER_CHUNK);

@@ -15,7 +15,11 @@ import type { Membership, PeriodRow } from "./membership.ts";
  *
  * Call it and use what it returns in one turn: the entries describe the head of that turn.
  */
-export function chatIndexEntries(log: EventLog, membership: Membership): (period: PeriodRow) => ChatIndexUpdate {
+export function chatIndexEntries(
+  log: EventLog,
+  membership: Membership,
+  receipts: (userId: string) => { deliveredUpTo: number; seenUpTo: number },
+): (period: PeriodRow) => ChatIndexUpdate {
   const chat = membership.requireChat();
   const headSeq = log.headSeq;
   const direct = chat.kind === "direct" ? [...membership.members()] : [];
@@ -38,6 +42,7 @@ export function chatIndexEntries(log: EventLog, membership: Membership): (period
       membership: "member",
       readSeq: period.readSeq,
       unreadCount: Math.max(0, messageNoAtOrBefore(upTo) - messageNoAtOrBefore(period.readSeq)),
+      ...receipts(period.userId),
     };
     if (period.leftSeq !== null) update.membership = log.typeAt(period.leftSeq) === "member.removed" ? "removed" : "left";
     if (chat.kind === "direct") {

@@ -25,12 +25,15 @@ import {
   type HistoryQuery,
   type SendMessageRequest,
   type SendResult,
+  type MessageStatus,
+  type ReceiptResult,
+  type ReceiptsFrame,
 } from "../protocol/index.ts";
 import { commands, type RoomCommands } from "./commands.ts";
 import type { Respond } from "../sockets/frame-dispatch.ts";
 import { SendBatch } from "./send-batch.ts";
 import { EventLog, type Sender } from "./event-log.ts";
-import { Membership } from "./membership.ts";
+import { Membership, type PeriodRow } from "./membership.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
 import { AccountSendLeases } from "./account-send-leases.ts";
 import { CatchUp } from "./catch-up.ts";
@@ -48,6 +51,9 @@ import { visibleAfter, visibleBefore } from "./visible-events.ts";
 import { MembershipChanges } from "./membership-changes.ts";
 import { chatIndexEntries } from "./chat-index-entry.ts";
 import { StreamPushes, type StreamPage } from "./stream-pushes.ts";
+import { Receipts, type ReceiptKind } from "./receipts.ts";
+import { ReceiptPushes } from "./receipt-pushes.ts";
+import { userTag } from "../sockets/attachments.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -86,6 +92,8 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #commandContext: RoomCommands = {
     enqueueSend: (sender, input, respond) => this.#sendBatch.add({ sender, input, respond }),
     sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
+    receipt: (userId, kind, seq) => this.#receipt(userId, kind, seq),
+    status: (userId, seq) => this.messageStatus(userId, seq),
   };
   readonly #sessions: Sessions;
   readonly #frames: FrameDispatcher<RoomCommands, SessionState, ClientFrame>;
@@ -98,6 +106,8 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #changes: MembershipChanges;
   readonly #fanOut: AccountFanOut;
   readonly #streams: StreamPushes;
+  readonly #receipts: Receipts;
+  readonly #receiptPushes = new ReceiptPushes((userId, frame) => this.#memberAccount(userId).receiptsChanged(frame));
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -125,6 +135,7 @@ export class ChatRoom extends DurableObject<Env> {
       log: () => this.#log,
       membership: () => this.#membership,
       notify: (userId, update) => this.#memberAccount(userId).chatChanged(update),
+      entries: () => this.#indexEntries(),
       retryNoLaterThan: (at) => this.#scheduler.noLaterThan("fan-out", at),
       minIntervalMs: this.#config.fanOutIntervalMs,
     });
@@ -134,6 +145,13 @@ export class ChatRoom extends DurableObject<Env> {
       membership: () => this.#membership,
       push: (userId, push) => this.#memberAccount(userId).streamEvents(push),
       pageSize: this.#config.catchUpPageSize,
+    });
+    this.#receipts = new Receipts({
+      db: this.#db,
+      sql: ctx.storage.sql,
+      log: () => this.#log,
+      membership: () => this.#membership,
+      push: (userId, frame) => this.#receiptsMoved(userId, frame),
     });
     this.#changes = new MembershipChanges({
       log: () => this.#log,
@@ -159,6 +177,7 @@ export class ChatRoom extends DurableObject<Env> {
     this.#log = new EventLog(this.ctx.storage.sql);
     this.#membership = new Membership(this.#db);
     this.#streams.restore();
+    this.#receipts.restore();
   }
 
   // ---- RPC from the Worker ----
@@ -185,6 +204,7 @@ export class ChatRoom extends DurableObject<Env> {
     );
     this.#log.append({ type: "chat.created", actorId: input.creatorId, kind: input.kind, name: input.name, members }, now);
     for (const userId of input.inviteIds) this.#membership.invite(userId, input.creatorId, now);
+    this.#receipts.restore();
     this.#fanOut.committed(now);
     // The creator's list has the chat when this answers (the alarm covers a failure).
     await this.#fanOut.push();
@@ -205,13 +225,52 @@ export class ChatRoom extends DurableObject<Env> {
    */
   markRead(userId: string, seq: number): Outcome<ChatIndexUpdate> {
     return attempt(() => {
-      const member = this.#membership.requireMember(userId);
-      if (!Number.isSafeInteger(seq) || seq < 1 || seq > this.#log.headSeq) {
-        throw new AppError("invalid_cursor", 400, `seq must be between 1 and ${this.#log.headSeq}`, { retryable: false });
-      }
-      this.#membership.readUpTo(member, seq);
-      return chatIndexEntries(this.#log, this.#membership)(member);
+      this.#receipt(userId, "seen", seq);
+      return this.#indexEntries()(this.#membership.requireMember(userId));
     });
+  }
+
+  /** A device of a member received the chat up to `seq` (RPC from their User object, or REST). */
+  reportDelivered(userId: string, seq: number): Outcome<ReceiptResult> {
+    return attempt(() => this.#receipt(userId, "delivered", seq));
+  }
+
+  /** The status of one of `userId`'s own messages (checkLatestStatusOfMessage). */
+  messageStatus(userId: string, seq: number): Outcome<MessageStatus> {
+    return attempt(() => {
+      this.#membership.requireMember(userId);
+      return this.#receipts.statusOf(userId, seq);
+    });
+  }
+
+  /**
+   * Merges a receipt into a current member's watermarks (a seen one also moves their
+   * read position) and tells the senders whose messages moved. Former members and seqs
+   * past the head are refused; a seq before the member's period changes nothing.
+   */
+  #receipt(userId: string, kind: ReceiptKind, seq: number, now = Date.now()): ReceiptResult {
+    const member = this.#membership.requireMember(userId);
+    const headSeq = this.#log.headSeq;
+    if (!Number.isSafeInteger(seq) || seq < 1 || seq > headSeq) {
+      throw new AppError("invalid_cursor", 400, `seq must be between 1 and ${headSeq}`, { retryable: false });
+    }
+    this.#receipts.report(member, kind, seq, now);
+    if (kind === "seen") this.#membership.readUpTo(member, seq);
+    this.#receipts.settle(now);
+    return { chatId: this.#membership.requireChat().chatId, deliveredSeq: member.deliveredSeq, seenSeq: member.seenSeq };
+  }
+
+  /** A sender's messages moved: their sockets here get the frame now, their account (for its streams and list) through a call. */
+  #receiptsMoved(userId: string, frame: ReceiptsFrame): void {
+    for (const ws of this.ctx.getWebSockets(userTag(userId))) {
+      if (this.#sessions.get(ws)?.live) sendFrame(ws, frame);
+    }
+    this.#receiptPushes.push(userId, frame);
+  }
+
+  /** Chat-list entries as of now, with each member's receipt watermarks. */
+  #indexEntries(): (period: PeriodRow) => ChatIndexUpdate {
+    return chatIndexEntries(this.#log, this.#membership, (userId) => this.#receipts.upTo(userId));
   }
 
   /** The REST path of a send (bots, tests, clients without the chat open). */
@@ -233,6 +292,11 @@ export class ChatRoom extends DurableObject<Env> {
         query.after !== undefined
           ? visibleAfter(this.#log, periods, query.after, query.limit, Limits.maxPageBytes)
           : visibleBefore(this.#log, periods, query.before ?? headSeq + 1, query.limit, Limits.maxPageBytes);
+      // A page a current member fetched has reached one of their devices: delivered (pages are ascending).
+      const newest = page.events.at(-1)?.seq ?? 0;
+      if (this.#membership.isMember(userId) && newest > this.#membership.requireMember(userId).deliveredSeq) {
+        this.#receipt(userId, "delivered", newest);
+      }
       return `{"events":[${page.json.join(",")}],"hasMore":${page.hasMore},"headSeq":${headSeq}}`;
     });
   }
@@ -341,6 +405,12 @@ export class ChatRoom extends DurableObject<Env> {
 
   /** After a membership or chat change: the members' sockets get the events, their accounts the news. */
   #changed(events: ChatEvent[], now: number): void {
+    for (const event of events) {
+      if (event.type === "member.removed") this.#receipts.forget(event.userId);
+      else if (event.type === "member.left") this.#receipts.forget(event.actorId);
+    }
+    // A member who left no longer holds anyone's messages back.
+    this.#receipts.settle(now);
     this.#sessions.broadcast(events, () => this.ctx.storage.sync());
     this.#streams.committed();
     // Membership and names change what lists show beyond the head: no waiting.
@@ -387,6 +457,7 @@ export class ChatRoom extends DurableObject<Env> {
       role,
       headSeq: this.#log.headSeq,
       catchingUp: !session.live,
+      ...this.#receipts.upTo(identity.userId),
     });
     if (!session.live) this.#catchUp.firstPage(server, session);
     return upgradeResponse(request.headers, client);

@@ -1,4 +1,6 @@
-import type { ClientFrame, SendMessageRequest, SendResult, SyncResult } from "../protocol/index.ts";
+import type { ClientFrame, MessageStatus, ReceiptResult, SendMessageRequest, SendResult, SyncResult } from "../protocol/index.ts";
+import type { Outcome } from "../lib/result.ts";
+import type { ReceiptKind } from "./receipts.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { Sender } from "./event-log.ts";
@@ -10,6 +12,10 @@ export interface RoomCommands {
   enqueueSend(sender: Sender, input: SendMessageRequest, respond: Respond<SendResult>): void;
   /** Sends the socket its next catch-up page (nothing once it is live); returns its cursor. */
   sendNextPage(ws: WebSocket, session: SessionState): number;
+  /** Merges a delivered or seen report into the user's watermarks. */
+  receipt(userId: string, kind: ReceiptKind, seq: number): ReceiptResult;
+  /** The status of one of the user's own messages. */
+  status(userId: string, seq: number): Outcome<MessageStatus>;
 }
 
 /** One handler per chat socket frame type. */
@@ -21,5 +27,17 @@ export const commands: CommandTable<RoomCommands, SessionState, ClientFrame> = {
 
   sync(room, ws, session, _frame, respond) {
     respond(attempt((): SyncResult => ({ cursor: room.sendNextPage(ws, session) })));
+  },
+
+  delivered(room, _ws, session, { seq }, respond) {
+    respond(attempt(() => room.receipt(session.userId, "delivered", seq)));
+  },
+
+  read(room, _ws, session, { seq }, respond) {
+    respond(attempt(() => room.receipt(session.userId, "seen", seq)));
+  },
+
+  status(room, _ws, session, { seq }, respond) {
+    respond(room.status(session.userId, seq));
   },
 };

@@ -25,6 +25,9 @@ const SELECT_MESSAGE_AT_OR_BEFORE = `SELECT seq, ${column("messageNo")} AS "mess
   ${column("createdAt")} AS "createdAt" FROM events WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
 const SELECT_MESSAGE_NO_AT_OR_BEFORE = `SELECT ${column("messageNo")} AS "messageNo" FROM events
   WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
+const SELECT_SENDERS_BETWEEN = `SELECT DISTINCT ${column("actorId")} AS "senderId" FROM events
+  WHERE seq > ? AND seq <= ? AND ${column("messageNo")} IS NOT NULL`;
+const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
 
@@ -148,6 +151,17 @@ export class EventLog {
     this.#headSeq = seq;
     this.#headCreatedAt = now;
     return { ...event, seq, createdAt: now } as ChatEvent;
+  }
+
+  /** Who sent the messages with `after` < seq <= `upTo` (each once). */
+  sendersBetween(after: number, upTo: number): string[] {
+    if (upTo <= after) return [];
+    return this.#sql.exec<{ senderId: string }>(SELECT_SENDERS_BETWEEN, after, upTo).toArray().map((row) => row.senderId);
+  }
+
+  /** The sender of the message at `seq`; null when that seq is not a message. */
+  senderAt(seq: number): string | null {
+    return this.#sql.exec<{ senderId: string }>(SELECT_SENDER_AT, seq).toArray()[0]?.senderId ?? null;
   }
 
   typeAt(seq: number): string | null {

@@ -1,4 +1,4 @@
-import { and, asc, count, eq, isNotNull, isNull, lt, notInArray, sql } from "drizzle-orm";
+import { and, asc, count, eq, getTableColumns, isNotNull, isNull, lt, notInArray, sql } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
@@ -11,7 +11,7 @@ export type Period = Pick<PeriodRow, "joinedSeq" | "leftSeq">;
 
 // SQLite in a Durable Object takes at most 100 bound parameters per statement.
 const PARAMETERS_PER_STATEMENT = 99;
-const MEMBER_ROWS_PER_INSERT = Math.floor(PARAMETERS_PER_STATEMENT / 6);
+const MEMBER_ROWS_PER_INSERT = Math.floor(PARAMETERS_PER_STATEMENT / Object.keys(getTableColumns(schema.members)).length);
 
 /**
  * The chat row, its membership periods and its direct-chat blocks. In memory: the
@@ -307,8 +307,8 @@ export class Membership {
   }
 
   #insertPeriods(members: Pick<PeriodRow, "userId" | "role">[], seq: number): void {
-    // A new period starts read up to the event that began it: what came before is not theirs to read.
-    const rows = members.map(({ userId, role }) => ({ userId, role, joinedSeq: seq, leftSeq: null, notifiedSeq: 0, readSeq: seq }));
+    // A new period starts read, delivered and seen up to the event that began it: what came before is not theirs.
+    const rows = members.map(({ userId, role }) => ({ userId, role, joinedSeq: seq, leftSeq: null, notifiedSeq: 0, readSeq: seq, deliveredSeq: seq, seenSeq: seq }));
     for (let start = 0; start < rows.length; start += MEMBER_ROWS_PER_INSERT) {
       this.#db.insert(schema.members).values(rows.slice(start, start + MEMBER_ROWS_PER_INSERT)).run();
     }

@@ -10,6 +10,8 @@ import {
   ErrorResponse,
   HistoryPage,
   Me,
+  MessageStatus,
+  ReceiptResult,
   OtpResponse,
   SendResult,
   TokenResponse,
@@ -172,6 +174,10 @@ export class ApiClient {
   /** The caller read the chat up to `seq` (on this device); answers the chat's entry with its new unread count. */
   markRead = (chatId: string, seq: number) => this.#call("POST", `${chatPath(chatId)}/read`, ChatSummary, { body: { seq } });
   /** Pins, mutes (until a time in ms; null unmutes) or archives a chat, for all the caller's devices. */
+  /** A device of the caller has the chat up to `seq` (DELIVERED; the SDK's streams report it by themselves). */
+  reportDelivered = (chatId: string, seq: number) => this.#call("POST", `${chatPath(chatId)}/delivered`, ReceiptResult, { body: { seq } });
+  /** The status of one of the caller's own messages, with the detail per recipient in chats up to 256 members. */
+  messageStatus = (chatId: string, seq: number) => this.#call("GET", `${chatPath(chatId)}/messages/${seq}/status`, MessageStatus);
   updateChatSettings = (chatId: string, patch: ChatSettingsPatch) => this.#call("PUT", `${chatPath(chatId)}/settings`, ChatSummary, { body: patch });
   chat = (chatId: string) => this.#call("GET", `/api/chats/${encodeURIComponent(chatId)}`, Chat);
 

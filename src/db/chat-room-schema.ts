@@ -33,8 +33,32 @@ export const members = sqliteTable(
      * A period starts read up to the event that began it; sending a message reads up to it.
      */
     readSeq: integer("read_seq").notNull().default(0),
+    /**
+     * Receipt watermarks of the period, merged by max: a device of the member has every
+     * event up to `deliveredSeq`, the member has seen up to `seenSeq` (which a `read`
+     * moves; a send does not). Both start at the event that began the period.
+     */
+    deliveredSeq: integer("delivered_seq").notNull().default(0),
+    seenSeq: integer("seen_seq").notNull().default(0),
   },
   (table) => [primaryKey({ columns: [table.userId, table.joinedSeq] })],
+);
+
+/**
+ * When members' receipt watermarks moved: one row per advance, at most
+ * `Limits.receiptAdvancesKept` per member and kind (older rows are deleted), written
+ * only in chats small enough for per-member detail. A message's time for a member is
+ * that of the first advance at or past its seq. Grows with members, never with messages.
+ */
+export const receiptAdvances = sqliteTable(
+  "receipt_advances",
+  {
+    userId: text("user_id").notNull(),
+    kind: text("kind", { enum: ["delivered", "seen"] }).notNull(),
+    seq: integer("seq").notNull(),
+    at: integer("at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.userId, table.kind, table.seq] })],
 );
 
 /**

@@ -62,6 +62,14 @@ export const chats = sqliteTable(
     /** The account's read position in the chat, and the messages after it (as the chat counted them). */
     readSeq: integer("read_seq").notNull().default(0),
     unreadCount: integer("unread_count").notNull().default(0),
+    /**
+     * How far the account's own messages have gone (DELIVERED / SEEN watermarks, from
+     * the chat's receipts pushes and updates, merged by max), and when they last moved:
+     * a resuming stream gets the chats whose receipts moved since it last heard.
+     */
+    deliveredUpTo: integer("delivered_up_to").notNull().default(0),
+    seenUpTo: integer("seen_up_to").notNull().default(0),
+    receiptsAt: integer("receipts_at").notNull().default(0),
     /** The latest message the account can see (all NULL when there is none). */
     lastMessageSeq: integer("last_message_seq"),
     lastMessageSenderId: text("last_message_sender_id"),

@@ -93,6 +93,12 @@ export const ChatSummary = z.object({
   readSeq: Seq,
   /** Messages after `readSeq` up to `headSeq`, the account's own and membership events never included. */
   unreadCount: z.number().int().nonnegative(),
+  /**
+   * How far the account's own messages have gone, as in a `receipts` frame: those up to
+   * `deliveredUpTo` are DELIVERED, up to `seenUpTo` SEEN, later ones SENT.
+   */
+  deliveredUpTo: Seq,
+  seenUpTo: Seq,
   /** The account's own settings (PUT /api/chats/:chatId/settings), the same on every device. */
   pinned: z.boolean(),
   /** Notifications are muted until this time (ms); absent when not muted. A time past means not muted. */

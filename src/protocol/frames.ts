@@ -3,6 +3,7 @@ import { DeviceId, UserId } from "./auth.ts";
 import { ChatId, ClientChosenId, SendMessageRequest } from "./chats.ts";
 import { ErrorBody } from "./errors.ts";
 import { ChatEvent, EventEnvelope, MemberRole, Seq } from "./events.ts";
+import { DeliveredFrame, ReadFrame, ReceiptsFrame, StatusFrame } from "./receipts.ts";
 
 /**
  * Frames on a chat socket (GET /chat/:chatId). Text frames of JSON, except the
@@ -27,7 +28,7 @@ export type SendFrame = z.infer<typeof SendFrame>;
 export const SyncFrame = z.strictObject({ type: z.literal("sync"), id: ClientChosenId });
 export type SyncFrame = z.infer<typeof SyncFrame>;
 
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame.strict(), SyncFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame.strict(), SyncFrame, DeliveredFrame, ReadFrame, StatusFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** Server -> client: the answer to the client frame with the same `id`. */
@@ -52,6 +53,9 @@ export const ReadyFrame = z.object({
   headSeq: Seq,
   /** True when the socket opened with `?after=` below headSeq: pages follow. */
   catchingUp: z.boolean(),
+  /** How far the user's own messages have gone (as in a `receipts` frame), as the socket opened. */
+  deliveredUpTo: Seq,
+  seenUpTo: Seq,
 });
 export type ReadyFrame = z.infer<typeof ReadyFrame>;
 
@@ -76,6 +80,6 @@ export type EventsFrameEnvelope = z.infer<typeof EventsFrameEnvelope>;
 export const ErrorFrame = z.object({ type: z.literal("error"), error: ErrorBody });
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
-export const ServerFrame = z.union([ReplyFrame, ReadyFrame, EventsFrame, ErrorFrame]);
+export const ServerFrame = z.union([ReplyFrame, ReadyFrame, EventsFrame, ErrorFrame, ReceiptsFrame]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 

@@ -48,6 +48,16 @@ export const Limits = {
    */
   streamFramesPerSecond: 50,
   streamFrameBurst: 200,
+  /**
+   * Members of a chat up to which a message's status comes with the detail per
+   * recipient (times delivered and seen); bigger chats answer the aggregate only.
+   */
+  maxReceiptDetailMembers: 256,
+  /**
+   * Watermark advances kept per member and kind (delivered, seen) for those times: a
+   * message covered by an older advance reports the time of the oldest one kept.
+   */
+  receiptAdvancesKept: 32,
   /** Device streams one device may have open; opening another closes its oldest (close code 4010). */
   maxStreamsPerDevice: 2,
   /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */

@@ -4,6 +4,7 @@ import { ChatId, ChatSummary, ClientChosenId, SendMessageRequest } from "./chats
 import { Seq } from "./events.ts";
 import { Limits } from "./limits.ts";
 import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
+import { ReceiptsFrame, StreamDeliveredFrame, StreamStatusFrame } from "./receipts.ts";
 
 /**
  * Frames of the device stream (GET /chat): one socket per device that carries every
@@ -23,6 +24,12 @@ export const ResumeFrame = z.strictObject({
   cursors: z
     .record(ChatId, Seq)
     .refine((cursors) => Object.keys(cursors).length <= Limits.maxStreamCursors, `at most ${Limits.maxStreamCursors} cursors`),
+  /**
+   * The latest `at` of a `receipts` frame this device saw: the chats whose receipts
+   * moved after it get a `receipts` frame before the catch-up. Absent: none are sent
+   * (a device that lists no chats learns them from each chat's entry).
+   */
+  receiptsSince: z.number().int().nonnegative().optional(),
 });
 export type ResumeFrame = z.infer<typeof ResumeFrame>;
 
@@ -55,7 +62,7 @@ export const StreamReadFrame = z.strictObject({
 export type StreamReadFrame = z.infer<typeof StreamReadFrame>;
 
 /** `sync` on the stream: "the last batch is processed, send the next" (answered with the chats still behind). */
-export const StreamClientFrame = z.discriminatedUnion("type", [ResumeFrame, SyncFrame, StreamSendFrame, StreamReadFrame]);
+export const StreamClientFrame = z.discriminatedUnion("type", [ResumeFrame, SyncFrame, StreamSendFrame, StreamReadFrame, StreamDeliveredFrame, StreamStatusFrame]);
 export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
 
 /** The reply to a stream `sync`. */
@@ -89,5 +96,5 @@ export const SyncedFrame = z.object({ type: z.literal("synced") });
 export type SyncedFrame = z.infer<typeof SyncedFrame>;
 
 /** Everything a device stream sends: its own frames, and the chat socket's replies, errors and events. */
-export const StreamServerFrame = z.union([StreamReadyFrame, ChatFrame, CatchingUpFrame, SyncedFrame, ReplyFrame, ErrorFrame, EventsFrame]);
+export const StreamServerFrame = z.union([StreamReadyFrame, ChatFrame, CatchingUpFrame, SyncedFrame, ReplyFrame, ErrorFrame, EventsFrame, ReceiptsFrame]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;

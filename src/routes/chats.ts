@@ -16,6 +16,10 @@ import {
   CreateChatRequest,
   HistoryQuery,
   MarkReadRequest,
+  DeliveredRequest,
+  MessageSeqParam,
+  type MessageStatus,
+  type ReceiptResult,
   SendMessageRequest,
   SetRoleRequest,
   UpdateChatRequest,
@@ -52,6 +56,18 @@ export const chatRoutes = new Hono<AppEnv>()
     // Through the account's own object: it stores the entry and syncs the account's other devices.
     const summary: ChatSummary = unwrap(await userObject(c.env, c.get("caller").userId).markRead(chatId, seq));
     return c.json(summary);
+  })
+  .post("/:chatId/delivered", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const { seq } = await jsonBody(c, DeliveredRequest);
+    const result: ReceiptResult = unwrap(await chatRoomObject(c.env, chatId).reportDelivered(c.get("caller").userId, seq));
+    return c.json(result);
+  })
+  .get("/:chatId/messages/:seq/status", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const seq = parseWith(MessageSeqParam, c.req.param("seq"));
+    const status: MessageStatus = unwrap(await chatRoomObject(c.env, chatId).messageStatus(c.get("caller").userId, seq));
+    return c.json(status);
   })
   .put("/:chatId/settings", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));

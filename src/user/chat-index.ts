@@ -2,7 +2,7 @@ import { and, count, desc, eq, lt, ne, or, sql, type SQL } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
-import { Limits, utf8ByteLength, type ChatIndexUpdate, type ChatList, type ChatListQuery, type ChatSettingsPatch, type ChatSummary } from "../protocol/index.ts";
+import { Limits, utf8ByteLength, type ReceiptsFrame, type ChatIndexUpdate, type ChatList, type ChatListQuery, type ChatSettingsPatch, type ChatSummary } from "../protocol/index.ts";
 
 type ChatRow = typeof schema.chats.$inferSelect;
 
@@ -27,6 +27,7 @@ export class ChatIndex {
   // a resume's cost in the benchmark's storm).
   readonly #byId;
   readonly #streamEntries;
+  readonly #receiptsMoved;
 
   constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
     this.#db = db;
@@ -50,6 +51,8 @@ export class ChatIndex {
         lastMessageSenderId: value("lastMessageSenderId"),
         lastMessageBody: value("lastMessageBody"),
         lastMessageCreatedAt: value("lastMessageCreatedAt"),
+        deliveredUpTo: value("deliveredUpTo"),
+        seenUpTo: value("seenUpTo"),
       })
       .onConflictDoUpdate({
         target: chats.chatId,
@@ -66,6 +69,9 @@ export class ChatIndex {
           lastMessageSenderId: sql`excluded.last_message_sender_id`,
           lastMessageBody: sql`excluded.last_message_body`,
           lastMessageCreatedAt: sql`excluded.last_message_created_at`,
+          // Receipt pushes may have moved these further than this update knew.
+          deliveredUpTo: sql`max(${chats.deliveredUpTo}, excluded.delivered_up_to)`,
+          seenUpTo: sql`max(${chats.seenUpTo}, excluded.seen_up_to)`,
         },
         // Merged by max(headSeq), then max(readSeq): an older or repeated update changes
         // nothing, and a read at an unchanged head still lands. (The chat builds each
@@ -74,6 +80,21 @@ export class ChatIndex {
         setWhere: sql`${chats.headSeq} < excluded.head_seq OR (${chats.headSeq} = excluded.head_seq AND ${chats.readSeq} < excluded.read_seq)`,
       })
       .returning()
+      .prepare();
+    this.#receiptsMoved = db
+      .update(chats)
+      .set({
+        deliveredUpTo: sql`max(${chats.deliveredUpTo}, ${value("deliveredUpTo")})`,
+        seenUpTo: sql`max(${chats.seenUpTo}, ${value("seenUpTo")})`,
+        receiptsAt: sql`max(${chats.receiptsAt}, ${value("at")})`,
+      })
+      .where(
+        and(
+          eq(chats.chatId, value("chatId")),
+          or(lt(chats.deliveredUpTo, value("deliveredUpTo")), lt(chats.seenUpTo, value("seenUpTo"))),
+        ),
+      )
+      .returning({ chatId: chats.chatId, deliveredUpTo: chats.deliveredUpTo, seenUpTo: chats.seenUpTo, at: chats.receiptsAt })
       .prepare();
     this.#byId = db.select().from(chats).where(eq(chats.chatId, sql.placeholder("chatId"))).prepare();
     this.#streamEntries = db
@@ -107,8 +128,32 @@ export class ChatIndex {
       lastMessageSenderId: update.lastMessage?.senderId ?? null,
       lastMessageBody: update.lastMessage?.body ?? null,
       lastMessageCreatedAt: update.lastMessage?.createdAt ?? null,
+      deliveredUpTo: update.deliveredUpTo,
+      seenUpTo: update.seenUpTo,
     });
     return row ? toSummary(row) : null;
+  }
+
+  /**
+   * The chat's receipts moved for the account's own messages: merged by max. Answers the
+   * frame to forward to the account's devices, or null when it said nothing new (or the
+   * chat is not in the list).
+   */
+  receiptsMoved(frame: ReceiptsFrame): ReceiptsFrame | null {
+    const row = this.#receiptsMoved.get({ chatId: frame.chatId, deliveredUpTo: frame.deliveredUpTo, seenUpTo: frame.seenUpTo, at: frame.at });
+    return row ? { type: "receipts", ...row } : null;
+  }
+
+  /** The chats whose receipts moved after `since` (ms), as frames, oldest change first. */
+  receiptsSince(since: number): ReceiptsFrame[] {
+    const { chats } = schema;
+    return this.#db
+      .select({ chatId: chats.chatId, deliveredUpTo: chats.deliveredUpTo, seenUpTo: chats.seenUpTo, at: chats.receiptsAt })
+      .from(chats)
+      .where(sql`${chats.receiptsAt} > ${since}`)
+      .orderBy(chats.receiptsAt)
+      .all()
+      .map((row) => ({ type: "receipts", ...row }));
   }
 
   get(chatId: string): ChatSummary | null {
@@ -232,6 +277,8 @@ function toSummary(row: ChatRow): ChatSummary {
     membership: row.membership,
     readSeq: row.readSeq,
     unreadCount: row.unreadCount,
+    deliveredUpTo: row.deliveredUpTo,
+    seenUpTo: row.seenUpTo,
     pinned: row.pinned,
     archived: row.archived,
   };

@@ -4,7 +4,7 @@ import { failureOf } from "../lib/failure.ts";
 import { log } from "../lib/log.ts";
 import type { Outcome } from "../lib/result.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
-import { CloseCode, Limits, type ChatSummary, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
+import { CloseCode, Limits, type ChatSummary, type ReceiptsFrame, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
 import type { StreamPage, StreamPush } from "../chat-room/stream-pushes.ts";
 import { SocketAttachments, SocketSession } from "../sockets/attachments.ts";
 import type { StreamEntry } from "./chat-index.ts";
@@ -26,6 +26,8 @@ export type StreamChats = {
   /** Subscribes the account to the chat's pushes and reads its first page after `after` (null: none, from the head). */
   open(chatId: string, after: number | null): Promise<Outcome<StreamPage>>;
   page(chatId: string, after: number): Promise<Outcome<StreamPage>>;
+  /** The chats whose receipts (the account's own messages' status) moved after `since`. */
+  receiptsSince(since: number): ReceiptsFrame[];
   /**
    * How long a chat has been without events before the next one reaches the account's
    * list at once (past the longest fan-out interval): such a chat need not be asked at
@@ -205,8 +207,10 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
    * After the reply to `resume`: the announcements (each entry read now, so none is
    * older than a `chat` frame sent meanwhile), then the first batch of pages.
    */
-  startCatchUp(ws: WebSocket, announced: Map<string, number>): void {
+  startCatchUp(ws: WebSocket, announced: Map<string, number>, receiptsSince?: number): void {
     for (const [chatId, liveFrom] of announced) this.#announce(ws, chatId, liveFrom);
+    // Receipts that moved while the device was away (they are watermarks: the latest says it all).
+    if (receiptsSince !== undefined) for (const frame of this.#chats.receiptsSince(receiptsSince)) sendFrame(ws, frame);
     const progress = this.#progress.get(ws);
     if (progress) progress.planning = false;
     void this.#sendBatch(ws);
@@ -258,6 +262,11 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
       sendText(ws, whole);
     }
     return true;
+  }
+
+  /** The account's own messages in a chat moved: every resumed socket is told (watermarks, so order with events does not matter). */
+  receiptsMoved(frame: ReceiptsFrame): void {
+    for (const [ws, session] of this.entries()) if (session.phase !== "new") sendFrame(ws, frame);
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult } from "../protocol/index.ts";
+import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult, MessageStatus, ReceiptResult } from "../protocol/index.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { StreamSession } from "./device-streams.ts";
@@ -6,19 +6,23 @@ import type { StreamSession } from "./device-streams.ts";
 /** What a device stream's frame handlers may ask of the account. */
 export interface StreamCommands {
   /** Plans the device's catch-up; `respond` gets the plan, then the pages follow. */
-  resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>, respond: Respond<ResumeResult>): void;
+  resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>, receiptsSince: number | undefined, respond: Respond<ResumeResult>): void;
   /** The client processed a catch-up batch. */
   sync(ws: WebSocket): StreamSyncResult;
   /** Forwards a message to the chat (same idempotency and ack as on a chat socket). */
   send(session: StreamSession, chatId: string, input: SendMessageRequest, respond: Respond<SendResult>): void;
   /** Marks the chat read up to `seq` for the account (every device's unread count follows). */
   read(chatId: string, seq: number, respond: Respond<ChatSummary>): void;
+  /** A device of the account received the chat up to `seq`. */
+  delivered(chatId: string, seq: number, respond: Respond<ReceiptResult>): void;
+  /** The status of one of the account's own messages. */
+  status(chatId: string, seq: number, respond: Respond<MessageStatus>): void;
 }
 
 /** One handler per device stream frame type. */
 export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamClientFrame> = {
-  resume(account, ws, session, { cursors }, respond) {
-    account.resume(ws, session, cursors, respond);
+  resume(account, ws, session, { cursors, receiptsSince }, respond) {
+    account.resume(ws, session, cursors, receiptsSince, respond);
   },
 
   sync(account, ws, _session, _frame, respond) {
@@ -32,5 +36,13 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
 
   read(account, _ws, _session, { chatId, seq }, respond) {
     account.read(chatId, seq, respond);
+  },
+
+  delivered(account, _ws, _session, { chatId, seq }, respond) {
+    account.delivered(chatId, seq, respond);
+  },
+
+  status(account, _ws, _session, { chatId, seq }, respond) {
+    account.status(chatId, seq, respond);
   },
 };

@@ -11,7 +11,7 @@ import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
-import type { BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { ReceiptsFrame, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
@@ -66,11 +66,11 @@ export class User extends DurableObject<Env> {
    * public method of a Durable Object can be called by anyone holding a stub, over RPC.
    */
   readonly #streamContext: StreamCommands = {
-    resume: (ws, session, cursors, respond) => {
+    resume: (ws, session, cursors, receiptsSince, respond) => {
       this.#streams.resume(ws, session, cursors).then(
         ({ result, announced }) => {
           respond({ ok: true, value: result });
-          this.#streams.startCatchUp(ws, announced);
+          this.#streams.startCatchUp(ws, announced, receiptsSince);
         },
         (error: unknown) => respond(failureOf(error, { object: "User", during: "resume" })),
       );
@@ -86,6 +86,18 @@ export class User extends DurableObject<Env> {
     read: (chatId, seq, respond) => {
       if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
       this.markRead(chatId, seq).then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream read" })));
+    },
+    delivered: (chatId, seq, respond) => {
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
+      this.#chatRoom(chatId)
+        .reportDelivered(this.#ownId(), seq)
+        .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream delivered" })));
+    },
+    status: (chatId, seq, respond) => {
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
+      this.#chatRoom(chatId)
+        .messageStatus(this.#ownId(), seq)
+        .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream status" })));
     },
   };
 
@@ -105,6 +117,7 @@ export class User extends DurableObject<Env> {
       summary: (chatId) => this.#chatIndex.get(chatId),
       open: (chatId, after) => this.#chatRoom(chatId).openStream(this.#ownId(), after),
       page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.#ownId(), after),
+      receiptsSince: (since) => this.#chatIndex.receiptsSince(since),
       // Past the longest interval between a chat's fan-out rounds, twice: the next event
       // of a chat quiet that long reaches this account at once.
       quietAfterMs: 2 * fanOutInterval(configFrom(env).fanOutIntervalMs, Limits.maxGroupMembers),
@@ -295,6 +308,16 @@ export class User extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     this.#streams.failed(ws, error);
+  }
+
+  /**
+   * The account's own messages in a chat moved (RPC from the ChatRoom): stored in the
+   * chat list (merged by max) and sent to the streams that are live.
+   */
+  receiptsChanged(frame: ReceiptsFrame): void {
+    if (!this.#exists) return;
+    const moved = this.#chatIndex.receiptsMoved(frame);
+    if (moved) this.#streams.receiptsMoved(moved);
   }
 
   /** A chat's new events for the account's streams (RPC from the ChatRoom); false when none is open. */

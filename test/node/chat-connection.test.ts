@@ -21,7 +21,7 @@ class FakeSocket extends EventTarget {
       if (this.readyState !== 0) return;
       this.readyState = 1;
       this.dispatchEvent(new Event("open"));
-      this.receive({ type: "ready", chatId: CHAT, userId: ME, deviceId: DEVICE, role: "member", headSeq: 3, catchingUp: false });
+      this.receive({ type: "ready", chatId: CHAT, userId: ME, deviceId: DEVICE, role: "member", headSeq: 3, catchingUp: false, deliveredUpTo: 3, seenUpTo: 3 });
     }, 0);
   }
   send(data: string): void {

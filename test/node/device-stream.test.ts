@@ -42,6 +42,8 @@ function summary(chatId: string, headSeq: number, extra: Partial<ChatSummary> = 
     membership: "member",
     readSeq: 0,
     unreadCount: 0,
+    deliveredUpTo: 0,
+    seenUpTo: 0,
     pinned: false,
     archived: false,
     ...extra,

@@ -117,10 +117,10 @@ describe("objects created by the previous schema", () => {
     const [kept] = (await stub.listChats({ limit: 10 })).chats;
     expect(kept).toEqual({
       chatId, kind: "group", name: "Kept", addedAt: 1000, headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member",
-      readSeq: 0, unreadCount: 0, pinned: false, archived: false,
+      readSeq: 0, unreadCount: 0, deliveredUpTo: 0, seenUpTo: 0, pinned: false, archived: false,
     });
     // The chat's next word lands even at the same head (its read position is newer).
-    await stub.chatChanged({ chatId, kind: "group", name: "Kept", headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member", readSeq: 7, unreadCount: 0 });
+    await stub.chatChanged({ chatId, kind: "group", name: "Kept", headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member", readSeq: 7, unreadCount: 0, deliveredUpTo: 0, seenUpTo: 0 });
     expect(await stub.updateChatSettings(chatId, { pinned: true })).toMatchObject({ ok: true, value: { headSeq: 7, readSeq: 7, pinned: true } });
   });
 });
