@@ -28,6 +28,9 @@ import {
   type MessageStatus,
   type ReceiptResult,
   type ReceiptsFrame,
+  type TypingNotice,
+  type TypingResult,
+  type TypingState,
 } from "../protocol/index.ts";
 import { commands, type RoomCommands } from "./commands.ts";
 import type { Respond } from "../sockets/frame-dispatch.ts";
@@ -39,7 +42,7 @@ import { AccountSendLeases } from "./account-send-leases.ts";
 import { CatchUp } from "./catch-up.ts";
 import { Sessions, type SessionState } from "./sessions.ts";
 import { deviceTag } from "../sockets/attachments.ts";
-import { sendFrame } from "../sockets/socket-io.ts";
+import { sendFrame, sendText } from "../sockets/socket-io.ts";
 import { FrameDispatcher } from "../sockets/frame-dispatch.ts";
 import { ForwardedIdentity } from "../lib/forwarded-identity.ts";
 import { refuseUpgrade, upgradeResponse } from "../lib/upgrade-response.ts";
@@ -53,6 +56,7 @@ import { chatIndexEntries } from "./chat-index-entry.ts";
 import { StreamPushes, type StreamPage } from "./stream-pushes.ts";
 import { Receipts, type ReceiptKind } from "./receipts.ts";
 import { ReceiptPushes } from "./receipt-pushes.ts";
+import { TypingThrottle } from "./typing.ts";
 import { userTag } from "../sockets/attachments.ts";
 
 export type CreateChatInput = {
@@ -94,6 +98,7 @@ export class ChatRoom extends DurableObject<Env> {
     sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
     receipt: (userId, kind, seq) => this.#receipt(userId, kind, seq),
     status: (userId, seq) => this.messageStatus(userId, seq),
+    typing: (userId, state) => this.typing(userId, state),
   };
   readonly #sessions: Sessions;
   readonly #frames: FrameDispatcher<RoomCommands, SessionState, ClientFrame>;
@@ -107,6 +112,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #fanOut: AccountFanOut;
   readonly #streams: StreamPushes;
   readonly #receipts: Receipts;
+  readonly #typing = new TypingThrottle();
   readonly #receiptPushes = new ReceiptPushes((userId, frame) => this.#memberAccount(userId).receiptsChanged(frame));
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -240,6 +246,34 @@ export class ChatRoom extends DurableObject<Env> {
     return attempt(() => {
       this.#membership.requireMember(userId);
       return this.#receipts.statusOf(userId, seq);
+    });
+  }
+
+  /**
+   * A member is typing or stopped (from their chat socket, or their stream through
+   * their User object): the other members' live sockets get it at once, and their
+   * accounts' device streams through a call (chats small enough to be streamed). Never stored.
+   */
+  typing(userId: string, state: TypingState, now = Date.now()): Outcome<TypingResult> {
+    return attempt(() => {
+      const member = this.#membership.requireMember(userId);
+      const chat = this.#membership.requireChat();
+      if (chat.kind === "broadcast" && member.role !== "admin") {
+        throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
+      }
+      if (!this.#typing.admit(userId, state, now)) return { forwarded: false };
+      const notice: TypingNotice = { type: "typing", chatId: chat.chatId, userId, state, expiresInMs: Limits.typingExpiresMs };
+      const text = JSON.stringify(notice);
+      for (const [ws, session] of this.#sessions.entries()) {
+        if (session.live && session.userId !== userId) sendText(ws, text);
+      }
+      for (const accountId of this.#streams.subscribed()) {
+        if (accountId === userId) continue;
+        this.#memberAccount(accountId)
+          .typingChanged(notice)
+          .catch((error: unknown) => log.warn("could not pass a typing indicator on", describeError(error)));
+      }
+      return { forwarded: true };
     });
   }
 
@@ -523,6 +557,7 @@ export class ChatRoom extends DurableObject<Env> {
     // of the batch (one UPDATE per sender, not per message, in the same commit).
     const lastBySender = new Map<string, number>();
     for (const event of stored) if (event.type === "message") lastBySender.set(event.senderId, event.seq);
+    for (const userId of lastBySender.keys()) this.#typing.sent(userId);
     for (const [userId, seq] of lastBySender) this.#membership.readUpTo(this.#membership.requireMember(userId), seq);
     batch.forEach(({ respond }, index) => respond(outcomes[index]!));
     this.#sessions.broadcast(stored, () => this.ctx.storage.sync());

@@ -1,4 +1,4 @@
-import type { ClientFrame, MessageStatus, ReceiptResult, SendMessageRequest, SendResult, SyncResult } from "../protocol/index.ts";
+import type { ClientFrame, MessageStatus, ReceiptResult, SendMessageRequest, SendResult, SyncResult, TypingResult, TypingState } from "../protocol/index.ts";
 import type { Outcome } from "../lib/result.ts";
 import type { ReceiptKind } from "./receipts.ts";
 import { attempt } from "../lib/result.ts";
@@ -16,6 +16,8 @@ export interface RoomCommands {
   receipt(userId: string, kind: ReceiptKind, seq: number): ReceiptResult;
   /** The status of one of the user's own messages. */
   status(userId: string, seq: number): Outcome<MessageStatus>;
+  /** Passes a typing indicator to the other members (throttled, never stored). */
+  typing(userId: string, state: TypingState): Outcome<TypingResult>;
 }
 
 /** One handler per chat socket frame type. */
@@ -39,5 +41,9 @@ export const commands: CommandTable<RoomCommands, SessionState, ClientFrame> = {
 
   status(room, _ws, session, { seq }, respond) {
     respond(room.status(session.userId, seq));
+  },
+
+  typing(room, _ws, session, { state }, respond) {
+    respond(room.typing(session.userId, state));
   },
 };

@@ -110,6 +110,11 @@ export class StreamPushes {
     return { events: page.json, cursor, hasMore: page.hasMore, headSeq };
   }
 
+  /** The accounts subscribed to this chat's pushes (those with device streams on it). */
+  subscribed(): IterableIterator<string> {
+    return this.#subscriptions().keys();
+  }
+
   /** Called after each commit: every subscribed account gets what it has not been pushed. */
   committed(): void {
     for (const [userId, subscription] of this.#subscriptions()) {

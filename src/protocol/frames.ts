@@ -4,6 +4,7 @@ import { ChatId, ClientChosenId, SendMessageRequest } from "./chats.ts";
 import { ErrorBody } from "./errors.ts";
 import { ChatEvent, EventEnvelope, MemberRole, Seq } from "./events.ts";
 import { DeliveredFrame, ReadFrame, ReceiptsFrame, StatusFrame } from "./receipts.ts";
+import { TypingFrame, TypingNotice } from "./typing.ts";
 
 /**
  * Frames on a chat socket (GET /chat/:chatId). Text frames of JSON, except the
@@ -28,7 +29,7 @@ export type SendFrame = z.infer<typeof SendFrame>;
 export const SyncFrame = z.strictObject({ type: z.literal("sync"), id: ClientChosenId });
 export type SyncFrame = z.infer<typeof SyncFrame>;
 
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame.strict(), SyncFrame, DeliveredFrame, ReadFrame, StatusFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame.strict(), SyncFrame, DeliveredFrame, ReadFrame, StatusFrame, TypingFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** Server -> client: the answer to the client frame with the same `id`. */
@@ -80,6 +81,6 @@ export type EventsFrameEnvelope = z.infer<typeof EventsFrameEnvelope>;
 export const ErrorFrame = z.object({ type: z.literal("error"), error: ErrorBody });
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
-export const ServerFrame = z.union([ReplyFrame, ReadyFrame, EventsFrame, ErrorFrame, ReceiptsFrame]);
+export const ServerFrame = z.union([ReplyFrame, ReadyFrame, EventsFrame, ErrorFrame, ReceiptsFrame, TypingNotice]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 

@@ -58,6 +58,10 @@ export const Limits = {
    * message covered by an older advance reports the time of the oldest one kept.
    */
   receiptAdvancesKept: 32,
+  /** A typing indicator shows this long (ms) unless renewed; clients renew about every half of it. */
+  typingExpiresMs: 6_000,
+  /** A member's `typing` is forwarded at most once per this interval (ms) per chat; more are answered `forwarded: false`. */
+  typingIntervalMs: 2_000,
   /** Device streams one device may have open; opening another closes its oldest (close code 4010). */
   maxStreamsPerDevice: 2,
   /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */

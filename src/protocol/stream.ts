@@ -5,6 +5,7 @@ import { Seq } from "./events.ts";
 import { Limits } from "./limits.ts";
 import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
 import { ReceiptsFrame, StreamDeliveredFrame, StreamStatusFrame } from "./receipts.ts";
+import { StreamTypingFrame, TypingNotice } from "./typing.ts";
 
 /**
  * Frames of the device stream (GET /chat): one socket per device that carries every
@@ -62,7 +63,7 @@ export const StreamReadFrame = z.strictObject({
 export type StreamReadFrame = z.infer<typeof StreamReadFrame>;
 
 /** `sync` on the stream: "the last batch is processed, send the next" (answered with the chats still behind). */
-export const StreamClientFrame = z.discriminatedUnion("type", [ResumeFrame, SyncFrame, StreamSendFrame, StreamReadFrame, StreamDeliveredFrame, StreamStatusFrame]);
+export const StreamClientFrame = z.discriminatedUnion("type", [ResumeFrame, SyncFrame, StreamSendFrame, StreamReadFrame, StreamDeliveredFrame, StreamStatusFrame, StreamTypingFrame]);
 export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
 
 /** The reply to a stream `sync`. */
@@ -96,5 +97,5 @@ export const SyncedFrame = z.object({ type: z.literal("synced") });
 export type SyncedFrame = z.infer<typeof SyncedFrame>;
 
 /** Everything a device stream sends: its own frames, and the chat socket's replies, errors and events. */
-export const StreamServerFrame = z.union([StreamReadyFrame, ChatFrame, CatchingUpFrame, SyncedFrame, ReplyFrame, ErrorFrame, EventsFrame, ReceiptsFrame]);
+export const StreamServerFrame = z.union([StreamReadyFrame, ChatFrame, CatchingUpFrame, SyncedFrame, ReplyFrame, ErrorFrame, EventsFrame, ReceiptsFrame, TypingNotice]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;

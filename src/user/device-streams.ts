@@ -4,7 +4,7 @@ import { failureOf } from "../lib/failure.ts";
 import { log } from "../lib/log.ts";
 import type { Outcome } from "../lib/result.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
-import { CloseCode, Limits, type ChatSummary, type ReceiptsFrame, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
+import { CloseCode, Limits, type ChatSummary, type ReceiptsFrame, type TypingNotice, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
 import type { StreamPage, StreamPush } from "../chat-room/stream-pushes.ts";
 import { SocketAttachments, SocketSession } from "../sockets/attachments.ts";
 import type { StreamEntry } from "./chat-index.ts";
@@ -264,8 +264,11 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     return true;
   }
 
-  /** The account's own messages in a chat moved: every resumed socket is told (watermarks, so order with events does not matter). */
-  receiptsMoved(frame: ReceiptsFrame): void {
+  /**
+   * A frame outside any chat's event order (receipts: watermarks; typing: ephemeral)
+   * to every resumed socket.
+   */
+  sendToResumed(frame: ReceiptsFrame | TypingNotice): void {
     for (const [ws, session] of this.entries()) if (session.phase !== "new") sendFrame(ws, frame);
   }
 

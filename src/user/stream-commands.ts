@@ -1,4 +1,4 @@
-import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult, MessageStatus, ReceiptResult } from "../protocol/index.ts";
+import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult, MessageStatus, ReceiptResult, TypingResult, TypingState } from "../protocol/index.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { StreamSession } from "./device-streams.ts";
@@ -17,6 +17,8 @@ export interface StreamCommands {
   delivered(chatId: string, seq: number, respond: Respond<ReceiptResult>): void;
   /** The status of one of the account's own messages. */
   status(chatId: string, seq: number, respond: Respond<MessageStatus>): void;
+  /** Passes a typing indicator to the chat's other members. */
+  typing(chatId: string, state: TypingState, respond: Respond<TypingResult>): void;
 }
 
 /** One handler per device stream frame type. */
@@ -44,5 +46,9 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
 
   status(account, _ws, _session, { chatId, seq }, respond) {
     account.status(chatId, seq, respond);
+  },
+
+  typing(account, _ws, _session, { chatId, state }, respond) {
+    account.typing(chatId, state, respond);
   },
 };

@@ -11,7 +11,7 @@ import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
-import type { ReceiptsFrame, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { ReceiptsFrame, TypingNotice, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
@@ -92,6 +92,12 @@ export class User extends DurableObject<Env> {
       this.#chatRoom(chatId)
         .reportDelivered(this.#ownId(), seq)
         .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream delivered" })));
+    },
+    typing: (chatId, state, respond) => {
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
+      this.#chatRoom(chatId)
+        .typing(this.#ownId(), state)
+        .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream typing" })));
     },
     status: (chatId, seq, respond) => {
       if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
@@ -317,7 +323,12 @@ export class User extends DurableObject<Env> {
   receiptsChanged(frame: ReceiptsFrame): void {
     if (!this.#exists) return;
     const moved = this.#chatIndex.receiptsMoved(frame);
-    if (moved) this.#streams.receiptsMoved(moved);
+    if (moved) this.#streams.sendToResumed(moved);
+  }
+
+  /** A member of one of the account's chats is typing or stopped (RPC from the ChatRoom): to the live streams, nothing stored. */
+  typingChanged(notice: TypingNotice): void {
+    this.#streams.sendToResumed(notice);
   }
 
   /** A chat's new events for the account's streams (RPC from the ChatRoom); false when none is open. */
