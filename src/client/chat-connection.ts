@@ -4,6 +4,7 @@ import {
   CloseCode,
   EventsFrameEnvelope,
   Heartbeat,
+  MessageStatus,
   ServerFrame,
   shouldReconnect,
   SendResult,
@@ -11,10 +12,16 @@ import {
   type ReplyFrame,
   type EventEnvelope,
   type SendFrame,
+  type ClientFrame,
+  type ChatSummary,
+  type TypingState,
 } from "../protocol/index.ts";
 import type { ApiClient } from "./api-client.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { DeliveryReports } from "./delivery-reports.ts";
+import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
+import { TypingIndicators, TypingReporter } from "./typing.ts";
 import { HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
 
 export type ConnectionStatus = "connecting" | "catching-up" | "live" | "closed";
@@ -46,6 +53,10 @@ export type ChatConnectionOptions = {
 
 type Listeners = {
   event: (event: ChatEvent) => void;
+  /** The user's own messages moved: DELIVERED up to `deliveredUpTo`, SEEN up to `seenUpTo` (see `statusOf`). */
+  receipts: (receipts: ChatReceipts) => void;
+  /** The members typing now (empty: nobody). */
+  typing: (userIds: string[]) => void;
   status: (status: ConnectionStatus) => void;
   /** Error frames and frames the SDK could not read. */
   error: (error: ErrorBody) => void;
@@ -83,6 +94,8 @@ export class ChatConnection {
   readonly #sends = new Map<string, { resolve: (result: SendResult) => void; reject: (error: unknown) => void }>();
   readonly #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     event: new Set(),
+    receipts: new Set(),
+    typing: new Set(),
     status: new Set(),
     error: new Set(),
     closed: new Set(),
@@ -92,6 +105,13 @@ export class ChatConnection {
   #userId: string | undefined;
   #status: ConnectionStatus = "closed";
   readonly #heartbeat = new HeartbeatWatch(() => this.#socket, () => this.#options.heartbeatMs ?? 30_000);
+  /** Other requests on the current socket (receipts, status, typing) waiting for their reply. */
+  readonly #requests = new Map<string, { resolve: (result: unknown) => void; reject: (error: unknown) => void }>();
+  #requestCounter = 0;
+  readonly #receipts = new ReceiptBook();
+  readonly #deliveryReports = new DeliveryReports((_chatId, seq) => this.#request({ type: "delivered", id: "", seq }, () => this.#api.reportDelivered(this.chatId, seq)));
+  readonly #typingIn = new TypingIndicators((_chatId, userIds) => this.#emit("typing", userIds));
+  readonly #typingOut = new TypingReporter((_chatId, state) => this.#typingFrame(state));
   #syncCounter = 0;
   #sendCounter = 0;
   /** Whether the current socket said `ready`: sends may go on it. */
@@ -170,6 +190,39 @@ export class ChatConnection {
     return this.#outbox.send(this.chatId, body, options);
   }
 
+  /**
+   * The user read the chat up to `seq` (SEEN for the senders; the unread count clears on
+   * every device). On this socket when open, else over REST.
+   */
+  async markRead(seq: number): Promise<void> {
+    await this.#request({ type: "read", id: "", seq }, () => this.#api.markRead(this.chatId, seq));
+  }
+
+  /** The status of the user's own message at `seq`, as last heard (live, no request). */
+  statusOf(seq: number): "sent" | "delivered" | "seen" {
+    return this.#receipts.statusOf(this.chatId, seq);
+  }
+
+  /** Asks the server for one of the user's own messages' status, with the detail per recipient in chats up to 256 members. */
+  async messageStatus(seq: number): Promise<MessageStatus> {
+    return MessageStatus.parse(await this.#request({ type: "status", id: "", seq }, () => this.#api.messageStatus(this.chatId, seq)));
+  }
+
+  /** The user typed: call on each keystroke (throttled; `paused` follows a pause). */
+  typing(): void {
+    this.#typingOut.typing(this.chatId);
+  }
+
+  /** The user stopped typing (sent, or left the screen). */
+  stopTyping(): void {
+    this.#typingOut.stop(this.chatId);
+  }
+
+  /** Who is typing now. */
+  get typingNow(): string[] {
+    return this.#typingIn.typing(this.chatId);
+  }
+
   /** Drops the socket and resumes on a new one (for example after the network changed). */
   reconnect(): void {
     this.#socket?.reconnect(CloseCode.normal, "client reconnect");
@@ -202,12 +255,18 @@ export class ChatConnection {
         if (this.cursor === undefined) this.#cursors.set(this.chatId, frame.headSeq);
         this.#setStatus(frame.catchingUp ? "catching-up" : "live");
         this.#ready = true;
+        this.#mergeReceipts(frame);
         this.#outbox.wake();
         return;
       case "events":
         return this.#deliver(frame.events, frame.more);
+      case "receipts":
+        return this.#mergeReceipts(frame);
+      case "typing":
+        return this.#typingIn.notice(frame);
       case "reply":
         if (frame.id.startsWith("sync")) return this.#syncAnswered(frame);
+        if (frame.id.startsWith("q")) return this.#requestAnswered(frame);
         return this.#sendAnswered(frame);
       case "error":
         return this.#emit("error", frame.error);
@@ -217,10 +276,14 @@ export class ChatConnection {
   #deliver(events: EventEnvelope[], more: boolean): void {
     // Already delivered events (a resend after reconnect, or brought by another connection) are dropped.
     const fresh = this.#cursors.accept(this.chatId, events, this.#userId === undefined ? {} : { userId: this.#userId });
+    const known: ChatEvent[] = [];
     for (const event of fresh) {
-      const known = ChatEvent.safeParse(event);
-      if (known.success) this.#emit("event", known.data); // unknown types are skipped, not a gap
+      const parsed = ChatEvent.safeParse(event);
+      if (parsed.success) known.push(parsed.data); // unknown types are skipped, not a gap
     }
+    this.#typingIn.received(this.chatId, known);
+    for (const event of known) this.#emit("event", event);
+    this.#deliveryReports.received(this.chatId, known, this.#userId);
     const last = events.at(-1);
     if (last && (this.cursor ?? 0) < last.seq) {
       // A gap: never expected from the server; resuming from the cursor repairs it.
@@ -255,9 +318,52 @@ export class ChatConnection {
     else pending.reject(new ConnectionLost("unreadable acknowledgement"));
   }
 
+  #mergeReceipts(receipts: ChatReceipts | ChatSummary): void {
+    if (this.#receipts.merge(this.chatId, receipts)) this.#emit("receipts", this.#receipts.get(this.chatId)!);
+  }
+
+  /**
+   * A request answered by a reply, on this socket when it is ready; otherwise (or if the
+   * socket goes first) by `fallback`, over REST.
+   */
+  async #request(frame: Extract<ClientFrame, { type: "delivered" | "read" | "status" | "typing" }>, fallback: () => Promise<unknown>): Promise<unknown> {
+    if (this.#ready) {
+      const id = `q${++this.#requestCounter}`;
+      try {
+        return await new Promise((resolve, reject) => {
+          this.#requests.set(id, { resolve, reject });
+          if (!this.#transmit(JSON.stringify({ ...frame, id }))) {
+            this.#requests.delete(id);
+            reject(new ConnectionLost("the chat socket is not open"));
+          }
+        });
+      } catch (error) {
+        if (!(error instanceof ConnectionLost)) throw error;
+      }
+    }
+    return fallback();
+  }
+
+  #requestAnswered(reply: ReplyFrame): void {
+    const pending = this.#requests.get(reply.id);
+    if (!pending) return;
+    this.#requests.delete(reply.id);
+    if (reply.ok) pending.resolve(reply.result);
+    else pending.reject(new SendError(reply.error));
+  }
+
+  /** A typing indicator goes on the socket only (ephemeral). */
+  #typingFrame(state: TypingState): Promise<unknown> {
+    if (!this.#ready) return Promise.resolve();
+    return this.#request({ type: "typing", id: "", state }, () => Promise.resolve());
+  }
+
   /** The socket closed: sends waiting for a reply on it go again, elsewhere or on the next socket. */
   #lostSends(): void {
     this.#ready = false;
+    const lostRequests = [...this.#requests.values()];
+    this.#requests.clear();
+    for (const pending of lostRequests) pending.reject(new ConnectionLost());
     const lost = [...this.#sends.values()];
     this.#sends.clear();
     for (const pending of lost) pending.reject(new ConnectionLost());
@@ -340,7 +446,10 @@ export class ChatConnection {
   }
 
   #stop(): void {
+    this.#typingOut.stopAll(); // `paused` to the others while the socket is still open
     this.#setStatus("closed");
+    this.#deliveryReports.stop();
+    this.#typingIn.stop();
     this.#heartbeat.stop();
     this.#retries.cancel();
     this.#socket?.close(CloseCode.normal, "client closed");

@@ -11,6 +11,7 @@ import {
   Heartbeat,
   HistoryPage,
   Limits,
+  MessageStatus,
   ResumeResult,
   SendResult,
   StreamServerFrame,
@@ -19,11 +20,16 @@ import {
   type ReplyFrame,
   type StreamClientFrame,
   type StreamSendFrame,
+  type ResumeFrame,
+  type TypingState,
 } from "../protocol/index.ts";
 import { ApiError, type ApiClient } from "./api-client.ts";
 import type { ConnectionStatus } from "./chat-connection.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { DeliveryReports } from "./delivery-reports.ts";
+import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
+import { TypingIndicators, TypingReporter } from "./typing.ts";
 import { backoffMs, HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
 
 export type DeviceStreamOptions = {
@@ -56,6 +62,14 @@ type Listeners = {
    * the greater headSeq, then readSeq, is the newer; with both equal, the later frame.
    */
   chat: (chat: ChatSummary) => void;
+  /**
+   * The account's own messages in `chatId` moved: those up to `deliveredUpTo` are
+   * DELIVERED, up to `seenUpTo` SEEN (see `statusOf`). Live, and at a resume for what
+   * moved while away.
+   */
+  receipts: (chatId: string, receipts: ChatReceipts) => void;
+  /** The members typing in `chatId` now (empty: nobody); each shows until their indicator expires. */
+  typing: (chatId: string, userIds: string[]) => void;
   status: (status: ConnectionStatus) => void;
   /** Error frames, refusals the SDK could not act on, frames it could not read. */
   error: (error: ErrorBody) => void;
@@ -144,6 +158,8 @@ export class DeviceStream {
   readonly #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     event: new Set(),
     chat: new Set(),
+    receipts: new Set(),
+    typing: new Set(),
     status: new Set(),
     error: new Set(),
     closed: new Set(),
@@ -174,6 +190,11 @@ export class DeviceStream {
   /** Requests on the current socket waiting for their reply, by frame id. */
   readonly #requests = new Map<string, { resolve: (result: unknown) => void; reject: (error: unknown) => void }>();
   readonly #chats = new Map<string, ChatSummary>();
+  readonly #receipts = new ReceiptBook();
+  /** What this device received is reported, so senders see DELIVERED (see DeliveryReports). */
+  readonly #deliveryReports = new DeliveryReports((chatId, seq) => this.#reportDelivered(chatId, seq));
+  readonly #typingIn = new TypingIndicators((chatId, userIds) => this.#emit("typing", chatId, userIds));
+  readonly #typingOut = new TypingReporter((chatId, state) => this.#typingFrame(chatId, state));
   /** REST fetches running, by chat; events the stream brings meanwhile wait in `#held`. */
   readonly #fetches = new Set<string>();
   /** Chats whose entry moved on while their fetch ran: read once more when it ends. */
@@ -280,6 +301,46 @@ export class DeviceStream {
     return this.#api.markRead(chatId, seq);
   }
 
+  /** The status of the account's own message at `seq`, as last heard (live, no request). */
+  statusOf(chatId: string, seq: number): "sent" | "delivered" | "seen" {
+    return this.#receipts.statusOf(chatId, seq);
+  }
+
+  /** The account's own messages' watermarks in `chatId` (undefined until the stream heard of the chat). */
+  receiptsOf(chatId: string): ChatReceipts | undefined {
+    return this.#receipts.get(chatId);
+  }
+
+  /**
+   * Asks the server for one of the account's own messages' status, with the detail per
+   * recipient (times delivered and seen) in chats up to 256 members.
+   */
+  async messageStatus(chatId: string, seq: number): Promise<MessageStatus> {
+    if (this.#transport.canSend(chatId)) {
+      try {
+        return MessageStatus.parse(await this.#request({ type: "status", id: this.#nextId("status"), chatId, seq }));
+      } catch (error) {
+        if (!(error instanceof ConnectionLost)) throw error;
+      }
+    }
+    return this.#api.messageStatus(chatId, seq);
+  }
+
+  /** The user typed in `chatId`: call on each keystroke (the SDK throttles and sends `paused` after a pause). */
+  typing(chatId: string): void {
+    this.#typingOut.typing(chatId);
+  }
+
+  /** The user stopped typing (sent the message, left the screen). */
+  stopTyping(chatId: string): void {
+    this.#typingOut.stop(chatId);
+  }
+
+  /** Who is typing in `chatId` now. */
+  typingIn(chatId: string): string[] {
+    return this.#typingIn.typing(chatId);
+  }
+
   /** Drops the socket and resumes on a new one (for example after the network changed). */
   reconnect(): void {
     this.#socket?.reconnect(CloseCode.normal, "client reconnect");
@@ -325,6 +386,11 @@ export class DeviceStream {
       case "synced":
         this.#setStatus("live");
         return;
+      case "receipts":
+        if (this.#receipts.frame(frame)) this.#emit("receipts", frame.chatId, this.#receipts.get(frame.chatId)!);
+        return;
+      case "typing":
+        return this.#typingIn.notice(frame);
       case "error":
         return this.#emit("error", frame.error);
     }
@@ -338,7 +404,10 @@ export class DeviceStream {
     this.#resumeId = this.#nextId("resume");
     this.#announcing = 0;
     this.#setStatus("catching-up");
-    this.#transmit({ type: "resume", id: this.#resumeId, cursors });
+    const resume: ResumeFrame = { type: "resume", id: this.#resumeId, cursors };
+    // Receipts that moved while away come first (none before the stream heard any).
+    if (this.#receipts.since !== undefined) resume.receiptsSince = this.#receipts.since;
+    this.#transmit(resume);
   }
 
   #answered(reply: ReplyFrame): void {
@@ -460,6 +529,7 @@ export class DeviceStream {
     const announcement = this.#announcing > 0;
     if (announcement) this.#announcing--;
     const current = this.#chats.get(chatId);
+    if (this.#receipts.entry(chat)) this.#emit("receipts", chatId, this.#receipts.get(chatId)!);
     if (current === undefined || supersedes(chat, current)) {
       this.#chats.set(chatId, chat);
       this.#emit("chat", chat);
@@ -505,10 +575,14 @@ export class DeviceStream {
   /** Delivers what the store takes; returns the events after a gap, which it did not take. */
   #deliver(chatId: string, events: readonly EventEnvelope[], jumps = false): EventEnvelope[] {
     const fresh = this.#cursors.accept(chatId, events, { ...(this.#userId === undefined ? {} : { userId: this.#userId }), jumps });
+    const known: ChatEvent[] = [];
     for (const event of fresh) {
-      const known = ChatEvent.safeParse(event);
-      if (known.success) this.#emit("event", chatId, known.data); // unknown types are skipped, not a gap
+      const parsed = ChatEvent.safeParse(event);
+      if (parsed.success) known.push(parsed.data); // unknown types are skipped, not a gap
     }
+    this.#typingIn.received(chatId, known);
+    for (const event of known) this.#emit("event", chatId, event);
+    this.#deliveryReports.received(chatId, known, this.#userId);
     const cursor = this.#cursors.get(chatId) ?? 0;
     const expected = this.#expected.get(chatId);
     if (expected && cursor >= expected.seq) {
@@ -638,6 +712,18 @@ export class DeviceStream {
     );
   }
 
+  /** A `delivered` report: on the stream when it is open, else over REST. */
+  #reportDelivered(chatId: string, seq: number): Promise<unknown> {
+    if (this.#transport.canSend(chatId)) return this.#request({ type: "delivered", id: this.#nextId("delivered"), chatId, seq });
+    return this.#api.reportDelivered(chatId, seq);
+  }
+
+  /** A typing indicator, on the stream only (ephemeral: when it is not open, there is nothing to show). */
+  #typingFrame(chatId: string, state: TypingState): Promise<unknown> {
+    if (!this.#transport.canSend(chatId)) return Promise.resolve();
+    return this.#request({ type: "typing", id: this.#nextId("typing"), chatId, state });
+  }
+
   /** Sends a frame answered by a reply; rejects with ConnectionLost if the socket goes first. */
   #request(frame: StreamClientFrame): Promise<unknown> {
     return new Promise((resolve, reject) => {
@@ -705,6 +791,9 @@ export class DeviceStream {
 
   #stop(): void {
     this.#setStatus("closed");
+    this.#typingOut.stopAll(); // `paused` to the others while the socket is still open
+    this.#deliveryReports.stop();
+    this.#typingIn.stop();
     this.#heartbeat.stop();
     for (const { timer } of this.#expected.values()) clearTimeout(timer);
     this.#expected.clear();
@@ -716,7 +805,7 @@ export class DeviceStream {
     this.#detachOutbox = null;
   }
 
-  #nextId(kind: "resume" | "sync" | "send" | "read"): string {
+  #nextId(kind: "resume" | "sync" | "send" | "read" | "delivered" | "status" | "typing"): string {
     return `${kind}${++this.#frameCounter}`;
   }
 
