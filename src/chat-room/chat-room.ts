@@ -296,8 +296,9 @@ export class ChatRoom extends DurableObject<Env> {
 
   /** A sender's messages moved: their sockets here get the frame now, their account (for its streams and list) through a call. */
   #receiptsMoved(userId: string, frame: ReceiptsFrame): void {
+    // Catching-up sockets too: watermarks do not depend on the order of events.
     for (const ws of this.ctx.getWebSockets(userTag(userId))) {
-      if (this.#sessions.get(ws)?.live) sendFrame(ws, frame);
+      if (this.#sessions.get(ws)) sendFrame(ws, frame);
     }
     this.#receiptPushes.push(userId, frame);
   }
