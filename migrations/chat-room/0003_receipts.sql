@@ -1,6 +1,7 @@
 CREATE TABLE `receipt_advances` (
 	`user_id` text NOT NULL,
 	`kind` text NOT NULL,
+	`from_seq` integer NOT NULL,
 	`seq` integer NOT NULL,
 	`at` integer NOT NULL,
 	PRIMARY KEY(`user_id`, `kind`, `seq`)

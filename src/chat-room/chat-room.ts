@@ -96,7 +96,12 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #commandContext: RoomCommands = {
     enqueueSend: (sender, input, respond) => this.#sendBatch.add({ sender, input, respond }),
     sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
-    receipt: (userId, kind, seq) => this.#receipt(userId, kind, seq),
+    receipt: (userId, kind, seq) => {
+      const result = this.#receipt(userId, kind, seq);
+      // A read moved the member's read position: their account's list and devices follow.
+      if (kind === "seen") this.#tellAccountItsEntry(userId);
+      return result;
+    },
     status: (userId, seq) => this.messageStatus(userId, seq),
     typing: (userId, state) => this.typing(userId, state),
   };
@@ -129,6 +134,9 @@ export class ChatRoom extends DurableObject<Env> {
       sessions: this.#sessions,
       maxFrameBytes: Limits.maxFrameBytes,
       object: "ChatRoom",
+      // Per device, as on the device stream, for the frames that are cheap to send and cost
+      // the chat work (receipts, status, typing); sends and catch-up pages have their own limits.
+      frameRate: { perSecond: Limits.streamFramesPerSecond, burst: Limits.streamFrameBurst, unmetered: ["send", "sync"] },
     });
     this.#catchUp = new CatchUp({
       log: () => this.#log,
@@ -268,7 +276,8 @@ export class ChatRoom extends DurableObject<Env> {
         if (session.live && session.userId !== userId) sendText(ws, text);
       }
       for (const accountId of this.#streams.subscribed()) {
-        if (accountId === userId) continue;
+        // A removed member's subscription can outlive its membership for a moment (its final push).
+        if (accountId === userId || !this.#membership.isMember(accountId)) continue;
         this.#memberAccount(accountId)
           .typingChanged(notice)
           .catch((error: unknown) => log.warn("could not pass a typing indicator on", describeError(error)));
@@ -292,6 +301,14 @@ export class ChatRoom extends DurableObject<Env> {
     if (kind === "seen") this.#membership.readUpTo(member, seq);
     this.#receipts.settle(now);
     return { chatId: this.#membership.requireChat().chatId, deliveredSeq: member.deliveredSeq, seenSeq: member.seenSeq };
+  }
+
+  /** Sends a member's chat-list entry to their account now (a read made on a chat socket). */
+  #tellAccountItsEntry(userId: string): void {
+    const entry = this.#indexEntries()(this.#membership.requireMember(userId));
+    this.#memberAccount(userId)
+      .chatChanged(entry)
+      .catch((error: unknown) => log.warn("could not give an account its read position", describeError(error)));
   }
 
   /** A sender's messages moved: their sockets here get the frame now, their account (for its streams and list) through a call. */
@@ -328,10 +345,11 @@ export class ChatRoom extends DurableObject<Env> {
           ? visibleAfter(this.#log, periods, query.after, query.limit, Limits.maxPageBytes)
           : visibleBefore(this.#log, periods, query.before ?? headSeq + 1, query.limit, Limits.maxPageBytes);
       // A page a current member fetched has reached one of their devices: delivered (pages are ascending).
-      const newest = page.events.at(-1)?.seq ?? 0;
-      if (this.#membership.isMember(userId) && newest > this.#membership.requireMember(userId).deliveredSeq) {
-        this.#receipt(userId, "delivered", newest);
-      }
+      // Only a page that joins what they had counts (pages are ascending): a jump to the
+      // newest page of a long chat does not make the messages before it delivered.
+      const member = this.#membership.isMember(userId) ? this.#membership.requireMember(userId) : null;
+      const [first, newest] = [page.events[0]?.seq ?? 0, page.events.at(-1)?.seq ?? 0];
+      if (member && newest > member.deliveredSeq && first <= member.deliveredSeq + 1) this.#receipt(userId, "delivered", newest);
       return `{"events":[${page.json.join(",")}],"hasMore":${page.hasMore},"headSeq":${headSeq}}`;
     });
   }

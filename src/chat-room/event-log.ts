@@ -27,6 +27,8 @@ const SELECT_MESSAGE_NO_AT_OR_BEFORE = `SELECT ${column("messageNo")} AS "messag
   WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
 const SELECT_SENDERS_BETWEEN = `SELECT DISTINCT ${column("actorId")} AS "senderId" FROM events
   WHERE seq > ? AND seq <= ? AND ${column("messageNo")} IS NOT NULL`;
+const SELECT_MESSAGE_FROM_BETWEEN = `SELECT 1 AS "found" FROM events
+  WHERE seq > ? AND seq <= ? AND ${column("actorId")} = ? AND ${column("messageNo")} IS NOT NULL LIMIT 1`;
 const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
@@ -157,6 +159,12 @@ export class EventLog {
   sendersBetween(after: number, upTo: number): string[] {
     if (upTo <= after) return [];
     return this.#sql.exec<{ senderId: string }>(SELECT_SENDERS_BETWEEN, after, upTo).toArray().map((row) => row.senderId);
+  }
+
+  /** Whether `senderId` sent a message with `after` < seq <= `upTo`. */
+  hasMessageFrom(senderId: string, after: number, upTo: number): boolean {
+    if (upTo <= after) return false;
+    return this.#sql.exec(SELECT_MESSAGE_FROM_BETWEEN, after, upTo, senderId).toArray().length > 0;
   }
 
   /** The sender of the message at `seq`; null when that seq is not a message. */

@@ -81,7 +81,13 @@ export class Receipts {
     const { receiptAdvances } = schema;
     this.#record = deps.db
       .insert(receiptAdvances)
-      .values({ userId: sql.placeholder("userId"), kind: sql.placeholder("kind"), seq: sql.placeholder("seq"), at: sql.placeholder("at") })
+      .values({
+        userId: sql.placeholder("userId"),
+        kind: sql.placeholder("kind"),
+        fromSeq: sql.placeholder("fromSeq"),
+        seq: sql.placeholder("seq"),
+        at: sql.placeholder("at"),
+      })
       .onConflictDoNothing()
       .prepare();
   }
@@ -101,16 +107,17 @@ export class Receipts {
     const kinds = kind === "seen" ? KINDS : (["delivered"] as const);
     const detailed = this.#deps.membership().memberCount <= Limits.maxReceiptDetailMembers;
     for (const moved of kinds) {
-      if (seq <= member[column[moved]]) continue;
+      const fromSeq = member[column[moved]];
+      if (seq <= fromSeq) continue;
       this.#advance[moved].run({ seq, userId: member.userId, joinedSeq: member.joinedSeq });
       member[column[moved]] = seq;
-      if (detailed) this.#keepAdvance(member.userId, moved, seq, now);
+      if (detailed) this.#keepAdvance(member.userId, moved, fromSeq, seq, now);
     }
   }
 
-  #keepAdvance(userId: string, kind: ReceiptKind, seq: number, at: number): void {
-    this.#record.run({ userId, kind, seq, at });
-    // Only the latest advances are kept: an older message reports the oldest time kept.
+  #keepAdvance(userId: string, kind: ReceiptKind, fromSeq: number, seq: number, at: number): void {
+    this.#record.run({ userId, kind, fromSeq, seq, at });
+    // Only the latest advances are kept: an older message's time is no longer known.
     this.#deps.sql.exec(
       `DELETE FROM receipt_advances WHERE user_id = ?1 AND kind = ?2 AND seq < (
          SELECT seq FROM receipt_advances WHERE user_id = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)`,
@@ -134,8 +141,10 @@ export class Receipts {
 
   /**
    * After reports or membership changes: every current member whose messages are now
-   * covered further gets one frame with both watermarks. Only senders of messages in
-   * the moved range are told (a member who never wrote there has nothing that changed).
+   * covered further gets one frame with both watermarks, if they sent a message in the
+   * range that moved. Everyone but the lowest holders moves from the old minimum to the
+   * new one, and the minimum only rises, so the log ranges read here add up to the
+   * chat's length over its life; the holders (at most two per kind) are checked alone.
    */
   settle(now: number): void {
     const before = this.#lowest;
@@ -145,24 +154,26 @@ export class Receipts {
     const membership = this.#deps.membership();
     const log = this.#deps.log();
     const headSeq = log.headSeq;
-    let from = Infinity;
-    let to = 0;
+    const holders = new Set<string>();
+    const senders = new Set<string>();
     for (const kind of KINDS) {
       const [was, is] = [before[kind], after[kind]];
       if (was.min === is.min && was.holder === is.holder && was.second === is.second) continue;
-      // Every sender's old value was at least the old minimum, every new one at most the larger new one.
-      from = Math.min(from, was.min, headSeq);
-      to = Math.max(to, Math.min(Math.max(is.min, is.second), headSeq));
+      for (const holder of [was.holder, is.holder]) if (holder !== null) holders.add(holder);
+      for (const userId of log.sendersBetween(Math.min(was.min, headSeq), Math.min(is.min, headSeq))) senders.add(userId);
     }
-    if (to <= from) return;
-    const senders = log.sendersBetween(from, to);
-    for (const userId of senders) {
-      if (!membership.isMember(userId)) continue;
+    for (const userId of holders) senders.delete(userId);
+    const chatId = membership.requireChat().chatId;
+    const tell = (userId: string, moved: (from: number, to: number) => boolean) => {
+      if (!membership.isMember(userId)) return;
       const was = { d: upToFor(before.delivered, userId, headSeq), s: upToFor(before.seen, userId, headSeq) };
       const is = { d: upToFor(after.delivered, userId, headSeq), s: upToFor(after.seen, userId, headSeq) };
-      if (is.d <= was.d && is.s <= was.s) continue;
-      this.#deps.push(userId, { type: "receipts", chatId: membership.requireChat().chatId, deliveredUpTo: is.d, seenUpTo: is.s, at: now });
-    }
+      if (!moved(was.d, is.d) && !moved(was.s, is.s)) return;
+      this.#deps.push(userId, { type: "receipts", chatId, deliveredUpTo: is.d, seenUpTo: is.s, at: now });
+    };
+    // Senders found in the range that moved for everyone: their values rose with it.
+    for (const userId of senders) tell(userId, (from, to) => to > from);
+    for (const userId of holders) tell(userId, (from, to) => to > from && log.hasMessageFrom(userId, from, to));
   }
 
   #current(): Record<ReceiptKind, Lowest> {
@@ -197,14 +208,14 @@ export class Receipts {
   }
 
   #detail(recipients: PeriodRow[], seq: number): MemberReceipt[] {
-    // Per member and kind, the first advance at or past `seq` (SQLite takes `at` from the row of the MIN).
+    // Per member and kind, the one advance whose range holds `seq` (ranges do not overlap).
     const times = new Map<string, number>();
     const rows = this.#deps.sql.exec<{ userId: string; kind: ReceiptKind; at: number }>(
-      `SELECT user_id AS userId, kind, MIN(seq) AS seq, at FROM receipt_advances WHERE seq >= ? GROUP BY user_id, kind`,
+      "SELECT user_id AS userId, kind, at FROM receipt_advances WHERE from_seq < ?1 AND seq >= ?1",
       seq,
     );
     for (const row of rows) times.set(`${row.kind}:${row.userId}`, row.at);
-    // A watermark past the message with no time kept moved before receipts were recorded.
+    // Null: not yet, or its advance is older than those kept (the counts still include it).
     const timeOf = (member: PeriodRow, kind: ReceiptKind) =>
       member[column[kind]] >= seq ? (times.get(`${kind}:${member.userId}`) ?? null) : null;
     return recipients.map((member) => ({ userId: member.userId, deliveredAt: timeOf(member, "delivered"), seenAt: timeOf(member, "seen") }));

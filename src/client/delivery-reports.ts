@@ -1,22 +1,43 @@
-import type { ChatEvent } from "../protocol/index.ts";
+import type { ChatEvent, ErrorBody } from "../protocol/index.ts";
+import { backoffMs } from "./retry.ts";
 
 /** How often at most a device reports delivery per chat (the server merges reports by max). */
 export const DELIVERY_REPORT_INTERVAL_MS = 250;
+/**
+ * Reports per second at most across chats, per connection: a catch-up that brings
+ * hundreds of chats reports them over a few seconds instead of spending the
+ * connection's frame budget (50 a second) that sends and `sync` need.
+ */
+export const DELIVERY_REPORTS_PER_SECOND = 20;
 
-/** Sends one `delivered` report; a failure is dropped (the next report covers it: watermarks). */
+/** Sends one `delivered` report; rejects when it was not taken (it is tried again). */
 export type DeliveryReport = (chatId: string, seq: number) => Promise<unknown>;
 
-type ChatReports = { reported: number; wanted: number; lastAt: number; timer: ReturnType<typeof setTimeout> | null };
+type ChatReports = {
+  /** The highest seq the server acknowledged. */
+  acked: number;
+  /** The highest seq received that calls for a report. */
+  wanted: number;
+  /** When the last report went (or, after a failure, when the next may go less the interval). */
+  lastAt: number;
+  failures: number;
+  sending: boolean;
+  timer: ReturnType<typeof setTimeout> | null;
+};
 
 /**
  * Reports what the device received, per chat, at most once per 250 ms: the first
  * message at once (the sender sees DELIVERED quickly), then whatever arrived during
- * the interval in one report at its end. Only others' messages call for a report:
- * a chat with nothing but one's own messages or membership events sends none.
+ * the interval in one report at its end, and across chats at most 20 a second. Only
+ * others' messages call for a report. A report that fails (the connection dropped, the
+ * server said wait) is sent again with backoff until acknowledged or refused for good,
+ * so a chat never stays SENT for its senders because of a lost frame.
  */
 export class DeliveryReports {
   readonly #report: DeliveryReport;
   readonly #chats = new Map<string, ChatReports>();
+  /** The earliest time the next report of any chat may go. */
+  #nextSlot = 0;
 
   constructor(report: DeliveryReport) {
     this.#report = report;
@@ -26,32 +47,51 @@ export class DeliveryReports {
   received(chatId: string, events: readonly ChatEvent[], userId: string | undefined): void {
     let seq = 0;
     for (const event of events) if (event.type === "message" && event.senderId !== userId) seq = event.seq;
-    if (seq > 0) this.#note(chatId, seq);
-  }
-
-  #note(chatId: string, seq: number, now = Date.now()): void {
+    if (seq === 0) return;
     let chat = this.#chats.get(chatId);
     if (!chat) {
-      chat = { reported: 0, wanted: 0, lastAt: -Infinity, timer: null };
+      chat = { acked: 0, wanted: 0, lastAt: -Infinity, failures: 0, sending: false, timer: null };
       this.#chats.set(chatId, chat);
     }
-    if (seq <= Math.max(chat.reported, chat.wanted)) return;
+    if (seq <= chat.wanted) return;
     chat.wanted = seq;
-    if (chat.timer) return;
-    const waitMs = chat.lastAt + DELIVERY_REPORT_INTERVAL_MS - now;
-    if (waitMs <= 0) return this.#send(chatId, chat, now);
+    this.#schedule(chatId, chat);
+  }
+
+  #schedule(chatId: string, chat: ChatReports, now = Date.now()): void {
+    if (chat.timer || chat.sending || chat.wanted <= chat.acked) return;
+    const at = Math.max(now, chat.lastAt + DELIVERY_REPORT_INTERVAL_MS, this.#nextSlot);
+    this.#nextSlot = at + 1000 / DELIVERY_REPORTS_PER_SECOND;
+    if (at <= now) return this.#send(chatId, chat, now);
     chat.timer = setTimeout(() => {
       chat.timer = null;
       this.#send(chatId, chat, Date.now());
-    }, waitMs);
+    }, at - now);
   }
 
   #send(chatId: string, chat: ChatReports, now: number): void {
-    if (chat.wanted <= chat.reported) return;
-    chat.reported = chat.wanted;
+    const seq = chat.wanted;
+    chat.sending = true;
     chat.lastAt = now;
-    this.#report(chatId, chat.wanted).catch(() => {
-      // Lost with the connection: the next events report past it, and history fetches count too.
+    this.#report(chatId, seq).then(
+      () => {
+        chat.acked = Math.max(chat.acked, seq);
+        chat.failures = 0;
+      },
+      (error: unknown) => {
+        const body = errorBody(error);
+        if (body && !body.retryable) {
+          // Refused for good (no longer a member, say): nothing to report in this chat.
+          chat.acked = Math.max(chat.acked, seq);
+          return;
+        }
+        chat.failures++;
+        const waitMs = body?.retryAfterMs ?? backoffMs(chat.failures);
+        chat.lastAt = Date.now() + waitMs - DELIVERY_REPORT_INTERVAL_MS;
+      },
+    ).finally(() => {
+      chat.sending = false;
+      if (this.#chats.get(chatId) === chat) this.#schedule(chatId, chat);
     });
   }
 
@@ -60,4 +100,12 @@ export class DeliveryReports {
     for (const chat of this.#chats.values()) if (chat.timer) clearTimeout(chat.timer);
     this.#chats.clear();
   }
+}
+
+/** The server's refusal in an SDK error (a refused frame, a REST error), if that is what it is. */
+function errorBody(error: unknown): ErrorBody | null {
+  if (typeof error !== "object" || error === null) return null;
+  const holder = error as { error?: unknown; body?: unknown };
+  const body = (holder.error ?? holder.body) as ErrorBody | undefined;
+  return body && typeof body === "object" && typeof body.code === "string" ? body : null;
 }

@@ -405,8 +405,10 @@ export class DeviceStream {
     this.#announcing = 0;
     this.#setStatus("catching-up");
     const resume: ResumeFrame = { type: "resume", id: this.#resumeId, cursors };
-    // Receipts that moved while away come first (none before the stream heard any).
-    if (this.#receipts.since !== undefined) resume.receiptsSince = this.#receipts.since;
+    // Receipts that moved while away come first. A device that knows chats but heard no
+    // receipts since it started (an app restart) asks for every chat's.
+    const since = this.#receipts.since ?? (Object.keys(cursors).length > 0 ? 0 : undefined);
+    if (since !== undefined) resume.receiptsSince = since;
     this.#transmit(resume);
   }
 

@@ -21,7 +21,7 @@ export {
   type OutboxStorage,
   type SendTransport,
 } from "./outbox.ts";
-export { DeliveryReports, DELIVERY_REPORT_INTERVAL_MS } from "./delivery-reports.ts";
+export { DeliveryReports, DELIVERY_REPORT_INTERVAL_MS, DELIVERY_REPORTS_PER_SECOND } from "./delivery-reports.ts";
 export { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
 export { TypingIndicators, TypingReporter } from "./typing.ts";
 export * from "../protocol/index.ts";

@@ -45,16 +45,18 @@ export const members = sqliteTable(
 );
 
 /**
- * When members' receipt watermarks moved: one row per advance, at most
- * `Limits.receiptAdvancesKept` per member and kind (older rows are deleted), written
- * only in chats small enough for per-member detail. A message's time for a member is
- * that of the first advance at or past its seq. Grows with members, never with messages.
+ * When members' receipt watermarks moved: one row per advance, from `fromSeq` (the
+ * watermark before, excluded) to `seq`, at most `Limits.receiptAdvancesKept` per member
+ * and kind (older rows are deleted), written only in chats small enough for per-member
+ * detail. A message's time for a member is that of the advance whose range holds its
+ * seq. Grows with members, never with messages.
  */
 export const receiptAdvances = sqliteTable(
   "receipt_advances",
   {
     userId: text("user_id").notNull(),
     kind: text("kind", { enum: ["delivered", "seen"] }).notNull(),
+    fromSeq: integer("from_seq").notNull(),
     seq: integer("seq").notNull(),
     at: integer("at").notNull(),
   },

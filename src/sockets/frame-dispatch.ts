@@ -34,7 +34,12 @@ export type FrameDispatchOptions<Context, Session extends SocketSession, Frame e
   /** Named in logs when a handler fails unexpectedly. */
   object: string;
   /** Frames a device may send per second (a token bucket per device, `burst` deep); beyond it frames are answered `rate_limited`. */
-  frameRate?: { perSecond: number; burst: number };
+  frameRate?: {
+    perSecond: number;
+    burst: number;
+    /** Frame types the budget does not count (they have limits of their own, such as sends on a chat socket). */
+    unmetered?: readonly Frame["type"][];
+  };
 };
 
 /**
@@ -90,7 +95,7 @@ export class FrameDispatcher<Context, Session extends SocketSession, Frame exten
     const frame = parsed.data as Frame;
     const respond: Respond<unknown> = (outcome) =>
       sendFrame(ws, outcome.ok ? { type: "reply", id: frame.id, ok: true, result: outcome.value } : { type: "reply", id: frame.id, ok: false, error: outcome.error });
-    if (this.#frameBudget) {
+    if (this.#frameBudget && !this.#options.frameRate?.unmetered?.includes(frame.type)) {
       const waitMs = this.#frameBudget.waitMs(session.deviceId, now);
       if (waitMs > 0) return respond(failureOf(new AppError("rate_limited", 429, "too many frames: slow down", { retryAfterMs: waitMs })));
       this.#frameBudget.take(session.deviceId, now);

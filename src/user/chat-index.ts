@@ -28,6 +28,8 @@ export class ChatIndex {
   readonly #byId;
   readonly #streamEntries;
   readonly #receiptsMoved;
+  /** The latest `receiptsAt` given (loaded once): every change gets a later one, whatever the clocks. */
+  #receiptsClock: number | null = null;
 
   constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
     this.#db = db;
@@ -53,6 +55,7 @@ export class ChatIndex {
         lastMessageCreatedAt: value("lastMessageCreatedAt"),
         deliveredUpTo: value("deliveredUpTo"),
         seenUpTo: value("seenUpTo"),
+        receiptsAt: value("receiptsAt"),
       })
       .onConflictDoUpdate({
         target: chats.chatId,
@@ -72,6 +75,9 @@ export class ChatIndex {
           // Receipt pushes may have moved these further than this update knew.
           deliveredUpTo: sql`max(${chats.deliveredUpTo}, excluded.delivered_up_to)`,
           seenUpTo: sql`max(${chats.seenUpTo}, excluded.seen_up_to)`,
+          // Moved here rather than by a receipts push: a resuming stream must still hear of it.
+          receiptsAt: sql`CASE WHEN excluded.delivered_up_to > ${chats.deliveredUpTo} OR excluded.seen_up_to > ${chats.seenUpTo}
+            THEN excluded.receipts_at ELSE ${chats.receiptsAt} END`,
         },
         // Merged by max(headSeq), then max(readSeq): an older or repeated update changes
         // nothing, and a read at an unchanged head still lands. (The chat builds each
@@ -86,7 +92,7 @@ export class ChatIndex {
       .set({
         deliveredUpTo: sql`max(${chats.deliveredUpTo}, ${value("deliveredUpTo")})`,
         seenUpTo: sql`max(${chats.seenUpTo}, ${value("seenUpTo")})`,
-        receiptsAt: sql`max(${chats.receiptsAt}, ${value("at")})`,
+        receiptsAt: sql`${value("at")}`,
       })
       .where(
         and(
@@ -130,6 +136,7 @@ export class ChatIndex {
       lastMessageCreatedAt: update.lastMessage?.createdAt ?? null,
       deliveredUpTo: update.deliveredUpTo,
       seenUpTo: update.seenUpTo,
+      receiptsAt: this.#nextReceiptsAt(now),
     });
     return row ? toSummary(row) : null;
   }
@@ -139,9 +146,24 @@ export class ChatIndex {
    * frame to forward to the account's devices, or null when it said nothing new (or the
    * chat is not in the list).
    */
-  receiptsMoved(frame: ReceiptsFrame): ReceiptsFrame | null {
-    const row = this.#receiptsMoved.get({ chatId: frame.chatId, deliveredUpTo: frame.deliveredUpTo, seenUpTo: frame.seenUpTo, at: frame.at });
+  receiptsMoved(frame: ReceiptsFrame, now: number): ReceiptsFrame | null {
+    const at = this.#nextReceiptsAt(now);
+    const row = this.#receiptsMoved.get({ chatId: frame.chatId, deliveredUpTo: frame.deliveredUpTo, seenUpTo: frame.seenUpTo, at });
     return row ? { type: "receipts", ...row } : null;
+  }
+
+  /**
+   * The time stamped on a change of receipts: the account's own clock, strictly
+   * increasing, so that "after the latest a device saw" never skips a change stamped
+   * earlier by another chat's clock or stored later.
+   */
+  #nextReceiptsAt(now: number): number {
+    if (this.#receiptsClock === null) {
+      const { chats } = schema;
+      this.#receiptsClock = this.#db.select({ at: sql<number | null>`max(${chats.receiptsAt})` }).from(chats).get()?.at ?? 0;
+    }
+    this.#receiptsClock = Math.max(now, this.#receiptsClock + 1);
+    return this.#receiptsClock;
   }
 
   /** The chats whose receipts moved after `since` (ms), as frames, oldest change first. */

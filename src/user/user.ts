@@ -320,9 +320,9 @@ export class User extends DurableObject<Env> {
    * The account's own messages in a chat moved (RPC from the ChatRoom): stored in the
    * chat list (merged by max) and sent to the streams that are live.
    */
-  receiptsChanged(frame: ReceiptsFrame): void {
+  receiptsChanged(frame: ReceiptsFrame, now = Date.now()): void {
     if (!this.#exists) return;
-    const moved = this.#chatIndex.receiptsMoved(frame);
+    const moved = this.#chatIndex.receiptsMoved(frame, now);
     if (moved) this.#streams.sendToResumed(moved);
   }
 

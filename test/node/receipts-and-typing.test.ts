@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   DELIVERY_REPORT_INTERVAL_MS,
+  DELIVERY_REPORTS_PER_SECOND,
   DeliveryReports,
   Limits,
   ReceiptBook,
@@ -38,9 +39,10 @@ describe("delivery reports", () => {
     expect(reports).toEqual([[CHAT, 2]]);
     await vi.advanceTimersByTimeAsync(DELIVERY_REPORT_INTERVAL_MS);
     expect(reports).toEqual([[CHAT, 2], [CHAT, 40]]);
-    // Another chat has its own interval.
+    // Another chat has its own interval (the pace across chats lets it go a moment later).
     reporter.received("g_DDDDDDDDDDDDDDDDDDDDDD", [message(7)], ME);
-    expect(reports).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(1000 / DELIVERY_REPORTS_PER_SECOND);
+    expect(reports).toEqual([[CHAT, 2], [CHAT, 40], ["g_DDDDDDDDDDDDDDDDDDDDDD", 7]]);
   });
 
   it("send nothing for one's own messages, other events, or what was reported already", async () => {
@@ -54,18 +56,42 @@ describe("delivery reports", () => {
     expect(reports).toEqual([4]);
   });
 
-  it("survive a failed report: the next one covers it", async () => {
+  it("send a failed report again until it is acknowledged, though nothing new arrives", async () => {
     const reports: number[] = [];
-    let fail = true;
+    let failures = 2;
     const reporter = new DeliveryReports(async (_chatId, seq) => {
       reports.push(seq);
-      if (fail) throw new Error("offline");
+      if (failures-- > 0) throw new Error("offline");
     });
     reporter.received(CHAT, [message(2)], ME);
-    fail = false;
-    await vi.advanceTimersByTimeAsync(DELIVERY_REPORT_INTERVAL_MS);
-    reporter.received(CHAT, [message(3)], ME);
-    expect(reports).toEqual([2, 3]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(reports).toEqual([2, 2, 2]);
+  });
+
+  it("wait as long as the server says when it answers rate_limited, and stop on a refusal for good", async () => {
+    const reports: [string, number, number][] = [];
+    const start = Date.now();
+    const reporter = new DeliveryReports(async (chatId, seq) => {
+      reports.push([chatId, seq, Date.now() - start]);
+      if (chatId === CHAT && reports.length === 1) throw { error: { code: "rate_limited", message: "wait", retryable: true, retryAfterMs: 5_000 } };
+      if (chatId !== CHAT) throw { body: { code: "not_a_member", message: "left", retryable: false } };
+    });
+    reporter.received(CHAT, [message(2)], ME);
+    reporter.received("g_DDDDDDDDDDDDDDDDDDDDDD", [message(3)], ME);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(reports.map(([chatId, seq]) => [chatId, seq])).toEqual([[CHAT, 2], ["g_DDDDDDDDDDDDDDDDDDDDDD", 3], [CHAT, 2]]);
+    expect(reports[2]![2]).toBeGreaterThanOrEqual(5_000);
+  });
+
+  it("pace reports across chats, so a catch-up of many chats does not spend the connection's frame budget at once", async () => {
+    const reports: number[] = [];
+    const reporter = new DeliveryReports(async () => void reports.push(Date.now()));
+    for (let index = 0; index < 100; index++) reporter.received(`g_${String(index).padStart(22, "C")}`, [message(2)], ME);
+    expect(reports).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(reports.length).toBeLessThanOrEqual(DELIVERY_REPORTS_PER_SECOND + 1);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(reports).toHaveLength(100);
   });
 });
 

@@ -103,6 +103,28 @@ describe("objects created by the previous schema", () => {
     expect(await stub.markRead(bob, 5)).toMatchObject({ ok: true, value: { headSeq: 6, readSeq: 5, unreadCount: 1, lastMessage: { seq: 6, body: "news" } } });
   });
 
+  it("count what members had read as delivered and seen when the chat's object upgrades to receipts", async () => {
+    const secret = configFrom(env).hmacSecret;
+    const [chatId, alice, bob, carol] = await Promise.all([mintId(secret, "g"), mintId(secret, "u"), mintId(secret, "u"), mintId(secret, "u")]);
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    await createWithSchema(stub, chatRoomMigrations, 3, (sql) => {
+      sql.exec("INSERT INTO chat (chat_id, kind, name, description, created_by, created_at) VALUES (?, 'group', 'Old', '', ?, 1000)", chatId, alice);
+      sql.exec(
+        "INSERT INTO members (user_id, role, joined_seq, left_seq, notified_seq, read_seq) VALUES (?, 'admin', 1, NULL, 4, 4), (?, 'member', 1, NULL, 4, 3), (?, 'member', 1, NULL, 4, 2)",
+        alice, bob, carol,
+      );
+      sql.exec("INSERT INTO events (seq, type, created_at, actor_id, data) VALUES (1, 'chat.created', 1000, ?, '{}')", alice);
+      const message = "INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, message_no) VALUES (?, 'message', ?, ?, 'dv_x', ?, ?, ?, ?)";
+      sql.exec(message, 2, 2000, alice, "c2", "m2", "one", 1);
+      sql.exec(message, 3, 3000, alice, "c3", "m3", "two", 2);
+      sql.exec(message, 4, 4000, alice, "c4", "m4", "three", 3);
+    });
+    // Bob had read up to 3, Carol up to 2: seen (and delivered) that far, with no times recorded.
+    expect(await stub.messageStatus(alice, 2)).toMatchObject({ ok: true, value: { status: "seen", recipients: 2, seen: 2, members: [{ deliveredAt: null, seenAt: null }, { deliveredAt: null, seenAt: null }] } });
+    expect(await stub.messageStatus(alice, 3)).toMatchObject({ ok: true, value: { status: "sent", delivered: 1, seen: 1 } });
+    expect(await stub.reportDelivered(carol, 4)).toMatchObject({ ok: true, value: { deliveredSeq: 4, seenSeq: 2 } });
+  });
+
   it("keep their chat list when the account's object upgrades to the inbox, with no settings and nothing read", async () => {
     const secret = configFrom(env).hmacSecret;
     const [userId, chatId] = await Promise.all([mintId(secret, "u"), mintId(secret, "g")]);

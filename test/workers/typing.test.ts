@@ -44,6 +44,22 @@ describe("typing indicators", () => {
     expect(await ask(aliceSocket, { type: "typing", state: "typing" })).toMatchObject({ ok: true, result: { forwarded: true } });
   });
 
+  it("cannot be flooded by alternating typing and paused", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const aliceSocket = await connect(chatId, alice.credentials);
+    const bobSocket = await connect(chatId, bob.credentials);
+    let forwarded = 0;
+    for (let index = 0; index < 40; index++) {
+      const reply = await ask(aliceSocket, { type: "typing", state: index % 2 === 0 ? "typing" : "paused" });
+      if (reply.ok && (reply.result as { forwarded: boolean }).forwarded) forwarded++;
+    }
+    // A burst of a few, then about one a second: far fewer than the 40 sent.
+    expect(forwarded).toBeLessThanOrEqual(6);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(typingFrames(bobSocket)).toHaveLength(forwarded);
+  });
+
   it("are refused outside one's chats and in broadcast chats for non-admins, and nothing disturbs the stream", async () => {
     const [alice, bob, carol] = await Promise.all([login(), login(), login()]);
     const broadcastId = await createGroup(alice, [bob], "broadcast");
