@@ -8,3 +8,4 @@ export * from "./chats.ts";
 export * from "./membership.ts";
 export * from "./frames.ts";
 export * from "./stream.ts";
+export * from "./presence.ts";

@@ -1,4 +1,15 @@
-import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult } from "../protocol/index.ts";
+import type {
+  AppState,
+  ChatSummary,
+  PresenceStateResult,
+  PresenceSubscribeResult,
+  PresenceWatch,
+  ResumeResult,
+  SendMessageRequest,
+  SendResult,
+  StreamClientFrame,
+  StreamSyncResult,
+} from "../protocol/index.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { StreamSession } from "./device-streams.ts";
@@ -13,6 +24,10 @@ export interface StreamCommands {
   send(session: StreamSession, chatId: string, input: SendMessageRequest, respond: Respond<SendResult>): void;
   /** Marks the chat read up to `seq` for the account (every device's unread count follows). */
   read(chatId: string, seq: number, respond: Respond<ChatSummary>): void;
+  /** This stream's app went to the foreground or the background (presence). */
+  appState(ws: WebSocket, state: AppState): PresenceStateResult;
+  /** Replaces the people this stream watches; `respond` gets their presence and the refusals. */
+  watchPresence(ws: WebSocket, watch: PresenceWatch[], respond: Respond<PresenceSubscribeResult>): void;
 }
 
 /** One handler per device stream frame type. */
@@ -32,5 +47,13 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
 
   read(account, _ws, _session, { chatId, seq }, respond) {
     account.read(chatId, seq, respond);
+  },
+
+  "presence.state"(account, ws, _session, { state }, respond) {
+    respond(attempt(() => account.appState(ws, state)));
+  },
+
+  "presence.subscribe"(account, ws, _session, { watch }, respond) {
+    account.watchPresence(ws, watch, respond);
   },
 };
