@@ -273,7 +273,10 @@ export class AccountPresence {
 
   async #pushRound(presence: Presence, now = Date.now()): Promise<void> {
     const account = this.#account;
-    const due = [...this.#loadLeases()].filter(([, lease]) => lease.expiresAt > now && account.isMemberOf(lease.chatId));
+    // Checked on this side at each push: a chat this account left shows it to no one any more.
+    const member = new Map<string, boolean>();
+    const isMember = (chatId: string) => member.get(chatId) ?? member.set(chatId, account.isMemberOf(chatId)).get(chatId)!;
+    const due = [...this.#loadLeases()].filter(([, lease]) => lease.expiresAt > now && isMember(lease.chatId));
     let next = 0;
     const worker = async () => {
       while (next < due.length) {
