@@ -91,7 +91,8 @@ export class AccountPresence {
   /** A stream ended (closed, failed); `session` is its state if it was still tracked. */
   ended(ws: WebSocket, session: StreamSession | undefined, now = Date.now()): void {
     if (session?.appState === "foreground") this.#recordSeen(this.#seenWhenLeaving(ws, session, now));
-    else if (!session && this.#told?.online) this.#recordSeen(now);
+    // Closed by the server before (revoked, replaced): it may have been the one online.
+    else if (!session && this.#loadTold()?.online) this.#recordSeen(now);
     this.#lastFrameAt.delete(ws);
     this.#evaluate(now);
   }
@@ -128,11 +129,6 @@ export class AccountPresence {
     this.#evaluate(now);
     this.#account.sweepAt(now + this.#account.heartbeatMs);
     await this.#pushing;
-  }
-
-  /** How many accounts hold a lease (for tests and logs). */
-  get watchers(): number {
-    return this.#loadLeases().size;
   }
 
   // ---- Computing ----

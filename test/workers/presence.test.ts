@@ -202,6 +202,30 @@ describe("presence", () => {
   });
 });
 
+describe("presence across eviction", () => {
+  it("keeps leases, watch lists and last seen when both accounts' objects are evicted", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const { socket: watcher } = await resumeStream(alice.credentials);
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    const stop = keepAlive(bobStream);
+    expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: true }] } });
+
+    await evictDurableObject(userObject(alice.user.userId));
+    await evictDurableObject(userObject(bob.user.userId));
+    // Still online after the eviction: the heartbeats' time is the runtime's, not the object's memory.
+    expect(await (await restPresence(alice, bob.user.userId, chatId)).json()).toEqual({ userId: bob.user.userId, online: true });
+
+    stop();
+    const closedAt = Date.now();
+    bobStream.ws.close(1000);
+    const offline = await presenceFrame(watcher, bob.user.userId, (p) => !p.online, "bob offline, after both evictions");
+    expect(offline.lastSeenAt).toBeGreaterThanOrEqual(closedAt);
+    await evictDurableObject(userObject(bob.user.userId));
+    expect(await (await restPresence(alice, bob.user.userId, chatId)).json()).toEqual({ userId: bob.user.userId, online: false, lastSeenAt: offline.lastSeenAt });
+  });
+});
+
 describe("presence of strangers", () => {
   it("refuses users who share no chat with the caller, by frame and by REST, and stores nothing for them", async () => {
     const [alice, bob, mallory] = await Promise.all([login(), login(), login()]);
