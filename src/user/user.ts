@@ -39,8 +39,7 @@ import { isMintedId } from "../lib/minted-id.ts";
 
 /**
  * One object per account (`idFromName(userId)`): profile, devices with their hashed
- * refresh tokens, and the index of the account's chats. Later: the device stream,
- * presence and the inbox.
+ * refresh tokens, the index of the account's chats, the device streams and presence.
  */
 export class User extends DurableObject<Env> {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
