@@ -26,6 +26,8 @@ export default defineConfig({
                 CATCH_UP_PAGE_SIZE: "200",
                 // Chat lists follow busy chats within 50 ms here, not 5 s, so tests need not wait.
                 FAN_OUT_INTERVAL_MS: "50",
+                // Streams count as offline after 1 s without a heartbeat, so presence tests need not wait.
+                HEARTBEAT_MS: "500",
                 // High enough for tests that send hundreds of messages; the limit
                 // itself is tested with these values.
                 SEND_RATE_PER_SECOND: "1",

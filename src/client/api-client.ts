@@ -12,6 +12,7 @@ import {
   Me,
   MessageStatus,
   ReceiptResult,
+  Presence,
   OtpResponse,
   SendResult,
   TokenResponse,
@@ -162,6 +163,9 @@ export class ApiClient {
   devices = () => this.#call("GET", "/api/devices", DeviceList);
   revokeDevice = (deviceId: string) => this.#call("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`, null);
   lookupUser = (phone: string) => this.#call("GET", `/api/users/lookup?phone=${encodeURIComponent(phone)}`, UserLookupResponse);
+  /** A user's presence, for someone who shares `chatId` with them (else `not_found`); for a live view, DeviceStream.watchPresence. */
+  presence = (userId: string, chatId: string) =>
+    this.#call("GET", `/api/users/${encodeURIComponent(userId)}/presence${queryString({ chatId })}`, Presence);
   createChat = (request: CreateChatRequest) => this.#call("POST", "/api/chats", Chat, { body: request });
   /**
    * A page of the caller's chats, latest activity first; pass the page's `nextCursor` for

@@ -16,7 +16,11 @@ import {
   SendResult,
   StreamServerFrame,
   shouldReconnect,
+  type AppState,
   type ErrorBody,
+  type Presence,
+  type PresenceSubscribeResult,
+  type PresenceWatch,
   type ReplyFrame,
   type StreamClientFrame,
   type StreamSendFrame,
@@ -31,6 +35,7 @@ import { DeliveryReports } from "./delivery-reports.ts";
 import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
 import { TypingIndicators, TypingReporter } from "./typing.ts";
 import { backoffMs, HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
+import { PresenceWatcher } from "./presence-watch.ts";
 
 export type DeviceStreamOptions = {
   api: ApiClient;
@@ -44,7 +49,12 @@ export type DeviceStreamOptions = {
   outbox?: Outbox;
   /** A WebSocket constructor (defaults to the global one: browsers, Node 22+). */
   WebSocket?: unknown;
-  /** Heartbeat interval; the connection is replaced after two without an answer. */
+  /**
+   * Heartbeat interval; the connection is replaced after two without an answer.
+   * Default: the server's (`stream.ready`'s `heartbeatMs`), else 30 s. The server counts
+   * a stream silent for twice its own interval as offline, so a longer one here makes
+   * the user look offline.
+   */
   heartbeatMs?: number;
   /**
    * How long a small chat's entry may announce events the stream has not brought,
@@ -75,6 +85,8 @@ type Listeners = {
   error: (error: ErrorBody) => void;
   /** The server closed the stream for good (4000-4499): the code says why. */
   closed: (code: number, reason: string) => void;
+  /** A watched user's presence: at each subscription's answer and at every change (see `watchPresence`). */
+  presence: (presence: Presence) => void;
 };
 
 /** A request on the stream (a `read`) that the server refused. */
@@ -163,12 +175,25 @@ export class DeviceStream {
     status: new Set(),
     error: new Set(),
     closed: new Set(),
+    presence: new Set(),
   };
   #socket: ReconnectingWebSocket | null = null;
   #status: ConnectionStatus = "closed";
   #userId: string | undefined;
   #deviceId: string | undefined;
-  readonly #heartbeat = new HeartbeatWatch(() => this.#socket, () => this.#options.heartbeatMs ?? 30_000);
+  /** The server's heartbeat interval, from `stream.ready`. */
+  #serverHeartbeatMs: number | undefined;
+  readonly #heartbeat = new HeartbeatWatch(() => this.#socket, () => this.#options.heartbeatMs ?? this.#serverHeartbeatMs ?? 30_000);
+  readonly #presence = new PresenceWatcher(
+    {
+      ready: () => this.#resumed && this.#socket?.readyState === ReconnectingWebSocket.OPEN,
+      open: () => this.#socket?.readyState === ReconnectingWebSocket.OPEN,
+      request: (frame) => this.#request(frame),
+      nextId: () => this.#nextId("presence"),
+      stopped: () => this.#status === "closed",
+    },
+    (presence) => this.#emit("presence", presence),
+  );
   #frameCounter = 0;
   /** The id of the `resume` waiting for its reply on this socket. */
   #resumeId: string | null = null;
@@ -341,6 +366,31 @@ export class DeviceStream {
     return this.#typingIn.typing(chatId);
   }
 
+  /**
+   * The app went to the foreground or the background: in the background this device
+   * does not count as online (docs/protocol.md §8.6). Kept across reconnections.
+   */
+  setAppState(state: AppState): Promise<void> {
+    return this.#presence.setAppState(state);
+  }
+
+  /**
+   * Watches the presence of the people on screen, each with a chat shared with them
+   * (at most 64; an empty list stops). Replaces the previous list. The subscription is
+   * renewed while the stream is up and sent again after each reconnection; the
+   * `presence` event gives each user's presence at once and at every change. Resolves
+   * with the server's answer (who was refused), or null when the stream is not up (the
+   * list goes when it is).
+   */
+  watchPresence(watch: PresenceWatch[]): Promise<PresenceSubscribeResult | null> {
+    return this.#presence.watch(watch);
+  }
+
+  /** The latest presence of each watched user. */
+  get presence(): ReadonlyMap<string, Presence> {
+    return this.#presence.known;
+  }
+
   /** Drops the socket and resumes on a new one (for example after the network changed). */
   reconnect(): void {
     this.#socket?.reconnect(CloseCode.normal, "client reconnect");
@@ -372,7 +422,11 @@ export class DeviceStream {
       case "stream.ready":
         this.#userId = frame.userId;
         this.#deviceId = frame.deviceId;
+        this.#useServerHeartbeat(frame.heartbeatMs);
+        this.#presence.connected();
         return this.#resume();
+      case "presence":
+        return this.#presence.received(frame.presence);
       case "reply":
         return this.#answered(frame);
       case "chat":
@@ -447,6 +501,15 @@ export class DeviceStream {
     }
     this.#resumed = true;
     this.#outbox.wake();
+    this.#presence.resumed();
+  }
+
+  /** The server's heartbeat interval, unless the app chose one: the watch restarts at its pace. */
+  #useServerHeartbeat(heartbeatMs: number | undefined): void {
+    if (heartbeatMs === undefined || this.#options.heartbeatMs !== undefined || heartbeatMs === this.#serverHeartbeatMs) return;
+    this.#serverHeartbeatMs = heartbeatMs;
+    this.#heartbeat.stop();
+    this.#heartbeat.start();
   }
 
   /** Resumes on a new socket after `delayMs`, unless the socket was replaced meanwhile (the new one resumes by itself). */
@@ -743,6 +806,7 @@ export class DeviceStream {
     this.#resumed = false;
     this.#resumeId = null;
     this.#announcing = 0;
+    this.#presence.disconnected();
     const lost = [...this.#requests.values()];
     this.#requests.clear();
     for (const request of lost) request.reject(new ConnectionLost());
@@ -797,6 +861,7 @@ export class DeviceStream {
     this.#deliveryReports.stop();
     this.#typingIn.stop();
     this.#heartbeat.stop();
+    this.#presence.stop();
     for (const { timer } of this.#expected.values()) clearTimeout(timer);
     this.#expected.clear();
     this.#retries.cancel();
@@ -807,7 +872,7 @@ export class DeviceStream {
     this.#detachOutbox = null;
   }
 
-  #nextId(kind: "resume" | "sync" | "send" | "read" | "delivered" | "status" | "typing"): string {
+  #nextId(kind: "resume" | "sync" | "send" | "read" | "delivered" | "status" | "typing" | "presence"): string {
     return `${kind}${++this.#frameCounter}`;
   }
 

@@ -1,6 +1,7 @@
 /** The TypeScript SDK. It depends on the protocol schemas only, never on server code. */
 export { ApiClient, ApiError, type ApiClientOptions, type ApiRequestOptions, type LoginOptions } from "./api-client.ts";
 export { DeviceStream, StreamRequestError, streamUrl, type DeviceStreamOptions } from "./device-stream.ts";
+export { PresenceWatcher, type PresenceTransport } from "./presence-watch.ts";
 export { ChatConnection, type ChatConnectionOptions, type ConnectionStatus } from "./chat-connection.ts";
 export {
   CursorStore,

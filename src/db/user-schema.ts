@@ -11,6 +11,8 @@ export const profile = sqliteTable("profile", {
   about: text("about").notNull().default(""),
   /** Who may add this account to groups without asking: `everyone`, `contacts`, `nobody`. */
   groupAdd: text("group_add", { enum: ["everyone", "contacts", "nobody"] }).notNull().default("everyone"),
+  /** Whether the account hides its last seen time (and then sees no one else's). */
+  hideLastSeen: integer("hide_last_seen", { mode: "boolean" }).notNull().default(false),
   createdAt: integer("created_at").notNull(),
 });
 

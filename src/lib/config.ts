@@ -33,6 +33,7 @@ const EnvSettings = z.object({
   ACCOUNT_SEND_BURST: intVar(120, 1, 100000),
   CATCH_UP_PAGE_SIZE: intVar(200, 1, 200),
   FAN_OUT_INTERVAL_MS: intVar(5_000, 0, 60_000),
+  HEARTBEAT_MS: intVar(30_000, 100, 300_000),
 });
 
 export type Config = {
@@ -62,6 +63,11 @@ export type Config = {
   catchUpPageSize: number;
   /** The least time between two rounds of a chat's fan-out to its members' accounts. */
   fanOutIntervalMs: number;
+  /**
+   * How often device streams send their heartbeat; a stream silent for twice this long
+   * counts as offline, and presence sweeps run this often while someone watches.
+   */
+  heartbeatMs: number;
 };
 
 // Known only to development: anyone could forge tokens with it, so it is refused
@@ -110,6 +116,7 @@ export function configFrom(env: object): Config {
     accountSend: { ratePerSecond: settings.ACCOUNT_SEND_RATE_PER_SECOND, burst: settings.ACCOUNT_SEND_BURST },
     catchUpPageSize: settings.CATCH_UP_PAGE_SIZE,
     fanOutIntervalMs: settings.FAN_OUT_INTERVAL_MS,
+    heartbeatMs: settings.HEARTBEAT_MS,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
   cache.set(env, config);

@@ -80,7 +80,12 @@ export const GroupAddSetting = z.enum(["everyone", "contacts", "nobody"]);
 export type GroupAddSetting = z.infer<typeof GroupAddSetting>;
 
 /** What GET /api/me returns: the profile plus what only its owner sees (phone, privacy settings). */
-export const Me = Profile.extend({ phone: CanonicalPhone, groupAdd: GroupAddSetting });
+export const Me = Profile.extend({
+  phone: CanonicalPhone,
+  groupAdd: GroupAddSetting,
+  /** The account hides its last seen time from everyone, and then sees no one's (presence, docs/protocol.md §8.6). */
+  hideLastSeen: z.boolean(),
+});
 export type Me = z.infer<typeof Me>;
 
 /** PATCH /api/me */
@@ -89,9 +94,10 @@ export const ProfilePatch = z
     displayName: nameText(Limits.maxDisplayNameLength).optional(),
     about: longText(Limits.maxAboutLength).optional(),
     groupAdd: GroupAddSetting.optional(),
+    hideLastSeen: z.boolean().optional(),
   })
   .refine((patch) => Object.keys(patch).length > 0, {
-    message: "give displayName, about or groupAdd",
+    message: "give displayName, about, groupAdd or hideLastSeen",
   });
 export type ProfilePatch = z.infer<typeof ProfilePatch>;
 

@@ -10,3 +10,4 @@ export * from "./frames.ts";
 export * from "./stream.ts";
 export * from "./receipts.ts";
 export * from "./typing.ts";
+export * from "./presence.ts";

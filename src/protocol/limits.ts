@@ -64,6 +64,18 @@ export const Limits = {
   typingIntervalMs: 2_000,
   /** Device streams one device may have open; opening another closes its oldest (close code 4010). */
   maxStreamsPerDevice: 2,
+  /** Entries of one `presence.subscribe` frame (the people on the device's screen). */
+  maxPresenceWatches: 64,
+  /**
+   * How long a presence subscription lasts: the client sends it again before then
+   * (the SDK every three quarters of it) or its pushes stop.
+   */
+  presenceLeaseMs: 60_000,
+  /** Accounts one account keeps presence leases for; a new one beyond this drops the one that ends first. */
+  maxPresenceWatchers: 1024,
+  /** `presence.subscribe` frames one device may send per minute, in bursts of `presenceSubscribeBurst`; beyond it `rate_limited`. */
+  presenceSubscribesPerMinute: 30,
+  presenceSubscribeBurst: 10,
   /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */
   maxSocketsPerDevicePerChat: 4,
   /**

@@ -6,6 +6,7 @@ import { Limits } from "./limits.ts";
 import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
 import { ReceiptsFrame, StreamDeliveredFrame, StreamStatusFrame } from "./receipts.ts";
 import { StreamTypingFrame, TypingNotice } from "./typing.ts";
+import { PresenceFrame, PresenceStateFrame, PresenceSubscribeFrame } from "./presence.ts";
 
 /**
  * Frames of the device stream (GET /chat): one socket per device that carries every
@@ -63,7 +64,17 @@ export const StreamReadFrame = z.strictObject({
 export type StreamReadFrame = z.infer<typeof StreamReadFrame>;
 
 /** `sync` on the stream: "the last batch is processed, send the next" (answered with the chats still behind). */
-export const StreamClientFrame = z.discriminatedUnion("type", [ResumeFrame, SyncFrame, StreamSendFrame, StreamReadFrame, StreamDeliveredFrame, StreamStatusFrame, StreamTypingFrame]);
+export const StreamClientFrame = z.discriminatedUnion("type", [
+  ResumeFrame,
+  SyncFrame,
+  StreamSendFrame,
+  StreamReadFrame,
+  StreamDeliveredFrame,
+  StreamStatusFrame,
+  StreamTypingFrame,
+  PresenceStateFrame,
+  PresenceSubscribeFrame,
+]);
 export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
 
 /** The reply to a stream `sync`. */
@@ -75,6 +86,11 @@ export const StreamReadyFrame = z.object({
   type: z.literal("stream.ready"),
   userId: UserId,
   deviceId: DeviceId,
+  /**
+   * The server's heartbeat interval (ms): send `ping` at least this often, since a
+   * stream silent for twice this long counts as offline for presence.
+   */
+  heartbeatMs: z.number().int().positive().optional(),
 });
 export type StreamReadyFrame = z.infer<typeof StreamReadyFrame>;
 
@@ -97,5 +113,16 @@ export const SyncedFrame = z.object({ type: z.literal("synced") });
 export type SyncedFrame = z.infer<typeof SyncedFrame>;
 
 /** Everything a device stream sends: its own frames, and the chat socket's replies, errors and events. */
-export const StreamServerFrame = z.union([StreamReadyFrame, ChatFrame, CatchingUpFrame, SyncedFrame, ReplyFrame, ErrorFrame, EventsFrame, ReceiptsFrame, TypingNotice]);
+export const StreamServerFrame = z.union([
+  StreamReadyFrame,
+  ChatFrame,
+  CatchingUpFrame,
+  SyncedFrame,
+  PresenceFrame,
+  ReplyFrame,
+  ErrorFrame,
+  EventsFrame,
+  ReceiptsFrame,
+  TypingNotice,
+]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;

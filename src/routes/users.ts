@@ -7,7 +7,8 @@ import { phoneObject, userObject } from "../lib/stubs.ts";
 import { parseWith, queryParams } from "../lib/validate.ts";
 import { requireAuth } from "../middleware/auth.ts";
 import { enforceRateLimit } from "../middleware/rate-limit.ts";
-import { UserId, UserLookupQuery, type Profile, type UserLookupResponse } from "../protocol/index.ts";
+import { PresenceQuery, UserId, UserLookupQuery, type Presence, type Profile, type UserLookupResponse } from "../protocol/index.ts";
+import { unwrap } from "../lib/result.ts";
 
 /** Finding other people: by phone number (to start a chat) and by id (to show a sender). */
 export const userRoutes = new Hono<AppEnv>()
@@ -25,7 +26,21 @@ export const userRoutes = new Hono<AppEnv>()
     const userId = parseWith(UserId, c.req.param("userId"));
     const body: UserLookupResponse = { user: await requireProfile(c.env, userId) };
     return c.json(body);
+  })
+  .get("/:userId/presence", async (c) => {
+    // Only someone who shares `chatId` with the caller: the caller's account checks the
+    // chat in its own list, then the user's account in its list. A stranger, a made-up
+    // id and a chat either side left are all `not_found`, and no chat is woken.
+    const userId = parseWith(UserId, c.req.param("userId"));
+    const { chatId } = queryParams(c, PresenceQuery);
+    if (!(await isMintedId(configFrom(c.env).hmacSecret, "u", userId))) throw strangerError();
+    const presence: Presence = unwrap(await userObject(c.env, c.get("caller").userId).presenceOf(userId, chatId));
+    return c.json(presence);
   });
+
+function strangerError(): AppError {
+  return new AppError("not_found", 404, "no such user in that chat", { retryable: false });
+}
 
 async function requireProfile(env: Env, userId: string | null): Promise<Profile> {
   // An id this server never minted has no account: answered without waking an object.

@@ -4,7 +4,7 @@ import { failureOf } from "../lib/failure.ts";
 import { log } from "../lib/log.ts";
 import type { Outcome } from "../lib/result.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
-import { CloseCode, Limits, type ChatSummary, type ReceiptsFrame, type TypingNotice, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
+import { AppState, CloseCode, Limits, PresenceWatch, type ChatSummary, type ReceiptsFrame, type TypingNotice, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
 import type { StreamPage, StreamPush } from "../chat-room/stream-pushes.ts";
 import { SocketAttachments, SocketSession } from "../sockets/attachments.ts";
 import type { StreamEntry } from "./chat-index.ts";
@@ -13,8 +13,15 @@ import { closeQuietly, eventsFrameText, sendErrorFrame, sendFrame, sendText } fr
 /**
  * What a device stream carries across hibernation. `new`: waiting for `resume`;
  * `catching_up`: pages are being sent; `live`: every chat's events are pushed.
+ * Presence (src/user/presence.ts): whether the app is in the foreground, and the people
+ * this stream watches until `watchUntil` (its subscription's lease).
  */
-export const StreamSession = SocketSession.extend({ phase: z.enum(["new", "catching_up", "live"]) });
+export const StreamSession = SocketSession.extend({
+  phase: z.enum(["new", "catching_up", "live"]),
+  appState: AppState.default("foreground"),
+  watching: z.array(PresenceWatch).default([]),
+  watchUntil: z.number().int().default(0),
+});
 export type StreamSession = z.infer<typeof StreamSession>;
 
 /** What the streams need from their account: its chat list and its chats' pages. */
@@ -189,7 +196,8 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
       await runAtMost(OPENS_AT_ONCE, opens);
     } catch (error) {
       // The device may resume again (an invalid cursor must be fixed first).
-      if (this.get(ws)) this.save(ws, { ...session, phase: "new" });
+      const current = this.get(ws);
+      if (current) this.save(ws, { ...current, phase: "new" });
       this.#progress.delete(ws);
       throw error;
     }

@@ -19,7 +19,7 @@ export class AccountProfile {
   me(): Me | null {
     const row = this.#db.select().from(schema.profile).get();
     if (!row) return null;
-    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, createdAt: row.createdAt };
+    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, hideLastSeen: row.hideLastSeen, createdAt: row.createdAt };
   }
 
   public(): Profile | null {
@@ -30,6 +30,11 @@ export class AccountProfile {
 
   groupAdd(): GroupAddSetting | null {
     return this.#db.select({ groupAdd: schema.profile.groupAdd }).from(schema.profile).get()?.groupAdd ?? null;
+  }
+
+  /** Whether the account hides its last seen time (false when there is no account). */
+  hidesLastSeen(): boolean {
+    return this.#db.select({ hide: schema.profile.hideLastSeen }).from(schema.profile).get()?.hide ?? false;
   }
 
   update(patch: ProfilePatch): void {

@@ -1,4 +1,19 @@
-import type { SendMessageRequest, SendResult, StreamClientFrame, ChatSummary, ResumeResult, StreamSyncResult, MessageStatus, ReceiptResult, TypingResult, TypingState } from "../protocol/index.ts";
+import type {
+  AppState,
+  ChatSummary,
+  MessageStatus,
+  PresenceStateResult,
+  PresenceSubscribeResult,
+  PresenceWatch,
+  ReceiptResult,
+  ResumeResult,
+  SendMessageRequest,
+  SendResult,
+  StreamClientFrame,
+  StreamSyncResult,
+  TypingResult,
+  TypingState,
+} from "../protocol/index.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { StreamSession } from "./device-streams.ts";
@@ -19,6 +34,10 @@ export interface StreamCommands {
   status(chatId: string, seq: number, respond: Respond<MessageStatus>): void;
   /** Passes a typing indicator to the chat's other members. */
   typing(chatId: string, state: TypingState, respond: Respond<TypingResult>): void;
+  /** This stream's app went to the foreground or the background (presence). */
+  appState(ws: WebSocket, state: AppState): PresenceStateResult;
+  /** Replaces the people this stream watches; `respond` gets their presence and the refusals. */
+  watchPresence(ws: WebSocket, watch: PresenceWatch[], respond: Respond<PresenceSubscribeResult>): void;
 }
 
 /** One handler per device stream frame type. */
@@ -50,5 +69,13 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
 
   typing(account, _ws, _session, { chatId, state }, respond) {
     account.typing(chatId, state, respond);
+  },
+
+  "presence.state"(account, ws, _session, { state }, respond) {
+    respond(attempt(() => account.appState(ws, state)));
+  },
+
+  "presence.subscribe"(account, ws, _session, { watch }, respond) {
+    account.watchPresence(ws, watch, respond);
   },
 };

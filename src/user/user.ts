@@ -11,7 +11,7 @@ import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
-import type { ReceiptsFrame, TypingNotice, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { ReceiptsFrame, TypingNotice, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Presence, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
@@ -32,12 +32,14 @@ import { failureOf } from "../lib/failure.ts";
 import { CloseCode, Heartbeat, StreamClientFrame } from "../protocol/index.ts";
 import type { StreamPush } from "../chat-room/stream-pushes.ts";
 import type { ChatRoom } from "../chat-room/chat-room.ts";
+import { AccountPresence } from "./presence.ts";
+import { PresenceSubscriptions } from "./presence-subscriptions.ts";
+import { isMintedId } from "../lib/minted-id.ts";
 
 
 /**
  * One object per account (`idFromName(userId)`): profile, devices with their hashed
- * refresh tokens, and the index of the account's chats. Later: the device stream,
- * presence and the inbox.
+ * refresh tokens, the index of the account's chats, the device streams and presence.
  */
 export class User extends DurableObject<Env> {
   readonly #db: DrizzleSqliteDODatabase<typeof schema>;
@@ -53,10 +55,14 @@ export class User extends DurableObject<Env> {
   readonly #blocks: Blocks;
   readonly #invitations: Invitations;
   /** The object's deadlines behind its one alarm. */
-  readonly #scheduler: Scheduler<"invitation-expiry">;
+  readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep">;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
   readonly #streams: DeviceStreams;
+  /** This account's presence, and who watches it (src/user/presence.ts). */
+  readonly #presence: AccountPresence;
+  /** Whom this account's streams watch. */
+  readonly #watching: PresenceSubscriptions;
   #userId: string | null = null;
   readonly #streamFrames: FrameDispatcher<StreamCommands, StreamSession, StreamClientFrame>;
   /** Stubs of the chats this account's streams talk to (one per chat: calls on one stub arrive in order). */
@@ -105,6 +111,13 @@ export class User extends DurableObject<Env> {
         .messageStatus(this.#ownId(), seq)
         .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream status" })));
     },
+    appState: (ws, state) => ({ state: this.#presence.setAppState(ws, state) }),
+    watchPresence: (ws, watch, respond) => {
+      this.#watching.subscribe(ws, watch).then(
+        (value) => respond({ ok: true, value }),
+        (error: unknown) => respond(failureOf(error, { object: "User", during: "presence subscribe" })),
+      );
+    },
   };
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -117,7 +130,10 @@ export class User extends DurableObject<Env> {
     this.#chatIndex = new ChatIndex(this.#db);
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
-    this.#scheduler = new Scheduler(ctx.storage, { "invitation-expiry": (now) => this.#expireInvitations(now) });
+    this.#scheduler = new Scheduler(ctx.storage, {
+      "invitation-expiry": (now) => this.#expireInvitations(now),
+      "presence-sweep": (now) => this.#presence.sweep(now),
+    });
     this.#streams = new DeviceStreams(ctx, {
       entries: () => this.#chatIndex.streamEntries(),
       summary: (chatId) => this.#chatIndex.get(chatId),
@@ -127,6 +143,33 @@ export class User extends DurableObject<Env> {
       // Past the longest interval between a chat's fan-out rounds, twice: the next event
       // of a chat quiet that long reaches this account at once.
       quietAfterMs: 2 * fanOutInterval(configFrom(env).fanOutIntervalMs, Limits.maxGroupMembers),
+    });
+    const streams = this.#streams;
+    const isMemberOf = (chatId: string) => this.#exists && this.#chatIndex.get(chatId)?.membership === "member";
+    const hidesLastSeen = () => this.#exists && this.#profile.hidesLastSeen();
+    this.#presence = new AccountPresence({
+      ctx,
+      streams: () => streams.entries(),
+      saveStream: (ws, session) => streams.save(ws, session),
+      heartbeatMs: configFrom(env).heartbeatMs,
+      exists: () => this.#exists,
+      ownId: () => this.#ownId(),
+      hidesLastSeen,
+      isMemberOf,
+      blocks: (userId) => this.#exists && this.#blocks.has(userId),
+      sweepBy: (at) => this.#scheduler.noLaterThan("presence-sweep", at),
+      sweepAt: (at) => this.#scheduler.at("presence-sweep", at),
+      tell: (watcherId, presence) => this.#userObject(watcherId).presenceChanged(presence),
+    });
+    this.#watching = new PresenceSubscriptions({
+      streams: () => streams.entries(),
+      session: (ws) => streams.get(ws),
+      saveStream: (ws, session) => streams.save(ws, session),
+      ownId: () => this.#ownId(),
+      hidesLastSeen,
+      isMemberOf,
+      isIssuedUserId: (userId) => isMintedId(configFrom(env).hmacSecret, "u", userId),
+      watch: (userId, chatId) => this.#userObject(userId).watchPresence(this.#ownId(), chatId),
     });
     this.#streamFrames = new FrameDispatcher({
       frames: StreamClientFrame,
@@ -170,6 +213,7 @@ export class User extends DurableObject<Env> {
   updateProfile(patch: ProfilePatch): Me {
     this.me(); // an account that does not exist is not created by a patch
     this.#profile.update(patch);
+    if (patch.hideLastSeen !== undefined) this.#presence.settingsChanged();
     return this.me();
   }
 
@@ -299,21 +343,78 @@ export class User extends DurableObject<Env> {
     if (!opened.ok) return refuseUpgrade(request.headers, opened.error);
     const { userId, deviceId, tokenExpiresAt } = opened.value;
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    this.#streams.accept(server, { userId, deviceId, openedAt: now, expiresAt: tokenExpiresAt, phase: "new" }, Limits.maxStreamsPerDevice);
-    sendFrame(server, { type: "stream.ready", userId, deviceId });
+    this.#streams.accept(
+      server,
+      { userId, deviceId, openedAt: now, expiresAt: tokenExpiresAt, phase: "new", appState: "foreground", watching: [], watchUntil: 0 },
+      Limits.maxStreamsPerDevice,
+    );
+    sendFrame(server, { type: "stream.ready", userId, deviceId, heartbeatMs: configFrom(this.env).heartbeatMs });
+    this.#presence.changed(now);
     return upgradeResponse(request.headers, client);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    this.#streamFrames.receive(ws, message);
+    const now = Date.now();
+    this.#presence.heard(ws, now);
+    this.#streamFrames.receive(ws, message, now);
   }
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    const session = this.#streams.get(ws);
     this.#streams.closed(ws, code);
+    this.#streamEnded(ws, session);
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    const session = this.#streams.get(ws);
     this.#streams.failed(ws, error);
+    this.#streamEnded(ws, session);
+  }
+
+  #streamEnded(ws: WebSocket, session: StreamSession | undefined): void {
+    this.#watching.forget(ws);
+    this.#presence.ended(ws, session);
+  }
+
+  // ---- Presence (src/user/presence.ts) ----
+
+  /**
+   * RPC from the account `watcherId`, which is a member of `chatId`: this account's
+   * presence, and its changes pushed to the watcher for `Limits.presenceLeaseMs`. Null
+   * (and nothing stored) when this account is not a member of that chat, blocked the
+   * watcher, or does not exist.
+   */
+  watchPresence(watcherId: string, chatId: string): Presence | null {
+    return this.#presence.presenceFor(watcherId, chatId, true);
+  }
+
+  /** As `watchPresence`, without a subscription (REST). */
+  presenceFor(watcherId: string, chatId: string): Presence | null {
+    return this.#presence.presenceFor(watcherId, chatId, false);
+  }
+
+  /** RPC from an account this one watches: to the streams watching it. False when none does (the lease is dropped). */
+  presenceChanged(presence: Presence): boolean {
+    if (!this.#exists) return false;
+    return this.#watching.deliver(presence);
+  }
+
+  /**
+   * GET /api/users/:userId/presence?chatId=: the presence of `userId`, who must share
+   * `chatId` with this account (each side checks its own list). `not_found` otherwise,
+   * whether or not the account exists.
+   */
+  async presenceOf(userId: string, chatId: string): Promise<Outcome<Presence>> {
+    const refused = () => failureOf(new AppError("not_found", 404, "no such user in that chat", { retryable: false }));
+    if (!this.#exists || userId === this.#ownId() || this.#chatIndex.get(chatId)?.membership !== "member") return refused();
+    const presence = await this.#userObject(userId).presenceFor(this.#ownId(), chatId);
+    if (!presence) return refused();
+    if (presence.lastSeenAt !== undefined && this.#profile.hidesLastSeen()) return { ok: true, value: { userId: presence.userId, online: presence.online } };
+    return { ok: true, value: presence };
+  }
+
+  #userObject(userId: string): DurableObjectStub<User> {
+    return this.env.USER.get(this.env.USER.idFromName(userId)) as DurableObjectStub<User>;
   }
 
   /**

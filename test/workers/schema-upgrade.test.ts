@@ -145,4 +145,15 @@ describe("objects created by the previous schema", () => {
     await stub.chatChanged({ chatId, kind: "group", name: "Kept", headSeq: 7, memberCount: 3, lastActivityAt: 2000, membership: "member", readSeq: 7, unreadCount: 0, deliveredUpTo: 0, seenUpTo: 0 });
     expect(await stub.updateChatSettings(chatId, { pinned: true })).toMatchObject({ ok: true, value: { headSeq: 7, readSeq: 7, pinned: true } });
   });
+
+  it("keep their profile when the account's object upgrades to presence, with last seen shown", async () => {
+    const secret = configFrom(env).hmacSecret;
+    const userId = await mintId(secret, "u");
+    const stub = env.USER.get(env.USER.idFromName(userId));
+    await createWithSchema(stub, userMigrations, 4, (sql) => {
+      sql.exec("INSERT INTO profile (user_id, phone, display_name, group_add, created_at) VALUES (?, '+14155550103', 'Old', 'contacts', 1000)", userId);
+    });
+    expect(await stub.me()).toEqual({ userId, phone: "+14155550103", displayName: "Old", about: "", groupAdd: "contacts", hideLastSeen: false, createdAt: 1000 });
+    expect(await stub.updateProfile({ hideLastSeen: true })).toMatchObject({ displayName: "Old", groupAdd: "contacts", hideLastSeen: true });
+  });
 });

@@ -1,0 +1,1 @@
+ALTER TABLE `profile` ADD `hide_last_seen` integer DEFAULT false NOT NULL;

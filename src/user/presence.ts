@@ -1,0 +1,295 @@
+import { describeError, log } from "../lib/log.ts";
+import { Limits, type AppState, type Presence } from "../protocol/index.ts";
+import type { StreamSession } from "./device-streams.ts";
+
+/** The latest time the account was known online (ms), kept across the end of its sockets and eviction. */
+const LAST_SEEN_KEY = "presence:last-seen";
+/** The presence its watchers were last told (only written while someone watches). */
+const TOLD_KEY = "presence:told";
+/** One key per watching account: `{chatId, expiresAt}`. */
+const LEASE_PREFIX = "presence:lease:";
+/** Watchers told of a change at once. */
+const PUSHES_AT_ONCE = 16;
+
+type Lease = { chatId: string; expiresAt: number };
+/** What a watcher may see, without the user id. */
+type Seen = { online: boolean; lastSeenAt?: number };
+
+/** What the account's presence needs from its object. */
+export type PresenceAccount = {
+  ctx: DurableObjectState;
+  /** The account's device streams with their sessions. */
+  streams(): Iterable<[WebSocket, StreamSession]>;
+  saveStream(ws: WebSocket, session: StreamSession): void;
+  heartbeatMs: number;
+  /** False for an id with no account: nothing is stored, no one may watch. */
+  exists(): boolean;
+  ownId(): string;
+  hidesLastSeen(): boolean;
+  /** Whether the account is a member of this chat (in its own list: no chat is asked). */
+  isMemberOf(chatId: string): boolean;
+  /** Whether the account blocked `userId`. */
+  blocks(userId: string): boolean;
+  /** Makes the sweep due no later than `at`. */
+  sweepBy(at: number): void;
+  /** Makes the sweep due exactly at `at`. */
+  sweepAt(at: number): void;
+  /** Tells a watching account of a change; false when none of its streams watches any more. */
+  tell(watcherId: string, presence: Presence): Promise<boolean>;
+};
+
+/**
+ * This account's presence, computed when read from its device streams: online while a
+ * stream in the foreground has been heard from within 2 x HEARTBEAT_MS. Heartbeats are
+ * answered by the runtime (`getWebSocketAutoResponseTimestamp`), so they never wake the
+ * object; a frame or the stream's opening counts too.
+ *
+ * Accounts that share a chat with this one may watch it: each holds a lease (stored,
+ * at most `Limits.maxPresenceWatchers`) renewed by its device about every minute. While
+ * a lease lasts, every change is pushed to the watchers and a sweep runs every
+ * HEARTBEAT_MS to notice a stream that went silent without a close; the sweep after
+ * the last lease ends sets no alarm. An account nobody watches never gets an alarm.
+ */
+export class AccountPresence {
+  readonly #account: PresenceAccount;
+  /** When each stream last sent a frame, in memory (the heartbeat's time survives eviction; frames are extra). */
+  readonly #lastFrameAt = new Map<WebSocket, number>();
+  #leases: Map<string, Lease> | null = null;
+  #lastSeen: number | null | undefined;
+  /** What watchers were last told, or last computed when none watches (undefined: unknown yet). */
+  #told: Seen | null | undefined;
+  /** What the push in flight carries; one round at a time, so watchers get changes in order. */
+  #pushing: Promise<void> | null = null;
+  #sent: Seen | null = null;
+
+  constructor(account: PresenceAccount) {
+    this.#account = account;
+  }
+
+  /** A frame arrived on a stream. */
+  heard(ws: WebSocket, now: number): void {
+    this.#lastFrameAt.set(ws, now);
+  }
+
+  /** A stream opened (or a socket was closed by the server: the count changed). */
+  changed(now = Date.now()): void {
+    this.#evaluate(now);
+  }
+
+  /** The app of one stream went to the foreground or the background. */
+  setAppState(ws: WebSocket, state: AppState, now = Date.now()): AppState {
+    const session = [...this.#account.streams()].find(([socket]) => socket === ws)?.[1];
+    if (!session) return state;
+    if (session.appState === state) return state;
+    if (session.appState === "foreground") this.#recordSeen(this.#seenWhenLeaving(ws, session, now));
+    this.#account.saveStream(ws, { ...session, appState: state });
+    this.#lastFrameAt.set(ws, now);
+    this.#evaluate(now);
+    return state;
+  }
+
+  /** A stream ended (closed, failed); `session` is its state if it was still tracked. */
+  ended(ws: WebSocket, session: StreamSession | undefined, now = Date.now()): void {
+    if (session?.appState === "foreground") this.#recordSeen(this.#seenWhenLeaving(ws, session, now));
+    // Closed by the server before (revoked, replaced): it may have been the one online.
+    else if (!session && this.#loadTold()?.online) this.#recordSeen(now);
+    this.#lastFrameAt.delete(ws);
+    this.#evaluate(now);
+  }
+
+  /** A setting that changes what watchers see (hiding last seen) changed. */
+  settingsChanged(now = Date.now()): void {
+    this.#evaluate(now);
+  }
+
+  /**
+   * Another account (`watcherId`) asks, naming the chat they share: this account's
+   * presence, or null when it may not see it (not a member of that chat here, blocked,
+   * no account, itself). With `lease`, its changes are pushed to the watcher until the
+   * lease ends. Nothing is stored for a refusal.
+   */
+  presenceFor(watcherId: string, chatId: string, lease: boolean, now = Date.now()): Presence | null {
+    const account = this.#account;
+    if (!account.exists() || watcherId === account.ownId() || !account.isMemberOf(chatId) || account.blocks(watcherId)) return null;
+    const seen = this.#evaluate(now);
+    if (lease) this.#lease(watcherId, chatId, now);
+    return { userId: account.ownId(), ...seen };
+  }
+
+  /** The sweep: drops ended leases, tells watchers of a stream gone silent, and runs again while a lease lasts. */
+  async sweep(now = Date.now()): Promise<void> {
+    if (!this.#account.exists()) return;
+    const leases = this.#loadLeases();
+    for (const [watcherId, lease] of leases) if (lease.expiresAt <= now) this.#dropLease(watcherId);
+    if (leases.size === 0) {
+      // Nobody watches: no alarm until someone does.
+      this.#forgetTold();
+      return;
+    }
+    this.#evaluate(now);
+    this.#account.sweepAt(now + this.#account.heartbeatMs);
+    await this.#pushing;
+  }
+
+  // ---- Computing ----
+
+  /** When a stream was last heard from: a heartbeat, a frame, or its opening. */
+  #aliveAt(ws: WebSocket, session: StreamSession): number {
+    let heartbeat = 0;
+    try {
+      heartbeat = this.#account.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+    } catch {
+      // A socket already gone has no timestamp to give.
+    }
+    return Math.max(session.openedAt, heartbeat, this.#lastFrameAt.get(ws) ?? 0);
+  }
+
+  #fresh(alive: number, now: number): boolean {
+    return now - alive < 2 * this.#account.heartbeatMs;
+  }
+
+  /** The last seen time of a foreground stream that leaves (closes, goes background): now if it was online, else when it was last heard. */
+  #seenWhenLeaving(ws: WebSocket, session: StreamSession, now: number): number {
+    const alive = this.#aliveAt(ws, session);
+    return this.#fresh(alive, now) ? now : alive;
+  }
+
+  /** Online, or offline since when (stored, or a silent foreground stream's last heartbeat). */
+  #compute(now: number): { online: boolean; lastSeenAt: number | null } {
+    let online = false;
+    let lastSeenAt = this.#storedLastSeen();
+    for (const [ws, session] of this.#account.streams()) {
+      if (session.appState !== "foreground") continue;
+      const alive = this.#aliveAt(ws, session);
+      if (this.#fresh(alive, now)) online = true;
+      else lastSeenAt = Math.max(lastSeenAt ?? 0, alive);
+    }
+    return { online, lastSeenAt };
+  }
+
+  /**
+   * Computes the presence now and, when what watchers see changed, tells them (only
+   * while someone watches). Offline since a silent stream's last heartbeat stores that
+   * time, so it outlives the socket. (A stream that closes or goes to the background
+   * stores its own time first, see `ended` and `setAppState`.)
+   */
+  #evaluate(now: number): Seen {
+    const computed = this.#compute(now);
+    if (!computed.online && computed.lastSeenAt !== null) this.#recordSeen(computed.lastSeenAt);
+    const seen: Seen =
+      computed.online || computed.lastSeenAt === null || this.#account.hidesLastSeen() ? { online: computed.online } : { online: false, lastSeenAt: computed.lastSeenAt };
+    const before = this.#loadTold();
+    if (before === null || !sameSeen(before, seen)) {
+      this.#told = seen;
+      if (this.#loadLeases().size > 0) {
+        this.#account.ctx.storage.kv.put(TOLD_KEY, seen);
+        this.#push();
+      }
+    }
+    return seen;
+  }
+
+  #storedLastSeen(): number | null {
+    if (this.#lastSeen === undefined) this.#lastSeen = this.#account.exists() ? (this.#account.ctx.storage.kv.get<number>(LAST_SEEN_KEY) ?? null) : null;
+    return this.#lastSeen;
+  }
+
+  #recordSeen(at: number): void {
+    if (!this.#account.exists()) return;
+    if (at <= (this.#storedLastSeen() ?? 0)) return;
+    this.#lastSeen = at;
+    this.#account.ctx.storage.kv.put(LAST_SEEN_KEY, at);
+  }
+
+  #loadTold(): Seen | null {
+    if (this.#told === undefined) this.#told = this.#account.exists() ? (this.#account.ctx.storage.kv.get<Seen>(TOLD_KEY) ?? null) : null;
+    return this.#told;
+  }
+
+  #forgetTold(): void {
+    this.#sent = null;
+    if (this.#account.ctx.storage.kv.get(TOLD_KEY) !== undefined) this.#account.ctx.storage.kv.delete(TOLD_KEY);
+  }
+
+  // ---- Leases ----
+
+  #loadLeases(): Map<string, Lease> {
+    if (this.#leases) return this.#leases;
+    this.#leases = new Map();
+    if (!this.#account.exists()) return this.#leases;
+    for (const [key, lease] of this.#account.ctx.storage.kv.list<Lease>({ prefix: LEASE_PREFIX })) {
+      this.#leases.set(key.slice(LEASE_PREFIX.length), lease);
+    }
+    return this.#leases;
+  }
+
+  #lease(watcherId: string, chatId: string, now: number): void {
+    const leases = this.#loadLeases();
+    if (!leases.has(watcherId) && leases.size >= Limits.maxPresenceWatchers) {
+      // Bounded: the lease that ends first makes room (its watcher renews, or has gone).
+      let first: [string, Lease] | null = null;
+      for (const entry of leases) if (!first || entry[1].expiresAt < first[1].expiresAt) first = entry;
+      if (first) this.#dropLease(first[0]);
+    }
+    const lease: Lease = { chatId, expiresAt: now + Limits.presenceLeaseMs };
+    if (leases.size === 0) {
+      // The first watcher was just told what was computed now: changes are measured from it.
+      const told = this.#told ?? null;
+      this.#sent = told;
+      if (told) this.#account.ctx.storage.kv.put(TOLD_KEY, told);
+    }
+    leases.set(watcherId, lease);
+    this.#account.ctx.storage.kv.put(LEASE_PREFIX + watcherId, lease);
+    this.#account.sweepBy(now + this.#account.heartbeatMs);
+  }
+
+  #dropLease(watcherId: string): void {
+    if (!this.#loadLeases().delete(watcherId)) return;
+    this.#account.ctx.storage.kv.delete(LEASE_PREFIX + watcherId);
+  }
+
+  // ---- Pushes ----
+
+  /** Tells every watcher the latest presence; one round at a time, then another if it changed meanwhile. */
+  #push(): void {
+    if (this.#pushing) return;
+    this.#pushing = (async () => {
+      try {
+        for (;;) {
+          const seen = this.#told;
+          if (!seen || (this.#sent && sameSeen(this.#sent, seen))) return;
+          this.#sent = seen;
+          await this.#pushRound({ userId: this.#account.ownId(), ...seen });
+        }
+      } finally {
+        this.#pushing = null;
+      }
+    })();
+  }
+
+  async #pushRound(presence: Presence, now = Date.now()): Promise<void> {
+    const account = this.#account;
+    // Checked on this side at each push: a chat this account left shows it to no one any more.
+    const member = new Map<string, boolean>();
+    const isMember = (chatId: string) => member.get(chatId) ?? member.set(chatId, account.isMemberOf(chatId)).get(chatId)!;
+    const due = [...this.#loadLeases()].filter(([, lease]) => lease.expiresAt > now && isMember(lease.chatId));
+    let next = 0;
+    const worker = async () => {
+      while (next < due.length) {
+        const [watcherId, lease] = due[next++]!;
+        try {
+          const watching = await account.tell(watcherId, presence);
+          // No stream of the watcher watches any more: no more pushes (unless it renewed meanwhile).
+          if (!watching && this.#leases?.get(watcherId)?.expiresAt === lease.expiresAt) this.#dropLease(watcherId);
+        } catch (error) {
+          log.warn("a presence push failed", { watcherId, ...describeError(error) });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PUSHES_AT_ONCE, due.length) }, worker));
+  }
+}
+
+function sameSeen(a: Seen, b: Seen): boolean {
+  return a.online === b.online && a.lastSeenAt === b.lastSeenAt;
+}
