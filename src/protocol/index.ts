@@ -9,3 +9,4 @@ export * from "./membership.ts";
 export * from "./frames.ts";
 export * from "./stream.ts";
 export * from "./receipts.ts";
+export * from "./notifications.ts";

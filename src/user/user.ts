@@ -32,6 +32,7 @@ import { failureOf } from "../lib/failure.ts";
 import { CloseCode, Heartbeat, StreamClientFrame } from "../protocol/index.ts";
 import type { StreamPush } from "../chat-room/stream-pushes.ts";
 import type { ChatRoom } from "../chat-room/chat-room.ts";
+import { OfflineNotifications } from "./offline-notifications.ts";
 
 
 /**
@@ -53,7 +54,8 @@ export class User extends DurableObject<Env> {
   readonly #blocks: Blocks;
   readonly #invitations: Invitations;
   /** The object's deadlines behind its one alarm. */
-  readonly #scheduler: Scheduler<"invitation-expiry">;
+  readonly #scheduler: Scheduler<"invitation-expiry" | "offline-notifications">;
+  readonly #notifications: OfflineNotifications;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
   readonly #streams: DeviceStreams;
@@ -111,7 +113,18 @@ export class User extends DurableObject<Env> {
     this.#chatIndex = new ChatIndex(this.#db);
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
-    this.#scheduler = new Scheduler(ctx.storage, { "invitation-expiry": (now) => this.#expireInvitations(now) });
+    this.#scheduler = new Scheduler(ctx.storage, {
+      "invitation-expiry": (now) => this.#expireInvitations(now),
+      "offline-notifications": (now) => this.#notifications.run(now),
+    });
+    this.#notifications = new OfflineNotifications({
+      storage: ctx.storage,
+      settings: configFrom(env).notify,
+      userId: () => this.#ownId(),
+      entry: (chatId) => this.#chatIndex.get(chatId),
+      undelivered: (chatId) => this.#chatRoom(chatId).undelivered(this.#ownId()),
+      schedule: (at) => this.#scheduler.noLaterThan("offline-notifications", at),
+    });
     this.#streams = new DeviceStreams(ctx, {
       entries: () => this.#chatIndex.streamEntries(),
       summary: (chatId) => this.#chatIndex.get(chatId),
@@ -240,6 +253,7 @@ export class User extends DurableObject<Env> {
     const previous = this.#streams.size > 0 ? this.#chatIndex.get(update.chatId) : null;
     const summary = this.#chatIndex.update(update, now);
     if (summary) this.#inboxChanged(summary, previous);
+    this.#notifications.chatChanged(update, summary, now);
   }
 
   /**
