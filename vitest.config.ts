@@ -25,6 +25,8 @@ const NOTIFICATIONS_TEST = "test/workers/notifications.test.ts";
 /**
  * One `npm test` for every kind of test:
  * - workers: inside workerd against real Durable Objects, SQLite and sockets;
+ * - workers-notifications: the same with offline notifications on, their webhooks
+ *   answered by a push bridge recorder in Node (test/workers/push-bridge.ts);
  * - node: plain Node checks (documentation examples, deploy configuration);
  * - e2e: `wrangler dev` started from Node and driven by the SDK over real sockets.
  */
