@@ -58,6 +58,7 @@ import { Receipts, type ReceiptKind } from "./receipts.ts";
 import { ReceiptPushes } from "./receipt-pushes.ts";
 import { TypingThrottle } from "./typing.ts";
 import { userTag } from "../sockets/attachments.ts";
+import { undeliveredTo, type Undelivered } from "./undelivered.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -247,6 +248,15 @@ export class ChatRoom extends DurableObject<Env> {
   /** A device of a member received the chat up to `seq` (RPC from their User object, or REST). */
   reportDelivered(userId: string, seq: number): Outcome<ReceiptResult> {
     return attempt(() => this.#receipt(userId, "delivered", seq));
+  }
+
+  /**
+   * What has reached no device of `userId` (RPC from their User object, for offline
+   * notifications): counts, sender and time only, never a body. `not_a_member` for
+   * anyone not a current member.
+   */
+  undelivered(userId: string): Outcome<Undelivered> {
+    return attempt(() => undeliveredTo(this.#log, this.#membership.requireMember(userId)));
   }
 
   /** The status of one of `userId`'s own messages (checkLatestStatusOfMessage). */

@@ -34,6 +34,9 @@ const EnvSettings = z.object({
   CATCH_UP_PAGE_SIZE: intVar(200, 1, 200),
   FAN_OUT_INTERVAL_MS: intVar(5_000, 0, 60_000),
   HEARTBEAT_MS: intVar(30_000, 100, 300_000),
+  NOTIFY_WEBHOOK_URL: z.string().default(""),
+  NOTIFY_WEBHOOK_SECRET: z.string().optional(),
+  NOTIFY_AFTER_MS: intVar(10_000, 0, 3_600_000),
 });
 
 export type Config = {
@@ -68,6 +71,17 @@ export type Config = {
    * counts as offline, and presence sweeps run this often while someone watches.
    */
   heartbeatMs: number;
+  /** Offline notifications for a push bridge (src/user/offline-notifications.ts); null: off. */
+  notify: NotifySettings | null;
+};
+
+export type NotifySettings = {
+  /** Where the webhook is POSTed (http or https). */
+  webhookUrl: string;
+  /** Keys the body's HMAC-SHA256 signature. */
+  webhookSecret: string;
+  /** How long a message may go without reaching any device of a recipient before they are notified. */
+  afterMs: number;
 };
 
 // Known only to development: anyone could forge tokens with it, so it is refused
@@ -87,7 +101,7 @@ export function configFrom(env: object): Config {
     throw misconfigured(`invalid configuration: ${detail}`);
   }
   const settings = parsed.data;
-  const secret = (name: "JWT_SECRET" | "HMAC_SECRET"): string => {
+  const secret = (name: "JWT_SECRET" | "HMAC_SECRET" | "NOTIFY_WEBHOOK_SECRET"): string => {
     const value = settings[name];
     if (value && value.length >= MIN_SECRET_LENGTH) return value;
     if (settings.DEV_MODE) return `${DEV_SECRET}:${name}`;
@@ -117,10 +131,26 @@ export function configFrom(env: object): Config {
     catchUpPageSize: settings.CATCH_UP_PAGE_SIZE,
     fanOutIntervalMs: settings.FAN_OUT_INTERVAL_MS,
     heartbeatMs: settings.HEARTBEAT_MS,
+    // Off unless a URL is set; then the secret is required like the others.
+    notify: settings.NOTIFY_WEBHOOK_URL
+      ? { webhookUrl: webhookUrl(settings.NOTIFY_WEBHOOK_URL), webhookSecret: secret("NOTIFY_WEBHOOK_SECRET"), afterMs: settings.NOTIFY_AFTER_MS }
+      : null,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
   cache.set(env, config);
   return config;
+}
+
+/** An absolute http(s) URL, or misconfigured. */
+function webhookUrl(value: string): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // reported below
+  }
+  if (url?.protocol !== "https:" && url?.protocol !== "http:") throw misconfigured("NOTIFY_WEBHOOK_URL must be an http or https URL");
+  return value;
 }
 
 function misconfigured(message: string): AppError {

@@ -11,3 +11,4 @@ export * from "./stream.ts";
 export * from "./receipts.ts";
 export * from "./typing.ts";
 export * from "./presence.ts";
+export * from "./notifications.ts";

@@ -35,6 +35,7 @@ import type { ChatRoom } from "../chat-room/chat-room.ts";
 import { AccountPresence } from "./presence.ts";
 import { PresenceSubscriptions } from "./presence-subscriptions.ts";
 import { isMintedId } from "../lib/minted-id.ts";
+import { OfflineNotifications } from "./offline-notifications.ts";
 
 
 /**
@@ -55,7 +56,8 @@ export class User extends DurableObject<Env> {
   readonly #blocks: Blocks;
   readonly #invitations: Invitations;
   /** The object's deadlines behind its one alarm. */
-  readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep">;
+  readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep" | "offline-notifications">;
+  readonly #notifications: OfflineNotifications;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
   readonly #streams: DeviceStreams;
@@ -133,6 +135,15 @@ export class User extends DurableObject<Env> {
     this.#scheduler = new Scheduler(ctx.storage, {
       "invitation-expiry": (now) => this.#expireInvitations(now),
       "presence-sweep": (now) => this.#presence.sweep(now),
+      "offline-notifications": (now) => this.#notifications.run(now),
+    });
+    this.#notifications = new OfflineNotifications({
+      storage: ctx.storage,
+      settings: configFrom(env).notify,
+      userId: () => this.#ownId(),
+      entry: (chatId) => this.#chatIndex.get(chatId),
+      undelivered: (chatId) => this.#chatRoom(chatId).undelivered(this.#ownId()),
+      schedule: (at) => this.#scheduler.noLaterThan("offline-notifications", at),
     });
     this.#streams = new DeviceStreams(ctx, {
       entries: () => this.#chatIndex.streamEntries(),
@@ -290,6 +301,7 @@ export class User extends DurableObject<Env> {
     const previous = this.#streams.size > 0 ? this.#chatIndex.get(update.chatId) : null;
     const summary = this.#chatIndex.update(update, now);
     if (summary) this.#inboxChanged(summary, previous);
+    this.#notifications.chatChanged(update, summary, now);
   }
 
   /**
