@@ -475,9 +475,17 @@ export const groupReceipts: Scenario<GroupReceiptsFigures> = {
       ...off.slice(0, 4).map((row) => ({ ...row, metric: `no receipts: ${row.metric}`, target: "", verdict: "" as const })),
       ...on.slice(0, 4).map((row) => ({ ...row, metric: `receipts on: ${row.metric}` })),
     ];
-    for (const row of on.slice(4)) {
-      const rate = Number(row.metric.replace(/[^\d]/g, ""));
-      rows.push(row, { metric: `    ack -> SEEN by all p50 / p99, receipts frames`, workerd: stepText(receiptStep(workerd, rate)), bare: stepText(receiptStep(bare, rate)), ratio: "", target: "", verdict: "" });
+    // Per rate: the step without receipts, with them, and how long the sender waited for SEEN.
+    const rateOf = (row: TableRow) => Number(row.metric.replace(/[^\d]/g, ""));
+    for (const rate of p.rates) {
+      const without = off.slice(4).find((row) => rateOf(row) === rate);
+      const withOn = on.slice(4).find((row) => rateOf(row) === rate);
+      if (!without && !withOn) continue;
+      if (without) rows.push({ ...without, metric: `  @ ${fmt(rate)} msg/s, no receipts` });
+      if (withOn) {
+        rows.push({ ...withOn, metric: `  @ ${fmt(rate)} msg/s, receipts on` });
+        rows.push({ metric: "    ack -> SEEN by all p50 / p99, receipts frames", workerd: stepText(receiptStep(workerd, rate)), bare: stepText(receiptStep(bare, rate)), ratio: "", target: "", verdict: "" });
+      }
     }
     rows.push({ metric: "last message SEEN by all (live frame; status)", workerd: lastText(workerd), bare: lastText(bare), ratio: "", target: "seen", verdict: verdict(workerd && lastOk(workerd)) });
     return rows;
