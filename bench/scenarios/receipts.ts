@@ -49,6 +49,8 @@ type ReceiptPair = {
 
 export type ReceiptLoopFigures = {
   cycles: number;
+  /** The seq of the last message of the phase: how many events the chat held (a receipt's cost may grow with it). */
+  lastSeq: number;
   /** From B sending `read` to A getting `receipts` with seenUpTo >= seq: the figure the target is about. */
   readToReceipts: LatencySummary;
   /** From A's send to A knowing the message SEEN (send, store, ack, delivery, read, receipts). */
@@ -222,6 +224,7 @@ async function receiptCycles(target: Target, context: RunContext, pair: ReceiptP
     : "";
   return {
     cycles,
+    lastSeq: seq,
     readToReceipts: readToReceipts.summary(),
     sendToSeen: sendToSeen.summary(),
     stalled,
@@ -328,6 +331,7 @@ export const receiptLatency: Scenario<ReceiptLatencyFigures> = {
           if (loop.gaps || loop.duplicates) notes.push(`receipt latency on ${name} (${variant}): gaps ${loop.gaps}, duplicates ${loop.duplicates}`);
           if (loop.cpu.clientBound) notes.push(`receipt latency on ${name} (${variant}): client-bound (${loop.cpu.clientCores} cores)`);
         }
+        notes.push(`receipt latency on ${name} (${variant}): the chat held ${v.withRead.lastSeq} events at the end; A never reads, so its own watermarks stay at the chat's start`);
         if (v.withRead.serverCpuSeconds < 1) notes.push(`receipt latency on ${name} (${variant}): ${v.withRead.serverCpuSeconds} s of server CPU in the phase: the CPU per receipt is good to a few 10 ms ticks only`);
       }
     }
