@@ -4,7 +4,7 @@
  * receives.
  */
 import WebSocket from "ws";
-import { ApiClient, ApiError, EventsFrameEnvelope, HistoryPage, ReadyFrame, ReplyFrame, type TokenResponse } from "../src/client/index.ts";
+import { ApiClient, ApiError, EventsFrameEnvelope, HistoryPage, ReadyFrame, ReceiptsFrame, ReplyFrame, type TokenResponse } from "../src/client/index.ts";
 import { scanLiveMessage } from "./lib/frames.ts";
 
 export type BenchUser = {
@@ -140,6 +140,8 @@ export type ChatSocketOptions = {
   onMessage?: (seq: number, clientId: string, receivedAt: number, socket: ChatSocket) => void;
   /** Called for every reply frame (acks of sends, answers to syncs). */
   onReply?: (reply: ReplyFrame, receivedAt: number, socket: ChatSocket) => void;
+  /** Every `receipts` frame (the user's own messages moved), with the receive time. */
+  onReceipts?: (frame: ReceiptsFrame, receivedAt: number, socket: ChatSocket) => void;
   /** The `after` the socket was opened with, when resuming. */
   after?: number;
   handshakeTimeoutMs?: number;
@@ -169,17 +171,32 @@ export class ChatSocket {
   pongs = 0;
   repliesOk = 0;
   repliesFailed = 0;
+  /** The user's own messages' status as last told (the `ready` frame, then `receipts` frames). */
+  deliveredUpTo = 0;
+  seenUpTo = 0;
+  receiptFrames = 0;
+  /** Replies to this socket's `delivered` and `read` reports (not counted in repliesOk/repliesFailed). */
+  receiptRepliesOk = 0;
+  receiptRepliesFailed = 0;
+  /** Reports what this socket receives, when set (see ReceiptReporter). */
+  reporter: ReceiptReporter | null = null;
   failure: SocketFailure | null = null;
   closed: { code: number; reason: string } | null = null;
   onMessage: ChatSocketOptions["onMessage"];
   onReply: ChatSocketOptions["onReply"];
+  onReceipts: ChatSocketOptions["onReceipts"];
   #validatedPage = false;
+  #validatedReceipts = false;
   #syncs = 0;
+  #reports = 0;
+  #requests = 0;
+  readonly #pending = new Map<string, (reply: ReplyFrame) => void>();
 
   constructor(options: ChatSocketOptions) {
     this.user = options.user;
     this.onMessage = options.onMessage;
     this.onReply = options.onReply;
+    this.onReceipts = options.onReceipts;
     if (options.after !== undefined) this.expectedSeq = options.after + 1;
     this.ws = new WebSocket(options.url, {
       headers: { authorization: `Bearer ${options.user.credentials}` },
@@ -227,8 +244,31 @@ export class ChatSocket {
     this.ws.send(`{"type":"send","id":"${id}","clientId":"${clientId}","body":${JSON.stringify(body)}}`);
   }
 
+  /** A `delivered` or `read` report (SEEN) up to `seq`; its reply is counted in receiptReplies*. */
+  sendReceipt(kind: "delivered" | "read", seq: number): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(`{"type":"${kind}","id":"${RECEIPT_REPLY_PREFIX}${++this.#reports}","seq":${seq}}`);
+  }
+
+  /** Sends a frame (its `id` added) and waits for its reply (bounded: null on timeout). */
+  request(frame: Record<string, unknown>, timeoutMs = 10_000): Promise<ReplyFrame | null> {
+    const id = `${REQUEST_PREFIX}${++this.#requests}`;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        resolve(null);
+      }, timeoutMs);
+      this.#pending.set(id, (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+      this.send({ ...frame, id });
+    });
+  }
+
   /** Closes and waits (bounded) for the close handshake, then drops the TCP connection. */
   async close(timeoutMs = 2_000): Promise<void> {
+    this.reporter?.stop();
     if (this.ws.readyState === WebSocket.CLOSED) return;
     const closed = new Promise<void>((resolve) => this.ws.once("close", () => resolve()));
     try {
@@ -254,6 +294,7 @@ export class ChatSocket {
       this.#checkSeq(live.seq);
       this.messages++;
       this.onMessage?.(live.seq, live.clientId, receivedAt, this);
+      this.reporter?.received(live.seq);
       return;
     }
     const text = data.toString();
@@ -272,8 +313,20 @@ export class ChatSocket {
         return this.#onReady(frame, receivedAt);
       case "events":
         return this.#onEvents(frame, receivedAt);
+      case "receipts":
+        return this.#onReceipts(frame, receivedAt);
       case "reply": {
         const reply = frame as ReplyFrame;
+        if (reply.id.startsWith(RECEIPT_REPLY_PREFIX)) {
+          if (reply.ok) this.receiptRepliesOk++;
+          else this.receiptRepliesFailed++;
+          return;
+        }
+        if (reply.id.startsWith(REQUEST_PREFIX)) {
+          this.#pending.get(reply.id)?.(reply);
+          this.#pending.delete(reply.id);
+          return;
+        }
         if (reply.ok) this.repliesOk++;
         else this.repliesFailed++;
         this.onReply?.(reply, receivedAt, this);
@@ -290,6 +343,8 @@ export class ChatSocket {
     if (!parsed.success) return this.#fail("ready", `invalid ready frame: ${parsed.error.message}`);
     this.ready = parsed.data;
     this.readyAt = receivedAt;
+    this.deliveredUpTo = parsed.data.deliveredUpTo;
+    this.seenUpTo = parsed.data.seenUpTo;
     if (Number.isNaN(this.expectedSeq)) this.expectedSeq = parsed.data.headSeq + 1;
     if (!parsed.data.catchingUp) this.currentAt = receivedAt;
   }
@@ -305,18 +360,36 @@ export class ChatSocket {
     }
     const frame = raw as EventsFrameEnvelope;
     if (!this.isCurrent) this.pages++;
+    let newestMessage = 0;
     for (const event of frame.events) {
       this.#checkSeq(event.seq);
       if (event.type === "message") {
         this.messages++;
+        newestMessage = event.seq;
         this.onMessage?.(event.seq, String(event.clientId), receivedAt, this);
       }
     }
+    if (newestMessage > 0) this.reporter?.received(newestMessage);
     if (frame.more) {
       this.send({ type: "sync", id: `sync-${++this.#syncs}` });
     } else if (!this.isCurrent) {
       this.currentAt = receivedAt;
     }
+  }
+
+  #onReceipts(raw: unknown, receivedAt: number): void {
+    // The first is checked against the schema; the rest are trusted.
+    if (!this.#validatedReceipts) {
+      const parsed = ReceiptsFrame.safeParse(raw);
+      if (!parsed.success) return this.#fail("open", `invalid receipts frame: ${parsed.error.message}`);
+      this.#validatedReceipts = true;
+    }
+    const frame = raw as ReceiptsFrame;
+    this.receiptFrames++;
+    // Watermarks never go down: keep the highest seen.
+    if (frame.deliveredUpTo > this.deliveredUpTo) this.deliveredUpTo = frame.deliveredUpTo;
+    if (frame.seenUpTo > this.seenUpTo) this.seenUpTo = frame.seenUpTo;
+    this.onReceipts?.(frame, receivedAt, this);
   }
 
   #checkSeq(seq: number): void {
@@ -333,6 +406,78 @@ export class ChatSocket {
     } else {
       this.duplicates++; // already seen (or out of order, which for one log is the same fault)
     }
+  }
+}
+
+const RECEIPT_REPLY_PREFIX = "rcpt-";
+const REQUEST_PREFIX = "q-";
+
+/**
+ * Reports what a chat socket receives the way the SDK is to: `delivered` and `read` up
+ * to the newest message received (the benchmark's reader reads every message as it
+ * arrives), at most one report of each per `intervalMs` per chat and device. The
+ * first message after a quiet interval is reported at once; the ones that arrive
+ * within the interval are reported together at its end.
+ */
+export class ReceiptReporter {
+  readonly #socket: ChatSocket;
+  readonly #intervalMs: number;
+  #enabled: boolean;
+  #received = 0;
+  #reported = 0;
+  #lastReportAt = -Infinity;
+  #timer: NodeJS.Timeout | null = null;
+  /** Reports sent (each a `delivered` and a `read` frame). */
+  reports = 0;
+
+  constructor(socket: ChatSocket, options: { intervalMs: number; enabled: boolean }) {
+    this.#socket = socket;
+    this.#intervalMs = options.intervalMs;
+    this.#enabled = options.enabled;
+    socket.reporter = this;
+  }
+
+  /** The newest seq reported as read. */
+  get reportedSeq(): number {
+    return this.#reported;
+  }
+
+  /** Reports from now on (the messages received meanwhile included). */
+  enable(): void {
+    this.#enabled = true;
+    if (this.#received > this.#reported) this.#schedule();
+  }
+
+  received(seq: number): void {
+    if (seq <= this.#received) return;
+    this.#received = seq;
+    if (this.#enabled) this.#schedule();
+  }
+
+  stop(): void {
+    this.#enabled = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #schedule(): void {
+    if (this.#timer) return;
+    const waitMs = this.#lastReportAt + this.#intervalMs - performance.now();
+    if (waitMs <= 0) return this.#report();
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      if (this.#enabled) this.#report();
+    }, waitMs);
+  }
+
+  #report(): void {
+    const seq = this.#received;
+    if (seq <= this.#reported) return;
+    this.#lastReportAt = performance.now();
+    this.#reported = seq;
+    this.reports++;
+    this.#socket.sendReceipt("delivered", seq);
+    this.#socket.sendReceipt("read", seq);
   }
 }
 

@@ -30,6 +30,7 @@ import { reconnectHerd } from "./scenarios/reconnect-herd.ts";
 import { wakeAfterEviction } from "./scenarios/wake-after-eviction.ts";
 import { accountFanOut } from "./scenarios/account-fan-out.ts";
 import { streamGroup, streamOneToOne, streamReconnect, streamStorm } from "./scenarios/device-streams.ts";
+import { groupReceipts, receiptLatency } from "./scenarios/receipts.ts";
 
 /** In the order of the table, which is the order of the printed table. */
 const SCENARIOS: Scenario<any>[] = [
@@ -47,6 +48,8 @@ const SCENARIOS: Scenario<any>[] = [
   streamOneToOne,
   streamGroup,
   streamStorm,
+  receiptLatency,
+  groupReceipts,
   wakeAfterEviction,
 ];
 

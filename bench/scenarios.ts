@@ -81,6 +81,21 @@ export type Parameters = {
    * once after `quietMs` without traffic (workerd), then again at once.
    */
   streamStorm: { streams: number; quietMs: number; timeoutMs: number };
+  /**
+   * A direct chat of two new accounts, closed loop: A sends, B gets it and sends `read`,
+   * A gets the `receipts` frame that covers it. `samples` measured cycles on chat
+   * sockets (and as many without the read, for the CPU of the message alone),
+   * `streamSamples` on device streams (paced under the stream's frame limit);
+   * `warmupSamples` unmeasured before each; `timeoutMs` bounds one cycle.
+   */
+  receiptLatency: { samples: number; streamSamples: number; warmupSamples: number; timeoutMs: number };
+  /**
+   * One group on chat sockets, stepped like fanOut100 twice on the same sockets: without
+   * receipts, then with every member reporting `delivered` and `read` for what it
+   * receives, at most once per `reportIntervalMs` each (as the SDK). `finalSeenTimeoutMs`
+   * bounds the wait for the sender to see its last message SEEN.
+   */
+  groupReceipts: SteppedRates & { members: number; reportIntervalMs: number; finalSeenTimeoutMs: number };
   /** The whole run stops by itself after this long, whatever state it is in. */
   runTimeoutMs: number;
   wranglerStartTimeoutMs: number;
@@ -105,7 +120,9 @@ const full: Parameters = {
   streamOneToOne: { pairs: 25, seconds: 5, maxRoundTrips: 100_000, roundTripTimeoutMs: 5_000 },
   streamGroup: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40 },
   streamStorm: { streams: 500, quietMs: 25_000, timeoutMs: 10_000 },
-  runTimeoutMs: 25 * 60_000,
+  receiptLatency: { samples: 1_000, streamSamples: 300, warmupSamples: 100, timeoutMs: 5_000 },
+  groupReceipts: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40, reportIntervalMs: 250, finalSeenTimeoutMs: 10_000 },
+  runTimeoutMs: 30 * 60_000,
   wranglerStartTimeoutMs: 60_000,
 };
 
@@ -133,6 +150,9 @@ const quick: Parameters = {
   streamOneToOne: { pairs: 8, seconds: 1, maxRoundTrips: 20_000, roundTripTimeoutMs: 2_000 },
   streamGroup: { members: 30, rates: [200, 400], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10 },
   streamStorm: { streams: 100, quietMs: 0, timeoutMs: 5_000 },
+  // Small, so the quick run stays within its minute; no stream variant.
+  receiptLatency: { samples: 100, streamSamples: 0, warmupSamples: 10, timeoutMs: 2_000 },
+  groupReceipts: { members: 30, rates: [200], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10, reportIntervalMs: 250, finalSeenTimeoutMs: 3_000 },
   runTimeoutMs: 58_000,
   wranglerStartTimeoutMs: 30_000,
 };
@@ -152,6 +172,7 @@ export function usersNeeded(p: Parameters): number {
     p.reconnectHerd.clients,
     2 * p.wakeAfterEviction.chats,
     p.accountFanOut.members,
+    p.groupReceipts.members,
     // The reconnecting account's peers (the accounts of the other stream scenarios are logged in for them).
     p.streamReconnect.chats + 1,
     2,
@@ -178,4 +199,7 @@ export const Targets = {
   streamOneToOne: { p50Ms: 2 },
   streamGroup: { kneeRate: 400, p99Ms: 50 },
   streamStorm: { allSyncedMs: 500, failures: 0 },
+  receiptLatency: { p50Ms: 5 },
+  /** The knee with receipts on: fanOut100's. */
+  groupReceipts: { kneeRate: 400, p99Ms: 50 },
 } as const;

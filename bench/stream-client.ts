@@ -7,7 +7,7 @@
  * list, from the head its announcement gave).
  */
 import WebSocket from "ws";
-import { EventsFrameEnvelope, ReplyFrame, ResumeResult, StreamReadyFrame } from "../src/client/index.ts";
+import { EventsFrameEnvelope, ReceiptsFrame, ReplyFrame, ResumeResult, StreamReadyFrame } from "../src/client/index.ts";
 import { mapPool, type BenchUser, type SocketFailure } from "./client.ts";
 import { scanStreamMessage } from "./lib/frames.ts";
 import { waitUntil } from "./lib/open-loop.ts";
@@ -21,6 +21,8 @@ export type StreamSocketOptions = {
   onMessage?: (seq: number, clientId: string, receivedAt: number, socket: StreamSocket, chatId: string) => void;
   /** Replies to this socket's sends (the replies to `resume` and `sync` are the socket's own). */
   onReply?: (reply: ReplyFrame, receivedAt: number, socket: StreamSocket) => void;
+  /** Every `receipts` frame (the account's own messages moved in a chat), with the receive time. */
+  onReceipts?: (frame: ReceiptsFrame, receivedAt: number, socket: StreamSocket) => void;
   handshakeTimeoutMs?: number;
 };
 
@@ -53,6 +55,9 @@ export class StreamSocket {
   /** `catching_up` frames answered with `sync`. */
   batches = 0;
   chatFrames = 0;
+  /** `receipts` frames received, and the latest watermarks per chat. */
+  receiptFrames = 0;
+  readonly receipts = new Map<string, { deliveredUpTo: number; seenUpTo: number }>();
   /** Replies to sends. */
   repliesOk = 0;
   repliesFailed = 0;
@@ -60,6 +65,8 @@ export class StreamSocket {
   closed: { code: number; reason: string } | null = null;
   onMessage: StreamSocketOptions["onMessage"];
   onReply: StreamSocketOptions["onReply"];
+  onReceipts: StreamSocketOptions["onReceipts"];
+  #validatedReceipts = false;
   readonly #cursors: Record<string, number>;
   /** `chat` frames right after the resume reply that are its announcements. */
   #announcementsLeft = 0;
@@ -70,6 +77,7 @@ export class StreamSocket {
     this.user = options.user;
     this.onMessage = options.onMessage;
     this.onReply = options.onReply;
+    this.onReceipts = options.onReceipts;
     this.#cursors = options.cursors ?? {};
     for (const [chatId, seq] of Object.entries(this.#cursors)) this.expected.set(chatId, seq + 1);
     this.ws = new WebSocket(options.url, {
@@ -114,6 +122,11 @@ export class StreamSocket {
 
   sendMessage(chatId: string, id: string, clientId: string, body: string): void {
     this.ws.send(`{"type":"send","id":"${id}","chatId":"${chatId}","clientId":"${clientId}","body":${JSON.stringify(body)}}`);
+  }
+
+  /** Marks `chatId` read up to `seq` (SEEN); the reply goes to onReply like a send's. */
+  sendRead(chatId: string, id: string, seq: number): void {
+    this.ws.send(`{"type":"read","id":"${id}","chatId":"${chatId}","seq":${seq}}`);
   }
 
   /** Closes and waits (bounded) for the close handshake, then drops the TCP connection. */
@@ -184,6 +197,8 @@ export class StreamSocket {
       case "synced":
         this.syncedAt = receivedAt;
         return;
+      case "receipts":
+        return this.#onReceipts(frame, receivedAt);
       case "error":
         return this.#fail(this.isResumed ? "open" : "resume", `error frame: ${text.slice(0, 200)}`);
       default:
@@ -225,6 +240,22 @@ export class StreamSocket {
         this.onMessage?.(event.seq, String(event.clientId), receivedAt, this, frame.chatId);
       }
     }
+  }
+
+  #onReceipts(raw: unknown, receivedAt: number): void {
+    if (!this.#validatedReceipts) {
+      const parsed = ReceiptsFrame.safeParse(raw);
+      if (!parsed.success) return this.#fail("open", `invalid receipts frame: ${parsed.error.message}`);
+      this.#validatedReceipts = true;
+    }
+    const frame = raw as ReceiptsFrame;
+    this.receiptFrames++;
+    const known = this.receipts.get(frame.chatId);
+    this.receipts.set(frame.chatId, {
+      deliveredUpTo: Math.max(known?.deliveredUpTo ?? 0, frame.deliveredUpTo),
+      seenUpTo: Math.max(known?.seenUpTo ?? 0, frame.seenUpTo),
+    });
+    this.onReceipts?.(frame, receivedAt, this);
   }
 
   #checkSeq(chatId: string, seq: number): void {

@@ -186,27 +186,44 @@ async function runStep(target: Target, rooms: FanOutRoom[], rate: number, steppi
  */
 export async function runStepped(target: Target, context: RunContext, open: () => Promise<FanOutRoom[]>, stepping: SteppedRates, maxP99Ms: number, phase = "fan-out"): Promise<FanOutFigures> {
   const rooms = await open();
-  const shape = { chats: rooms.length, membersPerChat: rooms[0]?.sockets.length ?? 0 };
-  const steps: StepFigures[] = [];
   try {
     await settleAfterSetup(target, context);
-    await warmUp(rooms, stepping, context);
-    for (const rate of stepping.rates) {
-      if (performance.now() > context.deadline) break;
-      const step = await runStep(target, rooms, rate, stepping, maxP99Ms, context, phase);
-      steps.push(step);
-      context.log(
-        `    ${target.name} @ ${rate} msg/s: ${step.deliveries}/${step.expectedDeliveries} delivered, p99 ${step.latency.p99Ms} ms, ` +
-          `${step.deliveriesPerSecond} deliveries/s, server CPU ${step.serverCpuUsPerCopy} µs per copy, client ${step.cpu.clientCores} cores, ${step.passed ? "pass" : "FAIL"}`,
-      );
-      // Past the knee, keep stepping while every copy still arrives (only latency
-      // failed): those steps show the throughput. Stop once deliveries fall behind.
-      if (!step.passed && step.deliveries < step.expectedDeliveries) break;
-      if (!step.passed && step.clientFellBehind) break;
-      await sleep(stepping.pauseMs);
-    }
+    return await stepThrough(target, context, rooms, stepping, maxP99Ms, phase);
   } finally {
     await closeAll(rooms.flatMap((room) => room.sockets));
+  }
+}
+
+/** Called around each step of `stepThrough` (outside its measured phase). */
+export type StepHooks = {
+  beforeStep?: (rate: number) => void;
+  afterStep?: (step: StepFigures) => Promise<void> | void;
+};
+
+/**
+ * The stepping on rooms already open and settled: a warm-up at the first rate, then
+ * each rate in turn until deliveries fall behind; the knee is the highest passing rate
+ * with every lower one passing. The rooms stay open (the caller closes them).
+ */
+export async function stepThrough(target: Target, context: RunContext, rooms: FanOutRoom[], stepping: SteppedRates, maxP99Ms: number, phase = "fan-out", hooks: StepHooks = {}): Promise<FanOutFigures> {
+  const shape = { chats: rooms.length, membersPerChat: rooms[0]?.sockets.length ?? 0 };
+  const steps: StepFigures[] = [];
+  await warmUp(rooms, stepping, context);
+  for (const rate of stepping.rates) {
+    if (performance.now() > context.deadline) break;
+    hooks.beforeStep?.(rate);
+    const step = await runStep(target, rooms, rate, stepping, maxP99Ms, context, phase);
+    steps.push(step);
+    context.log(
+      `    ${target.name} @ ${rate} msg/s: ${step.deliveries}/${step.expectedDeliveries} delivered, p99 ${step.latency.p99Ms} ms, ` +
+        `${step.deliveriesPerSecond} deliveries/s, server CPU ${step.serverCpuUsPerCopy} µs per copy, client ${step.cpu.clientCores} cores, ${step.passed ? "pass" : "FAIL"}`,
+    );
+    await hooks.afterStep?.(step);
+    // Past the knee, keep stepping while every copy still arrives (only latency
+    // failed): those steps show the throughput. Stop once deliveries fall behind.
+    if (!step.passed && step.deliveries < step.expectedDeliveries) break;
+    if (!step.passed && step.clientFellBehind) break;
+    await sleep(stepping.pauseMs);
   }
   const passing = steps.filter((s, i) => s.passed && steps.slice(0, i).every((earlier) => earlier.passed));
   const knee = passing.at(-1);

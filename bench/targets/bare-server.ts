@@ -13,7 +13,13 @@
  * `send` on the stream is acknowledged and pushed like one on a chat socket. Chats
  * and their members are registered by the launcher when the benchmark creates them
  * (`POST /bare/chats`, setup); nothing else of the account exists (no list entries
- * beyond the announcement, no reads, no membership changes).
+ * beyond the announcement, no unread counts, no membership changes).
+ *
+ * Receipts, minimal: `delivered` and `read` (chat socket and stream) merge into the
+ * member's watermarks in memory (by max, SEEN implies DELIVERED); every sender whose
+ * messages are now covered further (the lowest watermark of the other members) gets
+ * a `receipts` frame on its chat sockets and streams; `status` answers the aggregate
+ * of one message. No times per member, nothing stored.
  *
  * Run directly (`node bench/targets/bare-server.ts --port 0`) it serves and prints
  * `listening <port>`; imported, `startBareServer()` launches it as a child process
@@ -65,6 +71,12 @@ type Room = {
   sessions: Set<Session>;
   /** Resumed device streams of the members. */
   streams: Set<StreamSession>;
+  /** The sender of each message: senders[i] for seq i + 2, like log. */
+  senders: string[];
+  /** Per member: delivered and seen up to (1, the creation, until they report). */
+  marks: Map<string, { delivered: number; seen: number }>;
+  /** Per user who sent here: the watermarks of their messages as last told (receipts frames only go up). */
+  told: Map<string, { deliveredUpTo: number; seenUpTo: number }>;
 };
 type Account = { chats: Set<string>; streams: Set<StreamSession> };
 
@@ -75,7 +87,7 @@ function serve(port: number): void {
     let room = rooms.get(chatId);
     if (!room) {
       // seq 1 is the chat's creation, as in the Worker.
-      room = { chatId, kind: chatId.startsWith("d_") ? "direct" : "group", name: "bare", headSeq: 1, createdAt: Date.now(), members: new Set(), log: [], sessions: new Set(), streams: new Set() };
+      room = { chatId, kind: chatId.startsWith("d_") ? "direct" : "group", name: "bare", headSeq: 1, createdAt: Date.now(), members: new Set(), log: [], sessions: new Set(), streams: new Set(), senders: [], marks: new Map(), told: new Map() };
       rooms.set(chatId, room);
     }
     return room;
@@ -140,7 +152,7 @@ function serve(port: number): void {
     wss.handleUpgrade(request, socket, head, (ws) => {
       const session: Session = { ws, userId, deviceId, cursor: after, live: after >= room.headSeq };
       room.sessions.add(session);
-      ws.send(JSON.stringify({ type: "ready", chatId, userId, deviceId, role: "member", headSeq: room.headSeq, catchingUp: !session.live, deliveredUpTo: room.headSeq, seenUpTo: room.headSeq }));
+      ws.send(JSON.stringify({ type: "ready", chatId, userId, deviceId, role: "member", headSeq: room.headSeq, catchingUp: !session.live, ...receiptsOf(room, userId) }));
       if (!session.live) sendNextPage(room, session);
       ws.on("message", (data: Buffer, isBinary: boolean) => onFrame(room, session, data, isBinary));
       ws.on("close", () => room.sessions.delete(session));
@@ -162,6 +174,8 @@ function serve(port: number): void {
     };
     const json = JSON.stringify(event);
     room.log.push(json);
+    room.senders.push(userId);
+    if (!room.told.has(userId)) room.told.set(userId, receiptsOf(room, userId));
     // Ack first, then broadcast: the same order as the Worker.
     ws.send(JSON.stringify({ type: "reply", id, ok: true, result: { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate: false } }));
     const pushed = eventsFrameText(room.chatId, [json], false);
@@ -181,7 +195,70 @@ function serve(port: number): void {
       session.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { cursor } }));
       return;
     }
+    if ((frame.type === "delivered" || frame.type === "read" || frame.type === "status") && typeof frame.seq === "number") {
+      return receiptFrame(room, session.ws, session.userId, frame.type, frame.id, frame.seq);
+    }
     refuse(session.ws, frame.id, "unknown_frame", "unknown frame");
+  }
+
+  // ---- Receipts (delivered, read, status), minimal: watermarks in memory ----
+
+  /** `userId`'s own messages: covered up to the lowest watermark of the other members (at most the head). */
+  function receiptsOf(room: Room, userId: string): { deliveredUpTo: number; seenUpTo: number } {
+    let delivered = room.headSeq;
+    let seen = room.headSeq;
+    for (const member of room.members) {
+      if (member === userId) continue;
+      const mark = room.marks.get(member);
+      delivered = Math.min(delivered, mark?.delivered ?? 1);
+      seen = Math.min(seen, mark?.seen ?? 1);
+    }
+    return { deliveredUpTo: delivered, seenUpTo: seen };
+  }
+
+  /** A `delivered`, `read` or `status` frame from a chat socket or a stream; `read` on a stream answers a chat summary, as the Worker's does. */
+  function receiptFrame(room: Room, ws: WebSocket, userId: string, type: "delivered" | "read" | "status", id: string, seq: number, onStream = false): void {
+    if (!room.members.has(userId)) return refuse(ws, id, "not_a_member", "not a member of this chat");
+    if (!Number.isSafeInteger(seq) || seq < 1 || seq > room.headSeq) return refuse(ws, id, "invalid_cursor", `seq must be between 1 and ${room.headSeq}`);
+    if (type === "status") return reply(ws, id, statusOf(room, userId, seq) ?? undefined, "no message of yours at this seq");
+    let mark = room.marks.get(userId);
+    if (!mark) room.marks.set(userId, (mark = { delivered: 1, seen: 1 }));
+    if (seq > mark.delivered) mark.delivered = seq;
+    if (type === "read" && seq > mark.seen) mark.seen = seq;
+    const now = Date.now();
+    // Every sender here whose messages are covered further is told.
+    for (const [sender, told] of room.told) {
+      const is = receiptsOf(room, sender);
+      if (is.deliveredUpTo <= told.deliveredUpTo && is.seenUpTo <= told.seenUpTo) continue;
+      told.deliveredUpTo = Math.max(told.deliveredUpTo, is.deliveredUpTo);
+      told.seenUpTo = Math.max(told.seenUpTo, is.seenUpTo);
+      const frame = JSON.stringify({ type: "receipts", chatId: room.chatId, ...told, at: now });
+      for (const session of room.sessions) if (session.userId === sender && session.live) session.ws.send(frame);
+      for (const stream of accountOf(sender).streams) if (stream.phase !== "new") stream.ws.send(frame);
+    }
+    if (type === "read" && onStream) return reply(ws, id, { ...chatSummary(room), readSeq: mark.seen });
+    reply(ws, id, { chatId: room.chatId, deliveredSeq: mark.delivered, seenSeq: mark.seen });
+  }
+
+  function statusOf(room: Room, userId: string, seq: number): object | null {
+    if (seq < 2 || room.senders[seq - 2] !== userId) return null;
+    let recipients = 0;
+    let delivered = 0;
+    let seen = 0;
+    for (const member of room.members) {
+      if (member === userId) continue;
+      recipients++;
+      const mark = room.marks.get(member);
+      if ((mark?.delivered ?? 1) >= seq) delivered++;
+      if ((mark?.seen ?? 1) >= seq) seen++;
+    }
+    const status = seen === recipients ? "seen" : delivered === recipients ? "delivered" : "sent";
+    return { chatId: room.chatId, seq, status, recipients, delivered, seen };
+  }
+
+  function reply(ws: WebSocket, id: string, result: object | undefined, notFound = "not found"): void {
+    if (result === undefined) return refuse(ws, id, "not_found", notFound);
+    ws.send(JSON.stringify({ type: "reply", id, ok: true, result }));
   }
 
   function sendNextPage(room: Room, session: Session): number {
@@ -226,6 +303,10 @@ function serve(port: number): void {
       stream.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { behind: stream.behind.size } }));
       if (stream.behind.size > 0) sendBatch(stream);
       return;
+    }
+    if ((frame.type === "delivered" || frame.type === "read" || frame.type === "status") && typeof frame.chatId === "string" && typeof frame.seq === "number") {
+      if (!account.chats.has(frame.chatId)) return refuse(stream.ws, frame.id, "not_a_member", "not a member of this chat");
+      return receiptFrame(rooms.get(frame.chatId)!, stream.ws, stream.userId, frame.type, frame.id, frame.seq, true);
     }
     refuse(stream.ws, frame.id, "unknown_frame", "unknown frame");
   }
