@@ -120,7 +120,7 @@ const full: Parameters = {
   streamOneToOne: { pairs: 25, seconds: 5, maxRoundTrips: 100_000, roundTripTimeoutMs: 5_000 },
   streamGroup: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40 },
   streamStorm: { streams: 500, quietMs: 25_000, timeoutMs: 10_000 },
-  receiptLatency: { samples: 1_000, streamSamples: 300, warmupSamples: 100, timeoutMs: 5_000 },
+  receiptLatency: { samples: 500, streamSamples: 300, warmupSamples: 100, timeoutMs: 5_000 },
   groupReceipts: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40, reportIntervalMs: 250, finalSeenTimeoutMs: 10_000 },
   runTimeoutMs: 30 * 60_000,
   wranglerStartTimeoutMs: 60_000,

@@ -98,9 +98,10 @@ export class ChatRoom extends DurableObject<Env> {
     enqueueSend: (sender, input, respond) => this.#sendBatch.add({ sender, input, respond }),
     sendNextPage: (ws, session) => this.#catchUp.nextPage(ws, session),
     receipt: (userId, kind, seq) => {
+      const readBefore = kind === "seen" ? this.#membership.requireMember(userId).readSeq : 0;
       const result = this.#receipt(userId, kind, seq);
       // A read moved the member's read position: their account's list and devices follow.
-      if (kind === "seen") this.#tellAccountItsEntry(userId);
+      if (kind === "seen" && this.#membership.requireMember(userId).readSeq > readBefore) this.#tellAccountItsEntry(userId);
       return result;
     },
     status: (userId, seq) => this.messageStatus(userId, seq),

@@ -74,6 +74,8 @@ export class Receipts {
   /** The statements of a report, prepared once (a report is on every member's path of every message). */
   readonly #advance: Record<ReceiptKind, ReturnType<typeof prepareAdvance>>;
   readonly #record;
+  /** Per member and kind (`kind:userId`), the seqs of the advances kept, oldest first (at most 256 × 2 lists of 32). */
+  readonly #kept = new Map<string, number[]>();
 
   constructor(deps: ReceiptsDeps) {
     this.#deps = deps;
@@ -117,19 +119,27 @@ export class Receipts {
 
   #keepAdvance(userId: string, kind: ReceiptKind, fromSeq: number, seq: number, at: number): void {
     this.#record.run({ userId, kind, fromSeq, seq, at });
-    // Only the latest advances are kept: an older message's time is no longer known.
-    this.#deps.sql.exec(
-      `DELETE FROM receipt_advances WHERE user_id = ?1 AND kind = ?2 AND seq < (
-         SELECT seq FROM receipt_advances WHERE user_id = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)`,
-      userId,
-      kind,
-      Limits.receiptAdvancesKept - 1,
-    );
+    // Only the latest advances are kept: an older message's time is no longer known. The
+    // seqs kept are held in memory (read once per member after a wake), so dropping the
+    // oldest is one delete by primary key, not a search.
+    const key = `${kind}:${userId}`;
+    let kept = this.#kept.get(key);
+    if (!kept) {
+      kept = this.#deps.sql
+        .exec<{ seq: number }>("SELECT seq FROM receipt_advances WHERE user_id = ? AND kind = ? ORDER BY seq", userId, kind)
+        .toArray()
+        .map((row) => row.seq);
+      this.#kept.set(key, kept);
+    } else kept.push(seq);
+    while (kept.length > Limits.receiptAdvancesKept) {
+      this.#deps.sql.exec("DELETE FROM receipt_advances WHERE user_id = ? AND kind = ? AND seq = ?", userId, kind, kept.shift()!);
+    }
   }
 
   /** A member's period ended: their recorded times go (their watermarks stay with the period). */
   forget(userId: string): void {
     this.#deps.sql.exec("DELETE FROM receipt_advances WHERE user_id = ?", userId);
+    for (const kind of KINDS) this.#kept.delete(`${kind}:${userId}`);
   }
 
   /** A sender's watermarks as of now (what a `receipts` frame carries). */
