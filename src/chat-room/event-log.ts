@@ -29,6 +29,8 @@ const SELECT_SENDERS_BETWEEN = `SELECT DISTINCT ${column("actorId")} AS "senderI
   WHERE seq > ? AND seq <= ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_MESSAGE_FROM_BETWEEN = `SELECT 1 AS "found" FROM events
   WHERE seq > ? AND seq <= ? AND ${column("actorId")} = ? AND ${column("messageNo")} IS NOT NULL LIMIT 1`;
+const SELECT_FIRST_MESSAGE_AFTER = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM events
+  WHERE seq > ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq LIMIT 1`;
 const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
@@ -165,6 +167,11 @@ export class EventLog {
   hasMessageFrom(senderId: string, after: number, upTo: number): boolean {
     if (upTo <= after) return false;
     return this.#sql.exec(SELECT_MESSAGE_FROM_BETWEEN, after, upTo, senderId).toArray().length > 0;
+  }
+
+  /** The first message after `seq` (its seq and when it was stored), if any. */
+  firstMessageAfter(seq: number): { seq: number; createdAt: number } | null {
+    return this.#sql.exec<{ seq: number; createdAt: number }>(SELECT_FIRST_MESSAGE_AFTER, seq).toArray()[0] ?? null;
   }
 
   /** The sender of the message at `seq`; null when that seq is not a message. */

@@ -12,6 +12,8 @@ export type Undelivered = {
   count: number;
   /** The latest of them; null when `count` is 0. */
   latest: { seq: number; senderId: string; createdAt: number } | null;
+  /** When the first of them was stored: how long the member's devices have been behind. Null when `count` is 0. */
+  oldestAt: number | null;
 };
 
 /**
@@ -26,9 +28,6 @@ export function undeliveredTo(log: EventLog, member: PeriodRow): Undelivered {
   const reachedSeq = Math.max(member.deliveredSeq, member.readSeq);
   const count = Math.max(0, log.headMessageNo - log.messageNoAtOrBefore(reachedSeq));
   const last = count > 0 ? log.messageAtOrBefore(log.headSeq) : null;
-  return {
-    reachedSeq,
-    count,
-    latest: last && last.seq > reachedSeq ? { seq: last.seq, senderId: last.senderId, createdAt: last.createdAt } : null,
-  };
+  const latest = last && last.seq > reachedSeq ? { seq: last.seq, senderId: last.senderId, createdAt: last.createdAt } : null;
+  return { reachedSeq, count, latest, oldestAt: latest ? (log.firstMessageAfter(reachedSeq)?.createdAt ?? latest.createdAt) : null };
 }

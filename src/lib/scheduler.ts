@@ -1,6 +1,8 @@
 import { describeError, log } from "./log.ts";
 
 const KEY_PREFIX = "deadline:";
+/** Marks a handler that started and has not finished: a run cut short (a reset) runs it again. */
+const RUNNING_PREFIX = "deadline-running:";
 /** A handler that threw runs again this much later. */
 const RETRY_AFTER_FAILURE_MS = 30_000;
 
@@ -13,7 +15,10 @@ export type DeadlineHandler = (now: number) => void | Promise<void>;
  * with them, alarm included) and sets the alarm to the earliest. The object's `alarm()`
  * calls `run()`. Alarms are delivered at least once and may come early or late, so
  * handlers must be idempotent; a deadline is deleted before its handler runs and set
- * again (30 s later) if the handler throws.
+ * again (30 s later) if the handler throws. A handler that was cut short (the object
+ * reset while it awaited) is run again by the alarm's retry, from a marker written
+ * with the deletion. Due handlers run concurrently, each with the time it starts, so a
+ * slow one (a webhook) does not hold up another (a presence sweep).
  */
 export class Scheduler<Name extends string> {
   readonly #storage: DurableObjectStorage;
@@ -22,6 +27,8 @@ export class Scheduler<Name extends string> {
   #deadlines: Map<Name, number> | null = null;
   /** The alarm as last set by this instance (undefined: unknown, so set it). */
   #alarmAt: number | null | undefined;
+  /** While handlers run: when the alarm fires at the latest (so a run cut short is retried). */
+  #runningUntil: number | null = null;
 
   constructor(storage: DurableObjectStorage, handlers: Record<Name, DeadlineHandler>) {
     this.#storage = storage;
@@ -64,20 +71,34 @@ export class Scheduler<Name extends string> {
     const deadlines = [...this.#load()];
     const earliest = Math.min(...deadlines.map(([, at]) => at));
     const cutoff = Number.isFinite(earliest) ? Math.max(now, earliest) : now;
-    const due = deadlines.filter(([, at]) => at <= cutoff).map(([name]) => name);
+    const due = new Set(deadlines.filter(([, at]) => at <= cutoff).map(([name]) => name));
+    // Handlers a previous run started and never finished (their deadline is gone).
+    for (const [key] of this.#storage.kv.list({ prefix: RUNNING_PREFIX })) {
+      const name = key.slice(RUNNING_PREFIX.length) as Name;
+      if (Object.hasOwn(this.#handlers, name)) due.add(name);
+      else this.#storage.kv.delete(key);
+    }
     for (const name of due) {
       this.#deadlines!.delete(name);
       this.#storage.kv.delete(KEY_PREFIX + name);
+      this.#storage.kv.put(RUNNING_PREFIX + name, now);
     }
     this.#alarmAt = undefined; // this alarm has fired
-    for (const name of due) {
-      try {
-        await this.#handlers[name](now);
-      } catch (error) {
-        log.warn("deadline failed; retrying later", { deadline: name, ...describeError(error) });
-        this.noLaterThan(name, Date.now() + RETRY_AFTER_FAILURE_MS);
-      }
-    }
+    this.#runningUntil = now + RETRY_AFTER_FAILURE_MS;
+    this.#syncAlarm();
+    await Promise.all(
+      [...due].map(async (name) => {
+        try {
+          await this.#handlers[name](Math.max(now, Date.now()));
+        } catch (error) {
+          log.warn("deadline failed; retrying later", { deadline: name, ...describeError(error) });
+          this.noLaterThan(name, Date.now() + RETRY_AFTER_FAILURE_MS);
+        } finally {
+          this.#storage.kv.delete(RUNNING_PREFIX + name);
+        }
+      }),
+    );
+    this.#runningUntil = null;
     this.#syncAlarm();
   }
 
@@ -98,7 +119,7 @@ export class Scheduler<Name extends string> {
 
   /** Sets the alarm to the earliest deadline (no call when it is already there). */
   #syncAlarm(): void {
-    let earliest: number | null = null;
+    let earliest: number | null = this.#runningUntil;
     for (const at of this.#load().values()) if (earliest === null || at < earliest) earliest = at;
     if (earliest === this.#alarmAt) return;
     this.#alarmAt = earliest;

@@ -2,8 +2,15 @@ import { WebhookHeaders } from "../protocol/index.ts";
 import { hmacHex } from "./crypto.ts";
 import { describeError, log } from "./log.ts";
 
-/** How one POST went: `delivered` (2xx), `retry` (network error, timeout, 5xx, 429), or `refused` (any other status: never retried). */
-export type WebhookResult = { kind: "delivered" } | { kind: "retry"; status: number | null } | { kind: "refused"; status: number };
+/**
+ * How one POST went: `delivered` (2xx), `retry` (network error, timeout, 5xx, 429;
+ * `retryAfterMs` from the receiver's `Retry-After` header when it sent one), or
+ * `refused` (any other status: never retried).
+ */
+export type WebhookResult =
+  | { kind: "delivered" }
+  | { kind: "retry"; status: number | null; retryAfterMs: number | null }
+  | { kind: "refused"; status: number };
 
 /** A webhook that does not answer within this long counts as failed (and is retried). */
 const TIMEOUT_MS = 10_000;
@@ -29,11 +36,21 @@ export async function postSignedWebhook(url: string, secret: string, body: strin
     response = await fetch(url, { method: "POST", headers, body, signal: AbortSignal.timeout(TIMEOUT_MS) });
   } catch (error) {
     log.warn("webhook unreachable", describeError(error));
-    return { kind: "retry", status: null };
+    return { kind: "retry", status: null, retryAfterMs: null };
   }
   // The body is not used: read it so the connection can be reused.
   await response.body?.cancel();
   if (response.ok) return { kind: "delivered" };
-  if (response.status === 429 || response.status >= 500) return { kind: "retry", status: response.status };
+  if (response.status === 429 || response.status >= 500) {
+    return { kind: "retry", status: response.status, retryAfterMs: retryAfterMs(response.headers.get("retry-after"), Date.now()) };
+  }
   return { kind: "refused", status: response.status };
+}
+
+/** `Retry-After` as seconds or an HTTP date, in ms from `now`; null when absent or unreadable. */
+export function retryAfterMs(header: string | null, now: number): number | null {
+  if (!header) return null;
+  if (/^\d{1,9}$/.test(header.trim())) return Number(header.trim()) * 1000;
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
 }

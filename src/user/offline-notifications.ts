@@ -12,9 +12,23 @@ export const MAX_NOTIFY_CHATS = 1_000;
 /** Chats looked at per alarm, and at once: more wait for the next alarm, set at once. */
 const CHECKS_PER_RUN = 64;
 const CHECKS_AT_ONCE = 8;
-/** A webhook is POSTed at most this many times per notification, 1 s, 2 s, 4 s, 8 s apart. */
-export const MAX_ATTEMPTS = 5;
+/**
+ * A webhook is POSTed at most this many times per notification, with full-jitter
+ * exponential backoff from 1 s up to 5 min apart (about 10 minutes in all), or after
+ * the receiver's `Retry-After` when it sends one (at most an hour).
+ */
+export const MAX_ATTEMPTS = 8;
 const FIRST_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 5 * 60_000;
+const MAX_RETRY_AFTER_MS = 3_600_000;
+/**
+ * A look is never planned sooner than this after the account heard of the message (a
+ * busy chat's list can hear late, near or past the delay: its online devices still get
+ * time to report), and is spread by up to `LOOK_JITTER_MS` so that the members of a big
+ * group do not all ask their chat at the same moment.
+ */
+const MIN_NOTICE_MS = 1_000;
+const LOOK_JITTER_MS = 1_000;
 /** When the chat could not be asked (a failed call): look again this much later. */
 const RECHECK_AFTER_FAILURE_MS = 30_000;
 
@@ -87,9 +101,12 @@ export class OfflineNotifications {
     if (!entry || !last || last.senderId === this.#deps.userId() || muted(entry, now)) return;
     const records = this.#records();
     const record = records.get(update.chatId);
-    if (record && (record.dueAt !== null || last.seq <= record.handledSeq)) return;
+    // A look already planned is due again (a no-op unless its deadline was lost, say when
+    // the object was reset in the middle of a look: the record then heals here).
+    if (record?.dueAt !== null && record?.dueAt !== undefined) return this.#deps.schedule(record.dueAt);
+    if (record && last.seq <= record.handledSeq) return;
     if (!record && !this.#makeRoom()) return;
-    const dueAt = last.createdAt + settings.afterMs;
+    const dueAt = Math.max(last.createdAt + settings.afterMs, now + MIN_NOTICE_MS) + Math.floor(Math.random() * LOOK_JITTER_MS);
     this.#write(update.chatId, { handledSeq: 0, notifiedSeq: 0, notificationId: null, attempts: 0, ...record, dueAt });
     this.#deps.schedule(dueAt);
   }
@@ -145,10 +162,17 @@ export class OfflineNotifications {
       else this.#write(chatId, { ...record, dueAt: Date.now() + RECHECK_AFTER_FAILURE_MS });
       return;
     }
-    const { reachedSeq, count, latest } = outcome.value;
+    const { reachedSeq, count, latest, oldestAt } = outcome.value;
     // A device has everything: any burst is over, and there is nothing to keep.
     if (count === 0 || !latest) return this.#delete(chatId);
     const now = Date.now();
+    // The first undelivered message is younger than the delay (it came after the look was
+    // planned, after earlier ones reached a device): look again when it is old enough.
+    const oldEnoughAt = (oldestAt ?? latest.createdAt) + settings.afterMs;
+    if (record.notificationId === null && oldEnoughAt > now) {
+      this.#write(chatId, { ...record, dueAt: oldEnoughAt });
+      return;
+    }
     const sameBurst = record.notifiedSeq > reachedSeq;
     if (sameBurst || muted(this.#deps.entry(chatId), now)) {
       this.#write(chatId, { ...record, dueAt: null, handledSeq: latest.seq, notificationId: null, attempts: 0 });
@@ -172,7 +196,9 @@ export class OfflineNotifications {
     this.#write(chatId, { ...record, attempts, notificationId });
     const result = await postSignedWebhook(settings.webhookUrl, settings.webhookSecret, JSON.stringify(body), now);
     if (result.kind === "retry" && attempts < MAX_ATTEMPTS) {
-      const retryAt = Date.now() + FIRST_BACKOFF_MS * 2 ** (attempts - 1);
+      // Full jitter: accounts that failed together do not come back together.
+      const backoff = Math.random() * Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** attempts);
+      const retryAt = Date.now() + Math.max(backoff, Math.min(result.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
       log.warn("offline notification failed; retrying", { chatId, notificationId, attempts, status: result.status });
       this.#update(chatId, (current) => ({ ...current, dueAt: retryAt }));
       return;

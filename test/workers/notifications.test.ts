@@ -1,4 +1,4 @@
-import { env, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { UndeliveredWebhook } from "../../src/protocol/index.ts";
 import { apiClient, createDirect, createGroup, login, resumeStream, type Session } from "./helpers.ts";
@@ -174,5 +174,38 @@ describe("offline notifications", () => {
     await settled(carol, chatId, reply.seq);
     expect(await record(carol.user.userId, chatId)).toBeUndefined();
     expect(await received(carol.user.userId)).toHaveLength(1);
+  });
+
+  it("does not notify a message that arrived just before a planned look and reaches a device within the delay", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const first = await send(alice, chatId, "one");
+    await apiClient(bob).reportDelivered(chatId, first.seq);
+    // The look planned for the first message runs about 2 s after it (NOTIFY_AFTER_MS): a
+    // second message lands a moment before, and its device reports it soon after.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, first.createdAt + 2_000 - 150 - Date.now())));
+    const second = await send(alice, chatId, "two");
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await apiClient(bob).reportDelivered(chatId, second.seq);
+    await settled(bob, chatId, second.seq);
+    expect(await received(bob.user.userId)).toEqual([]);
+  });
+
+  it("heals a look whose deadline was lost (the object reset in the middle of it) at the chat's next message", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    await send(alice, chatId, "one");
+    const stub = env.USER.get(env.USER.idFromName(bob.user.userId));
+    await poll(() => record(bob.user.userId, chatId), (stored) => stored?.dueAt != null, "a look planned");
+    // The deadline goes, as when a reset cut a run short after deleting it.
+    await runInDurableObject(stub, async (_instance, state) => {
+      state.storage.kv.delete("deadline:offline-notifications");
+      await state.storage.deleteAlarm();
+    });
+    await evictDurableObject(stub);
+    const second = await send(alice, chatId, "two");
+    const hooks = await poll(() => received(bob.user.userId), (list) => list.length > 0, "bob's webhook");
+    expect((await expectSigned(hooks[0]!)).count).toBe(2);
+    await settled(bob, chatId, second.seq);
   });
 });
