@@ -4,7 +4,7 @@ import { configFrom } from "../../src/lib/config.ts";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { mintId } from "../../src/lib/minted-id.ts";
 import { Limits, type Presence, type PresenceWatch } from "../../src/protocol/index.ts";
-import { api, apiClient, createDirect, createGroup, expectError, login, resumeStream, type Session, type TestSocket } from "./helpers.ts";
+import { api, apiClient, awayFromRateWindowEdge, createDirect, createGroup, expectError, login, resumeStream, type Session, type TestSocket } from "./helpers.ts";
 
 /**
  * Presence (docs/protocol.md §8.6): online while a foreground stream's heartbeat is
@@ -279,6 +279,28 @@ describe("presence of strangers", () => {
     expect((await api(`/api/blocks/${alice.user.userId}`, { method: "PUT", token: carol.credentials })).status).toBe(204);
     expect(await subscribe(socket, [{ userId: carol.user.userId, chatId: direct }])).toMatchObject({ ok: true, result: { refused: [carol.user.userId] } });
     await expectError(await restPresence(alice, carol.user.userId, direct), 404, "not_found");
+  });
+
+  it("limits presence reads over REST per account, apart from lookups", async () => {
+    await awayFromRateWindowEdge();
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    let limited: Response | null = null;
+    let allowed = 0;
+    for (let i = 0; i < 130 && !limited; i++) {
+      const response = await restPresence(alice, bob.user.userId, chatId);
+      if (response.status === 429) limited = response;
+      else {
+        expect(response.status).toBe(200);
+        allowed++;
+      }
+    }
+    expect(allowed).toBe(120);
+    await expectError(limited!, 429, "rate_limited");
+    expect(Number(limited!.headers.get("retry-after"))).toBeGreaterThan(0);
+    // Lookups count apart, and so does another account.
+    expect((await api(`/api/users/${bob.user.userId}`, { token: alice.credentials })).status).toBe(200);
+    expect((await restPresence(bob, alice.user.userId, chatId)).status).toBe(200);
   });
 
   it("refuses a list over 64 entries, and too many subscriptions in a row", async () => {
