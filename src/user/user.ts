@@ -169,7 +169,6 @@ export class User extends DurableObject<Env> {
       isMemberOf,
       blocks: (userId) => this.#exists && this.#blocks.has(userId),
       sweepBy: (at) => this.#scheduler.noLaterThan("presence-sweep", at),
-      sweepAt: (at) => this.#scheduler.at("presence-sweep", at),
       tell: (watcherId, presence) => this.#userObject(watcherId).presenceChanged(presence),
     });
     this.#watching = new PresenceSubscriptions({
