@@ -109,6 +109,11 @@ export class AccountPresence {
     this.#evaluate(now);
   }
 
+  /** This account blocked `userId`: a lease it holds ends now, so nothing more is pushed to it. */
+  blocked(userId: string): void {
+    this.#dropLease(userId);
+  }
+
   /** A setting that changes what watchers see (hiding last seen) changed. */
   settingsChanged(now = Date.now()): void {
     this.#evaluate(now);

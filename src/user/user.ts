@@ -527,7 +527,12 @@ export class User extends DurableObject<Env> {
   }
 
   block(userId: string, now = Date.now()): Outcome<boolean> {
-    return attempt(() => this.#blocks.add(userId, now));
+    return attempt(() => {
+      const added = this.#blocks.add(userId, now);
+      // A lease the blocked account holds on this one's presence ends with the block.
+      this.#presence.blocked(userId);
+      return added;
+    });
   }
 
   unblock(userId: string): boolean {

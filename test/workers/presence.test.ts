@@ -315,6 +315,45 @@ describe("presence of strangers", () => {
     await expectError(await restPresence(alice, carol.user.userId, direct), 404, "not_found");
   });
 
+  it("stops pushing to a watcher the watched user blocks", async () => {
+    const [alice, carol, dave] = await Promise.all([login(), login(), login()]);
+    const group = await createGroup(carol, [alice, dave]);
+    const { socket: aliceWatch } = await resumeStream(alice.credentials);
+    const { socket: daveWatch } = await resumeStream(dave.credentials);
+    for (const socket of [aliceWatch, daveWatch]) {
+      expect(await subscribe(socket, [{ userId: carol.user.userId, chatId: group }])).toMatchObject({ ok: true, result: { refused: [] } });
+    }
+    expect((await api(`/api/blocks/${alice.user.userId}`, { method: "PUT", token: carol.credentials })).status).toBe(204);
+
+    // Two rounds: dave told of the second means the first reached every watcher it was for.
+    const { socket: carolStream } = await resumeStream(carol.credentials);
+    await presenceFrame(daveWatch, carol.user.userId, (p) => p.online, "carol online, for dave");
+    carolStream.ws.close(1000);
+    await presenceFrame(daveWatch, carol.user.userId, (p) => !p.online, "carol offline, for dave");
+    await roundTrip(aliceWatch);
+    expect(presenceOf(aliceWatch, carol.user.userId)).toEqual([]);
+    expect((await presenceStorage(carol.user.userId)).keys).not.toContain(`presence:lease:${alice.user.userId}`);
+  });
+
+  it("stops pushing to a watcher who left the chat named", async () => {
+    const [alice, bob, dave] = await Promise.all([login(), login(), login()]);
+    const group = await createGroup(bob, [alice, dave]);
+    const { socket: aliceWatch } = await resumeStream(alice.credentials);
+    const { socket: daveWatch } = await resumeStream(dave.credentials);
+    for (const socket of [aliceWatch, daveWatch]) {
+      expect(await subscribe(socket, [{ userId: bob.user.userId, chatId: group }])).toMatchObject({ ok: true, result: { refused: [] } });
+    }
+    await apiClient(alice).leaveChat(group);
+    await expect.poll(async () => (await restPresence(alice, bob.user.userId, group)).status).toBe(404);
+
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    await presenceFrame(daveWatch, bob.user.userId, (p) => p.online, "bob online, for dave");
+    bobStream.ws.close(1000);
+    await presenceFrame(daveWatch, bob.user.userId, (p) => !p.online, "bob offline, for dave");
+    await roundTrip(aliceWatch);
+    expect(presenceOf(aliceWatch, bob.user.userId)).toEqual([]);
+  });
+
   it("limits presence reads over REST per account, apart from lookups", async () => {
     await awayFromRateWindowEdge();
     const [alice, bob] = await Promise.all([login(), login()]);
