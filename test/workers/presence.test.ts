@@ -411,8 +411,10 @@ describe("presence costs nothing unless someone watches", () => {
 
     // Online: the sweep watches for the stream going silent.
     const { socket: bobStream } = await resumeStream(bob.credentials);
+    const stop = keepAlive(bobStream);
     await presenceFrame(watcher, bob.user.userId, (p) => p.online, "bob online");
     expect((await presenceStorage(bob.user.userId)).alarm).not.toBeNull();
+    stop();
     bobStream.ws.close(1000);
     await presenceFrame(watcher, bob.user.userId, (p) => !p.online, "bob offline");
     // The sweep runs (its deadline is still ahead), finds bob offline, and sets nothing more.
