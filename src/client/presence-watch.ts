@@ -1,4 +1,5 @@
-import { Limits, PresenceSubscribeResult, type AppState, type Presence, type PresenceWatch, type StreamClientFrame } from "../protocol/index.ts";
+import { Limits, PresenceSubscribeResult, type AppState, type ErrorBody, type Presence, type PresenceWatch, type StreamClientFrame } from "../protocol/index.ts";
+import { backoffMs } from "./retry.ts";
 
 /** What presence needs of the device stream it rides on. */
 export type PresenceTransport = {
@@ -13,14 +14,16 @@ export type PresenceTransport = {
   stopped(): boolean;
 };
 
-/** A refusal with a `retryAfterMs` (the subscription rate), as the stream reports it. */
-type MaybeRetry = { error?: { retryAfterMs?: number } };
+/** A refusal as the stream reports it (a StreamRequestError); a lost socket has no `error`. */
+type MaybeRefusal = { error?: Partial<ErrorBody> };
 
 /**
  * Presence on a device stream (docs/protocol.md §8.6): the app's foreground/background
  * state, and the people on screen, subscribed while the stream is up and renewed before
  * each lease ends (three quarters of `leaseMs`, 45 s), and sent again on every new
- * connection. Used by DeviceStream; apps call its `setAppState` and `watchPresence`.
+ * connection. A refused subscription is sent again: after `retryAfterMs` when rate
+ * limited, with backoff after any other failure but `validation_failed`. Used by
+ * DeviceStream; apps call its `setAppState` and `watchPresence`.
  */
 export class PresenceWatcher {
   readonly #transport: PresenceTransport;
@@ -31,6 +34,13 @@ export class PresenceWatcher {
   /** Counts subscriptions: the reply to an older one does not schedule a renewal. */
   #generation = 0;
   readonly #known = new Map<string, Presence>();
+  /**
+   * Users pushed since the latest subscription was sent: its reply may be older than
+   * those pushes (the server watches before it asks), so it does not replace them.
+   */
+  #pushedSince = new Set<string>();
+  /** Subscriptions refused in a row (not counting rate limits), for the backoff. */
+  #failures = 0;
 
   constructor(transport: PresenceTransport, emit: (presence: Presence) => void) {
     this.#transport = transport;
@@ -54,6 +64,7 @@ export class PresenceWatcher {
   async watch(list: PresenceWatch[]): Promise<PresenceSubscribeResult | null> {
     if (list.length > Limits.maxPresenceWatches) throw new RangeError(`at most ${Limits.maxPresenceWatches} people at once`);
     this.#watch = [...list];
+    this.#failures = 0;
     const watched = new Set(list.map((entry) => entry.userId));
     for (const userId of this.#known.keys()) if (!watched.has(userId)) this.#known.delete(userId);
     if (!this.#transport.ready()) return null;
@@ -76,11 +87,10 @@ export class PresenceWatcher {
     if (this.#watch.length > 0) void this.#subscribe().catch(() => undefined);
   }
 
-  /** A `presence` frame. */
+  /** A `presence` frame (a push). */
   received(presence: Presence): void {
-    if (!this.#watch.some((entry) => entry.userId === presence.userId)) return;
-    this.#known.set(presence.userId, presence);
-    this.#emit(presence);
+    this.#pushedSince.add(presence.userId);
+    this.#apply(presence);
   }
 
   /** The socket closed: the renewal waits for the next one. */
@@ -92,6 +102,12 @@ export class PresenceWatcher {
     this.#cancelRenewal();
   }
 
+  #apply(presence: Presence): void {
+    if (!this.#watch.some((entry) => entry.userId === presence.userId)) return;
+    this.#known.set(presence.userId, presence);
+    this.#emit(presence);
+  }
+
   #sendState(): Promise<unknown> {
     return this.#transport.request({ type: "presence.state", id: this.#transport.nextId(), state: this.#appState });
   }
@@ -100,20 +116,33 @@ export class PresenceWatcher {
     this.#cancelRenewal();
     const generation = ++this.#generation;
     const watch = this.#watch;
+    const pushed = (this.#pushedSince = new Set());
     let result: PresenceSubscribeResult;
     try {
       result = PresenceSubscribeResult.parse(await this.#transport.request({ type: "presence.subscribe", id: this.#transport.nextId(), watch }));
     } catch (error) {
-      // Refused for now (too many subscriptions): again when the server says. Lost with the socket: at the next resume.
-      const retryAfterMs = (error as MaybeRetry).error?.retryAfterMs;
-      if (retryAfterMs !== undefined && generation === this.#generation) this.#renewIn(retryAfterMs);
+      if (generation === this.#generation) this.#retryAfter(error);
       throw error;
     }
     if (generation !== this.#generation) return result;
-    for (const presence of result.presence) this.received(presence);
+    this.#failures = 0;
+    // A push that arrived after the subscription was sent is at least as new as the reply.
+    for (const presence of result.presence) if (!pushed.has(presence.userId)) this.#apply(presence);
     for (const userId of result.refused) this.#known.delete(userId);
     if (watch.length > 0) this.#renewIn(Math.floor(result.leaseMs * 0.75));
     return result;
+  }
+
+  /**
+   * A subscription failed. Rate limited: again after `retryAfterMs`. Any other refusal
+   * but `validation_failed` (which the same list would get again): again with backoff.
+   * Lost with the socket (no error body): at the next resume.
+   */
+  #retryAfter(error: unknown): void {
+    const refusal = (error as MaybeRefusal).error;
+    if (!refusal?.code) return;
+    if (refusal.retryAfterMs !== undefined) this.#renewIn(refusal.retryAfterMs);
+    else if (refusal.code !== "validation_failed") this.#renewIn(backoffMs(++this.#failures));
   }
 
   #renewIn(delayMs: number): void {

@@ -76,6 +76,12 @@ export const Limits = {
   /** `presence.subscribe` frames one device may send per minute, in bursts of `presenceSubscribeBurst`; beyond it `rate_limited`. */
   presenceSubscribesPerMinute: 30,
   presenceSubscribeBurst: 10,
+  /**
+   * The least time (ms) between two rounds of presence pushes of one account: changes
+   * in between are pushed together, as the latest presence, so flipping the app's state
+   * in a loop reaches its watchers at most once a second.
+   */
+  presencePushIntervalMs: 1_000,
   /** Sockets one device may have open on one chat; opening another closes its oldest (close code 4010). */
   maxSocketsPerDevicePerChat: 4,
   /**

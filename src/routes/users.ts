@@ -28,6 +28,8 @@ export const userRoutes = new Hono<AppEnv>()
     return c.json(body);
   })
   .get("/:userId/presence", async (c) => {
+    // Per account, a budget of its own (polling presence must not use up lookups).
+    await enforceRateLimit(c.env.PRESENCE_LIMITER, c.get("caller").userId);
     // Only someone who shares `chatId` with the caller: the caller's account checks the
     // chat in its own list, then the user's account in its list. A stranger, a made-up
     // id and a chat either side left are all `not_found`, and no chat is woken.

@@ -92,12 +92,17 @@ export class PresenceSubscriptions {
     return { presence: presence.map((p) => visible(p, hides)), refused, leaseMs: Limits.presenceLeaseMs };
   }
 
-  /** A watched account's presence changed: to the streams watching it. False when none does. */
+  /**
+   * A watched account's presence changed: to the streams watching it, through a chat
+   * this account is still a member of (one it left shows no one). False when none does.
+   */
   deliver(presence: Presence, now = Date.now()): boolean {
     let told = false;
     let frame: Presence | null = null;
+    const member = new Map<string, boolean>();
+    const isMember = (chatId: string) => member.get(chatId) ?? member.set(chatId, this.#account.isMemberOf(chatId)).get(chatId)!;
     for (const [ws, session] of this.#account.streams()) {
-      if (session.watchUntil <= now || !session.watching.some((entry) => entry.userId === presence.userId)) continue;
+      if (session.watchUntil <= now || !session.watching.some((entry) => entry.userId === presence.userId && isMember(entry.chatId))) continue;
       frame ??= visible(presence, this.#account.hidesLastSeen());
       sendFrame(ws, { type: "presence", presence: frame });
       told = true;

@@ -32,8 +32,6 @@ export type PresenceAccount = {
   blocks(userId: string): boolean;
   /** Makes the sweep due no later than `at`. */
   sweepBy(at: number): void;
-  /** Makes the sweep due exactly at `at`. */
-  sweepAt(at: number): void;
   /** Tells a watching account of a change; false when none of its streams watches any more. */
   tell(watcherId: string, presence: Presence): Promise<boolean>;
 };
@@ -46,21 +44,32 @@ export type PresenceAccount = {
  *
  * Accounts that share a chat with this one may watch it: each holds a lease (stored,
  * at most `Limits.maxPresenceWatchers`) renewed by its device about every minute. While
- * a lease lasts, every change is pushed to the watchers and a sweep runs every
- * HEARTBEAT_MS to notice a stream that went silent without a close; the sweep after
- * the last lease ends sets no alarm. An account nobody watches never gets an alarm.
+ * a lease lasts, every change is pushed to the watchers, at most one round every
+ * `Limits.presencePushIntervalMs` (the latest presence; flips in between are not told).
+ * While the account is online and watched, a sweep is due when its last fresh stream
+ * would turn silent (2 x HEARTBEAT_MS after it was last heard from): it notices a stream
+ * that went silent without a close, or finds it heard from since and is due again.
+ * Offline, nothing could change without waking the object (a stream opening, a state
+ * change, a frame), so no sweep is due: an account that is offline or nobody watches
+ * gets no alarm. Ended leases are dropped when next seen.
  */
 export class AccountPresence {
   readonly #account: PresenceAccount;
   /** When each stream last sent a frame, in memory (the heartbeat's time survives eviction; frames are extra). */
   readonly #lastFrameAt = new Map<WebSocket, number>();
   #leases: Map<string, Lease> | null = null;
+  /** When the lease that ends first ends (Infinity: none), so ended ones are dropped without scanning them all. */
+  #firstExpiry = Infinity;
+  /** When the account turns offline unless heard from again (the last compute; null: offline). */
+  #staleAt: number | null = null;
   #lastSeen: number | null | undefined;
   /** What watchers were last told, or last computed when none watches (undefined: unknown yet). */
   #told: Seen | null | undefined;
   /** What the push in flight carries; one round at a time, so watchers get changes in order. */
   #pushing: Promise<void> | null = null;
   #sent: Seen | null = null;
+  /** When the last push round started. */
+  #lastRoundAt = 0;
 
   constructor(account: PresenceAccount) {
     this.#account = account;
@@ -69,6 +78,9 @@ export class AccountPresence {
   /** A frame arrived on a stream. */
   heard(ws: WebSocket, now: number): void {
     this.#lastFrameAt.set(ws, now);
+    // Watchers were told offline, and no sweep looks any more: a frame from a stream found
+    // silent (or in the background) may be news.
+    if (this.#loadLeases().size > 0 && this.#loadTold()?.online === false) this.#evaluate(now);
   }
 
   /** A stream opened (or a socket was closed by the server: the count changed). */
@@ -97,6 +109,11 @@ export class AccountPresence {
     this.#evaluate(now);
   }
 
+  /** This account blocked `userId`: a lease it holds ends now, so nothing more is pushed to it. */
+  blocked(userId: string): void {
+    this.#dropLease(userId);
+  }
+
   /** A setting that changes what watchers see (hiding last seen) changed. */
   settingsChanged(now = Date.now()): void {
     this.#evaluate(now);
@@ -116,18 +133,15 @@ export class AccountPresence {
     return { userId: account.ownId(), ...seen };
   }
 
-  /** The sweep: drops ended leases, tells watchers of a stream gone silent, and runs again while a lease lasts. */
+  /**
+   * The sweep: drops ended leases, tells watchers of a stream gone silent, and is due
+   * again only while the account is online and watched (see `#evaluate`).
+   */
   async sweep(now = Date.now()): Promise<void> {
     if (!this.#account.exists()) return;
-    const leases = this.#loadLeases();
-    for (const [watcherId, lease] of leases) if (lease.expiresAt <= now) this.#dropLease(watcherId);
-    if (leases.size === 0) {
-      // Nobody watches: no alarm until someone does.
-      this.#forgetTold();
-      return;
-    }
+    // Nobody watches: no alarm until someone does.
+    if (this.#pruneLeases(now) === 0) return;
     this.#evaluate(now);
-    this.#account.sweepAt(now + this.#account.heartbeatMs);
     await this.#pushing;
   }
 
@@ -154,39 +168,51 @@ export class AccountPresence {
     return this.#fresh(alive, now) ? now : alive;
   }
 
-  /** Online, or offline since when (stored, or a silent foreground stream's last heartbeat). */
-  #compute(now: number): { online: boolean; lastSeenAt: number | null } {
-    let online = false;
+  /**
+   * Online (and until when, unless heard from again: `staleAt`), or offline since when
+   * (stored, or a silent foreground stream's last heartbeat).
+   */
+  #compute(now: number): { online: boolean; lastSeenAt: number | null; staleAt: number | null } {
+    let staleAt: number | null = null;
     let lastSeenAt = this.#storedLastSeen();
     for (const [ws, session] of this.#account.streams()) {
       if (session.appState !== "foreground") continue;
       const alive = this.#aliveAt(ws, session);
-      if (this.#fresh(alive, now)) online = true;
+      if (this.#fresh(alive, now)) staleAt = Math.max(staleAt ?? 0, alive + 2 * this.#account.heartbeatMs);
       else lastSeenAt = Math.max(lastSeenAt ?? 0, alive);
     }
-    return { online, lastSeenAt };
+    return { online: staleAt !== null, lastSeenAt, staleAt };
   }
 
   /**
    * Computes the presence now and, when what watchers see changed, tells them (only
    * while someone watches). Offline since a silent stream's last heartbeat stores that
    * time, so it outlives the socket. (A stream that closes or goes to the background
-   * stores its own time first, see `ended` and `setAppState`.)
+   * stores its own time first, see `ended` and `setAppState`.) While the account is
+   * online and watched, the sweep is due when it would turn offline.
    */
   #evaluate(now: number): Seen {
     const computed = this.#compute(now);
+    this.#staleAt = computed.staleAt;
     if (!computed.online && computed.lastSeenAt !== null) this.#recordSeen(computed.lastSeenAt);
     const seen: Seen =
       computed.online || computed.lastSeenAt === null || this.#account.hidesLastSeen() ? { online: computed.online } : { online: false, lastSeenAt: computed.lastSeenAt };
+    const watched = this.#pruneLeases(now) > 0;
     const before = this.#loadTold();
     if (before === null || !sameSeen(before, seen)) {
       this.#told = seen;
-      if (this.#loadLeases().size > 0) {
+      if (watched) {
         this.#account.ctx.storage.kv.put(TOLD_KEY, seen);
         this.#push();
       }
     }
+    if (watched) this.#armSweep();
     return seen;
+  }
+
+  /** Only a fresh stream can go silent unseen: while one is, the sweep is due when the last would be stale. */
+  #armSweep(): void {
+    if (this.#staleAt !== null) this.#account.sweepBy(this.#staleAt);
   }
 
   #storedLastSeen(): number | null {
@@ -219,8 +245,22 @@ export class AccountPresence {
     if (!this.#account.exists()) return this.#leases;
     for (const [key, lease] of this.#account.ctx.storage.kv.list<Lease>({ prefix: LEASE_PREFIX })) {
       this.#leases.set(key.slice(LEASE_PREFIX.length), lease);
+      this.#firstExpiry = Math.min(this.#firstExpiry, lease.expiresAt);
     }
     return this.#leases;
+  }
+
+  /** Drops the leases that ended (forgetting what watchers were told when none is left); returns how many last. */
+  #pruneLeases(now: number): number {
+    const leases = this.#loadLeases();
+    if (this.#firstExpiry > now) return leases.size;
+    this.#firstExpiry = Infinity;
+    for (const [watcherId, lease] of leases) {
+      if (lease.expiresAt <= now) this.#dropLease(watcherId);
+      else this.#firstExpiry = Math.min(this.#firstExpiry, lease.expiresAt);
+    }
+    if (leases.size === 0) this.#forgetTold();
+    return leases.size;
   }
 
   #lease(watcherId: string, chatId: string, now: number): void {
@@ -239,8 +279,9 @@ export class AccountPresence {
       if (told) this.#account.ctx.storage.kv.put(TOLD_KEY, told);
     }
     leases.set(watcherId, lease);
+    this.#firstExpiry = Math.min(this.#firstExpiry, lease.expiresAt);
     this.#account.ctx.storage.kv.put(LEASE_PREFIX + watcherId, lease);
-    this.#account.sweepBy(now + this.#account.heartbeatMs);
+    this.#armSweep();
   }
 
   #dropLease(watcherId: string): void {
@@ -250,15 +291,22 @@ export class AccountPresence {
 
   // ---- Pushes ----
 
-  /** Tells every watcher the latest presence; one round at a time, then another if it changed meanwhile. */
+  /**
+   * Tells every watcher the latest presence; one round at a time, then another if it
+   * changed meanwhile, rounds at least `Limits.presencePushIntervalMs` apart: what
+   * changed in between goes as one push of the latest presence (none if it changed back).
+   */
   #push(): void {
     if (this.#pushing) return;
     this.#pushing = (async () => {
       try {
         for (;;) {
+          const waitMs = this.#lastRoundAt + Limits.presencePushIntervalMs - Date.now();
+          if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
           const seen = this.#told;
           if (!seen || (this.#sent && sameSeen(this.#sent, seen))) return;
           this.#sent = seen;
+          this.#lastRoundAt = Date.now();
           await this.#pushRound({ userId: this.#account.ownId(), ...seen });
         }
       } finally {

@@ -169,7 +169,6 @@ export class User extends DurableObject<Env> {
       isMemberOf,
       blocks: (userId) => this.#exists && this.#blocks.has(userId),
       sweepBy: (at) => this.#scheduler.noLaterThan("presence-sweep", at),
-      sweepAt: (at) => this.#scheduler.at("presence-sweep", at),
       tell: (watcherId, presence) => this.#userObject(watcherId).presenceChanged(presence),
     });
     this.#watching = new PresenceSubscriptions({
@@ -528,7 +527,12 @@ export class User extends DurableObject<Env> {
   }
 
   block(userId: string, now = Date.now()): Outcome<boolean> {
-    return attempt(() => this.#blocks.add(userId, now));
+    return attempt(() => {
+      const added = this.#blocks.add(userId, now);
+      // A lease the blocked account holds on this one's presence ends with the block.
+      this.#presence.blocked(userId);
+      return added;
+    });
   }
 
   unblock(userId: string): boolean {

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { DeviceStream, type ApiClient, type Presence } from "../../src/client/index.ts";
 
 const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
@@ -63,6 +63,7 @@ class FakeSocket extends EventTarget {
 const api = { baseUrl: "https://chat.example", accessToken: async () => "token" } as unknown as ApiClient;
 const streams: DeviceStream[] = [];
 afterEach(() => {
+  vi.useRealTimers();
   for (const stream of streams.splice(0)) stream.close();
   FakeSocket.instances = [];
   FakeSocket.ready = {};
@@ -153,5 +154,49 @@ describe("presence in the SDK's device stream", () => {
     // The app's interval wins: no ping before the first resume's round trip would show one.
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(FakeSocket.latest().sent).not.toContain("ping");
+  });
+
+  it("keeps a push that arrived after the subscription was sent over the older presence in its reply", async () => {
+    const { stream, seen } = connect();
+    await until(sentResume, "the resume");
+    const socket = FakeSocket.latest();
+    socket.resume();
+    const answer = stream.watchPresence([{ userId: BOB, chatId: CHAT }, { userId: CAROL, chatId: CHAT }]);
+    await until(() => socket.framesOf("presence.subscribe").length === 1, "the subscription");
+    // Bob answered online at once, then closed his app: his push comes before the reply,
+    // which waited for a slower account.
+    socket.receive({ type: "presence", presence: { userId: BOB, online: false, lastSeenAt: 2000 } });
+    socket.reply(socket.framesOf("presence.subscribe")[0]!.id, {
+      presence: [{ userId: BOB, online: true }, { userId: CAROL, online: true }],
+      refused: [],
+      leaseMs: 60_000,
+    });
+    expect(await answer).toMatchObject({ presence: [{ userId: BOB, online: true }, { userId: CAROL, online: true }] });
+    expect(stream.presence.get(BOB)).toEqual({ userId: BOB, online: false, lastSeenAt: 2000 });
+    expect(stream.presence.get(CAROL)).toEqual({ userId: CAROL, online: true });
+    expect(seen).toEqual([{ userId: BOB, online: false, lastSeenAt: 2000 }, { userId: CAROL, online: true }]);
+    // Later pushes still count.
+    socket.receive({ type: "presence", presence: { userId: BOB, online: true } });
+    expect(stream.presence.get(BOB)).toEqual({ userId: BOB, online: true });
+  });
+
+  it("sends a failed subscription again with backoff, but not one refused as invalid", async () => {
+    const { stream } = connect();
+    await until(sentResume, "the resume");
+    const socket = FakeSocket.latest();
+    socket.resume();
+    const subscriptions = () => socket.framesOf("presence.subscribe");
+    const first = stream.watchPresence([{ userId: BOB, chatId: CHAT }]).catch((error: unknown) => error);
+    await until(() => subscriptions().length === 1, "the subscription");
+
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    socket.receive({ type: "reply", id: subscriptions()[0]!.id, ok: false, error: { code: "internal", message: "boom", retryable: true } });
+    expect(await first).toMatchObject({ error: { code: "internal" } });
+    await vi.advanceTimersByTimeAsync(1_000); // the first backoff is 375 to 625 ms
+    expect(subscriptions()).toHaveLength(2);
+
+    socket.receive({ type: "reply", id: subscriptions()[1]!.id, ok: false, error: { code: "validation_failed", message: "no", retryable: false } });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(subscriptions()).toHaveLength(2);
   });
 });

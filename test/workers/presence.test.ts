@@ -4,7 +4,7 @@ import { configFrom } from "../../src/lib/config.ts";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { mintId } from "../../src/lib/minted-id.ts";
 import { Limits, type Presence, type PresenceWatch } from "../../src/protocol/index.ts";
-import { api, apiClient, createDirect, createGroup, expectError, login, resumeStream, type Session, type TestSocket } from "./helpers.ts";
+import { api, apiClient, awayFromRateWindowEdge, createDirect, createGroup, expectError, login, resumeStream, type Session, type TestSocket } from "./helpers.ts";
 
 /**
  * Presence (docs/protocol.md §8.6): online while a foreground stream's heartbeat is
@@ -112,8 +112,10 @@ describe("presence", () => {
     expect(bobStream.closed).toBeNull();
     // Kept by bob's object: the same last seen over REST.
     expect(await (await restPresence(alice, bob.user.userId, chatId)).json()).toEqual({ userId: bob.user.userId, online: false, lastSeenAt: offline.lastSeenAt });
-    // Heartbeats again: online again, found by the sweep.
+    // Offline, no sweep looks any more (heartbeats never wake the object); a frame on the
+    // stream (the app is back) turns it online again.
     const again = keepAlive(bobStream);
+    await roundTrip(bobStream);
     await presenceFrame(watcher, bob.user.userId, (p) => p.online && presenceOf(watcher, bob.user.userId).indexOf(p) > presenceOf(watcher, bob.user.userId).indexOf(offline), "bob online again");
     again();
     bobStream.ws.close(1000);
@@ -178,6 +180,33 @@ describe("presence", () => {
     expect(shown.lastSeenAt).toBeGreaterThanOrEqual(bobClosedAt);
   });
 
+  it("pushes a flood of state flips at most once a second, the latest state each time", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const { socket: watcher } = await resumeStream(alice.credentials);
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    const stop = keepAlive(bobStream);
+    expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: true }] } });
+    const pushes = () => presenceOf(watcher, bob.user.userId);
+
+    const startedAt = Date.now();
+    // 60 flips as fast as the frame budget lets them through (its burst is 200), ending in the foreground.
+    const flips = 60;
+    for (let i = 1; i <= flips; i++) bobStream.send({ type: "presence.state", id: `flip${i}`, state: i % 2 === 1 ? "background" : "foreground" });
+    expect(await bobStream.reply(`flip${flips}`)).toMatchObject({ ok: true, result: { state: "foreground" } });
+    // The last round carries the latest state: online.
+    await watcher.until(() => pushes().at(-1)?.online === true, "the flood's last state, online");
+    // Then a change after the flood, pushed in a round of its own.
+    stop();
+    const closedAt = Date.now();
+    bobStream.ws.close(1000);
+    await presenceFrame(watcher, bob.user.userId, (p) => !p.online && p.lastSeenAt! >= closedAt, "bob offline after the flood");
+    const elapsed = Date.now() - startedAt;
+    expect(pushes().at(-1)).toMatchObject({ online: false });
+    // Rounds start at least a second apart: no more of them than seconds, plus the first.
+    expect(pushes().length).toBeLessThanOrEqual(Math.floor(elapsed / Limits.presencePushIntervalMs) + 1);
+  });
+
   it("pushes only to the streams that subscribed", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const tablet = await login(alice.phone, "alice's tablet");
@@ -192,11 +221,14 @@ describe("presence", () => {
     await roundTrip(other);
     expect(other.frames.filter((f) => f.type === "presence")).toEqual([]);
 
-    // An empty list unsubscribes: the next change reaches no one.
+    // An empty list unsubscribes the phone; the tablet subscribes now.
+    expect(await subscribe(other, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: true }] } });
     expect(await subscribe(phone, [])).toMatchObject({ ok: true, result: { presence: [], refused: [] } });
     stop();
     bobStream.ws.close(1000);
-    await expect.poll(async () => ((await (await restPresence(alice, bob.user.userId, chatId)).json()) as Presence).online).toBe(false);
+    // The push that reached the tablet was the one call to alice's account that would
+    // also have reached the phone: anything sent to the phone came before this round trip.
+    await presenceFrame(other, bob.user.userId, (p) => !p.online, "bob offline, on the tablet");
     await roundTrip(phone);
     expect(presenceOf(phone, bob.user.userId).map((p) => p.online)).toEqual([true]);
   });
@@ -210,6 +242,8 @@ describe("presence across eviction", () => {
     const { socket: bobStream } = await resumeStream(bob.credentials);
     const stop = keepAlive(bobStream);
     expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: true }] } });
+    // Longer than 2 x HEARTBEAT_MS since the stream opened: from now on only its heartbeats keep it online.
+    await new Promise((resolve) => setTimeout(resolve, 2 * configFrom(env).heartbeatMs + 200));
 
     await evictDurableObject(userObject(alice.user.userId));
     await evictDurableObject(userObject(bob.user.userId));
@@ -281,6 +315,67 @@ describe("presence of strangers", () => {
     await expectError(await restPresence(alice, carol.user.userId, direct), 404, "not_found");
   });
 
+  it("stops pushing to a watcher the watched user blocks", async () => {
+    const [alice, carol, dave] = await Promise.all([login(), login(), login()]);
+    const group = await createGroup(carol, [alice, dave]);
+    const { socket: aliceWatch } = await resumeStream(alice.credentials);
+    const { socket: daveWatch } = await resumeStream(dave.credentials);
+    for (const socket of [aliceWatch, daveWatch]) {
+      expect(await subscribe(socket, [{ userId: carol.user.userId, chatId: group }])).toMatchObject({ ok: true, result: { refused: [] } });
+    }
+    expect((await api(`/api/blocks/${alice.user.userId}`, { method: "PUT", token: carol.credentials })).status).toBe(204);
+
+    // Two rounds: dave told of the second means the first reached every watcher it was for.
+    const { socket: carolStream } = await resumeStream(carol.credentials);
+    await presenceFrame(daveWatch, carol.user.userId, (p) => p.online, "carol online, for dave");
+    carolStream.ws.close(1000);
+    await presenceFrame(daveWatch, carol.user.userId, (p) => !p.online, "carol offline, for dave");
+    await roundTrip(aliceWatch);
+    expect(presenceOf(aliceWatch, carol.user.userId)).toEqual([]);
+    expect((await presenceStorage(carol.user.userId)).keys).not.toContain(`presence:lease:${alice.user.userId}`);
+  });
+
+  it("stops pushing to a watcher who left the chat named", async () => {
+    const [alice, bob, dave] = await Promise.all([login(), login(), login()]);
+    const group = await createGroup(bob, [alice, dave]);
+    const { socket: aliceWatch } = await resumeStream(alice.credentials);
+    const { socket: daveWatch } = await resumeStream(dave.credentials);
+    for (const socket of [aliceWatch, daveWatch]) {
+      expect(await subscribe(socket, [{ userId: bob.user.userId, chatId: group }])).toMatchObject({ ok: true, result: { refused: [] } });
+    }
+    await apiClient(alice).leaveChat(group);
+    await expect.poll(async () => (await restPresence(alice, bob.user.userId, group)).status).toBe(404);
+
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    await presenceFrame(daveWatch, bob.user.userId, (p) => p.online, "bob online, for dave");
+    bobStream.ws.close(1000);
+    await presenceFrame(daveWatch, bob.user.userId, (p) => !p.online, "bob offline, for dave");
+    await roundTrip(aliceWatch);
+    expect(presenceOf(aliceWatch, bob.user.userId)).toEqual([]);
+  });
+
+  it("limits presence reads over REST per account, apart from lookups", async () => {
+    await awayFromRateWindowEdge();
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    let limited: Response | null = null;
+    let allowed = 0;
+    for (let i = 0; i < 130 && !limited; i++) {
+      const response = await restPresence(alice, bob.user.userId, chatId);
+      if (response.status === 429) limited = response;
+      else {
+        expect(response.status).toBe(200);
+        allowed++;
+      }
+    }
+    expect(allowed).toBe(120);
+    await expectError(limited!, 429, "rate_limited");
+    expect(Number(limited!.headers.get("retry-after"))).toBeGreaterThan(0);
+    // Lookups count apart, and so does another account.
+    expect((await api(`/api/users/${bob.user.userId}`, { token: alice.credentials })).status).toBe(200);
+    expect((await restPresence(bob, alice.user.userId, chatId)).status).toBe(200);
+  });
+
   it("refuses a list over 64 entries, and too many subscriptions in a row", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
@@ -306,11 +401,36 @@ describe("presence costs nothing unless someone watches", () => {
     expect((await presenceStorage(bob.user.userId)).alarm).toBeNull();
   });
 
+  it("sweeps a watched user only while online: none after the sweep that found them offline", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const { socket: watcher } = await resumeStream(alice.credentials);
+    // Watched while offline (never online): nothing could change unseen, so no alarm.
+    expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: false }] } });
+    expect(await presenceStorage(bob.user.userId)).toMatchObject({ keys: expect.arrayContaining([`presence:lease:${alice.user.userId}`]), alarm: null });
+
+    // Online: the sweep watches for the stream going silent.
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    const stop = keepAlive(bobStream);
+    await presenceFrame(watcher, bob.user.userId, (p) => p.online, "bob online");
+    expect((await presenceStorage(bob.user.userId)).alarm).not.toBeNull();
+    stop();
+    bobStream.ws.close(1000);
+    await presenceFrame(watcher, bob.user.userId, (p) => !p.online, "bob offline");
+    // The sweep runs (its deadline is still ahead), finds bob offline, and sets nothing more.
+    await runDurableObjectAlarm(userObject(bob.user.userId));
+    const after = await presenceStorage(bob.user.userId);
+    expect(after.keys).toContain(`presence:lease:${alice.user.userId}`);
+    expect(after.alarm).toBeNull();
+  });
+
   it("stops pushing and sweeping once the last lease has ended", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
     const { socket: watcher } = await resumeStream(alice.credentials);
-    expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true });
+    const { socket: bobStream } = await resumeStream(bob.credentials);
+    const stop = keepAlive(bobStream);
+    expect(await subscribe(watcher, [{ userId: bob.user.userId, chatId }])).toMatchObject({ ok: true, result: { presence: [{ online: true }] } });
     const leased = await presenceStorage(bob.user.userId);
     expect(leased.keys).toContain(`presence:lease:${alice.user.userId}`);
     expect(leased.alarm).not.toBeNull();
@@ -324,12 +444,12 @@ describe("presence costs nothing unless someone watches", () => {
     await runDurableObjectAlarm(userObject(bob.user.userId));
     expect(await presenceStorage(bob.user.userId)).toEqual({ keys: [], alarm: null });
 
-    const { socket: bobStream } = await resumeStream(bob.credentials);
-    const stop = keepAlive(bobStream);
-    expect(await (await restPresence(alice, bob.user.userId, chatId)).json()).toMatchObject({ online: true });
+    // A change now is pushed to no one, and sets no alarm.
+    expect(await setAppState(bobStream, "background")).toMatchObject({ ok: true });
+    expect(await (await restPresence(alice, bob.user.userId, chatId)).json()).toMatchObject({ online: false });
     await roundTrip(watcher);
     expect(presenceOf(watcher, bob.user.userId)).toEqual([]);
-    expect(await presenceStorage(bob.user.userId)).toEqual({ keys: [], alarm: null });
+    expect(await presenceStorage(bob.user.userId)).toEqual({ keys: ["presence:last-seen"], alarm: null });
     stop();
     bobStream.ws.close(1000);
   });
