@@ -248,8 +248,8 @@ async function subscribeAll(target: Target, context: RunContext, setup: Setup): 
     const results = await Promise.all(setup.watchers.map((watcher, w) => subscribeOnce(watcher, `pw-${rounds}-${w}`, setup.lists[w]!, reply)));
     refused = results.reduce((sum, r) => sum + r.refused.length, 0);
     onlineAtStart = results.reduce((sum, r) => sum + r.presence.filter((presence) => presence.online).length, 0);
-    // A device may subscribe 10 times in a burst: a few rounds at most.
-    if (refused === 0 || rounds >= 4) break;
+    // A device may subscribe 10 times in a burst: a few rounds at most, leaving room for renewals.
+    if (refused === 0 || rounds >= 6) break;
     await sleep(1_000);
   }
   const cpu = await meter.stop();
@@ -390,7 +390,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
           watchers.forEach((watcher, w) => void subscribeOnce(watcher, `pw-renew-${renewals}-${w}`, setup.lists[w]!, null).catch(() => {}));
         }
         if (next >= count && live.size === 0) return resolve();
-        setTimeout(tick, Math.max(0, Math.min(5, startedAt + next * intervalMs - performance.now())));
+        // The next connect when one is due within 5 ms; else a look at the closes 5 ms from now.
+        setTimeout(tick, next < count ? Math.max(0, Math.min(5, startedAt + next * intervalMs - performance.now())) : 5);
       } catch (error) {
         reject(error);
       }
