@@ -84,6 +84,13 @@ export type ChurnPhase = {
   onlineBeforeReady: number;
   /** From the device's close to the watcher's `presence {online: false}`. */
   offline: LatencySummary;
+  /**
+   * Per 2 s of the phase (by arrival at the watcher): pushes that arrived, and the p50 of
+   * connect -> online and close -> offline among them (ms), to see when the server fell behind.
+   */
+  timeline: { fromS: number; pushes: number; onlineP50Ms: number; offlineP50Ms: number }[];
+  /** How long after the watchers' subscriptions the phase started (their leases' sweeps run every HEARTBEAT_MS from them). */
+  startedAfterSubscribeMs: number;
   /** Subscriptions renewed during the phase (lease). */
   renewals: number;
   wallMs: number;
@@ -306,6 +313,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
   /** Each online push's arrival and the device's stream, compared with its `stream.ready` at the end. */
   const onlineArrivals: [number, StreamSocket][] = [];
   const connectToOnline = new LatencyRecorder();
+  /** Per push: [arrival, online?, latency], for the timeline. */
+  const arrivals: [number, boolean, number][] = [];
   const offline = new LatencyRecorder();
   let receivedPushes = 0;
   let duplicates = 0;
@@ -325,8 +334,10 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
         const stream = change.stream!;
         onlineArrivals.push([receivedAt, stream]);
         connectToOnline.recordMs(receivedAt - stream.startedAt);
+        arrivals.push([receivedAt, true, receivedAt - stream.startedAt]);
       } else {
         offline.recordMs(receivedAt - change.at);
+        arrivals.push([receivedAt, false, receivedAt - change.at]);
       }
     } else if (presence.online === state.last) {
       duplicates++;
@@ -352,6 +363,7 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
   const meter = new PhaseMeter(target, context, phase);
   await meter.start();
   const startedAt = performance.now() + 1;
+  const startedAfterSubscribeMs = subscribed ? round(startedAt - subscribed.at, 0) : Number.NaN;
   await new Promise<void>((resolve, reject) => {
     const tick = (): void => {
       try {
@@ -410,6 +422,14 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
   const vsReady = onlineArrivals.filter(([, stream]) => stream.isReady).map(([at, stream]) => at - stream.readyAt).sort((a, b) => a - b);
   const signedPercentile = (q: number) => (vsReady.length > 0 ? round(vsReady[Math.min(vsReady.length - 1, Math.ceil((q / 100) * vsReady.length) - 1)]!, 1) : Number.NaN);
   const onlineBeforeReady = onlineArrivals.filter(([at, stream]) => !stream.isReady || at < stream.readyAt).length;
+  const median = (values: number[]) => (values.length > 0 ? round(values.sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!, 0) : Number.NaN);
+  const windows: { on: number[]; off: number[] }[] = [];
+  for (const [at, isOnline, latency] of arrivals) {
+    const k = Math.max(0, Math.floor((at - startedAt) / 2_000));
+    while (windows.length <= k) windows.push({ on: [], off: [] });
+    windows[k]![isOnline ? "on" : "off"].push(latency);
+  }
+  const timeline = windows.map((w, k) => ({ fromS: 2 * k, pushes: w.on.length + w.off.length, onlineP50Ms: median(w.on), offlineP50Ms: median(w.off) }));
   const deviceChanges = changes.reduce((sum, list) => sum + list.length, 0);
   let expectedPushes = 0;
   let matched = 0;
@@ -447,6 +467,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
     onlineVsReady: { p50Ms: signedPercentile(50), p99Ms: signedPercentile(99), count: vsReady.length },
     onlineBeforeReady,
     offline: offline.summary(),
+    timeline,
+    startedAfterSubscribeMs,
     renewals,
     wallMs: cpu.wallMs,
     cpu,
@@ -460,5 +482,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
         : `${receivedPushes} presence frames; `) +
       `server CPU ${figures.serverCpuUsPerChange} µs per change`,
   );
+  if (subscribed) {
+    context.log(`      started ${fmt(startedAfterSubscribeMs / 1000)} s after the subscriptions; per 2 s, pushes and p50 online/offline (ms): ${timeline.map((w) => `${w.fromS}s ${w.pushes} ${fmt(w.onlineP50Ms)}/${fmt(w.offlineP50Ms)}`).join(", ")}`);
+  }
   return figures;
 }
