@@ -40,8 +40,8 @@ type Change = {
   stream: StreamSocket | null;
 };
 
-/** What one watcher has heard of one watched account. */
-type Heard = { next: number; last: boolean | null };
+/** What one watcher has heard of one watched account (`heard`: every state pushed, in order). */
+type Heard = { next: number; last: boolean | null; heard: boolean[] };
 
 export type ChurnPhase = {
   label: string;
@@ -91,6 +91,10 @@ export type ChurnPhase = {
   timeline: { fromS: number; pushes: number; onlineP50Ms: number; offlineP50Ms: number }[];
   /** How long after the watchers' subscriptions the phase started (their leases' sweeps run every HEARTBEAT_MS from them). */
   startedAfterSubscribeMs: number;
+  /** A few watched accounts whose pushes were not all heard in order: the changes made and the states heard (+ online, - offline). */
+  mismatchSamples: string[];
+  /** Lines of the server's recent output about presence pushes that failed (workerd; null: no output to read). */
+  serverPushFailures: { count: number; sample: string } | null;
   /** Subscriptions renewed during the phase (lease). */
   renewals: number;
   wallMs: number;
@@ -227,6 +231,8 @@ export const presenceChurn: Scenario<PresenceChurnFigures> = {
         if (phase.cpu.clientBound) notes.push(`presence churn (${phase.label}) on ${name}: client-bound (${phase.cpu.clientCores} cores)`);
         if (phase.scheduleLagMaxMs > 50) notes.push(`presence churn (${phase.label}) on ${name}: the client ran up to ${fmt(phase.scheduleLagMaxMs)} ms behind its schedule`);
         if (!phase.watched && phase.receivedPushes > 0) notes.push(`presence churn (${phase.label}) on ${name}: ${phase.receivedPushes} presence frames with nobody subscribed`);
+        if (phase.mismatchSamples.length > 0) notes.push(`presence churn (${phase.label}) on ${name}: not heard in order (+ online, - offline): ${phase.mismatchSamples.join("; ")}`);
+        if (phase.serverPushFailures?.count) notes.push(`presence churn (${phase.label}) on ${name}: the server's last output lines hold ${phase.serverPushFailures.count} failed presence pushes, e.g. ${phase.serverPushFailures.sample}`);
         if (phase.offlineWithoutLastSeen > 0) notes.push(`presence churn (${phase.label}) on ${name}: ${phase.offlineWithoutLastSeen} offline pushes without lastSeenAt`);
         if (phase.serverCpuSeconds < 1) notes.push(`presence churn (${phase.label}) on ${name}: ${phase.serverCpuSeconds} s of server CPU in the phase: its CPU per change is good to a few 10 ms ticks only`);
       }
@@ -309,7 +315,7 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
 
   // Per device the changes it made, in order; per watcher and watched account what it heard.
   const changes: Change[][] = devices.map(() => []);
-  const heard: Map<number, Heard>[] = watchers.map((_, w) => new Map(setup.lists[w]!.map((entry) => [userIndex.get(entry.userId)!, { next: 0, last: null }])));
+  const heard: Map<number, Heard>[] = watchers.map((_, w) => new Map(setup.lists[w]!.map((entry) => [userIndex.get(entry.userId)!, { next: 0, last: null, heard: [] }])));
   /** Each online push's arrival and the device's stream, compared with its `stream.ready` at the end. */
   const onlineArrivals: [number, StreamSocket][] = [];
   const connectToOnline = new LatencyRecorder();
@@ -327,6 +333,7 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
     const state = i === undefined ? undefined : heard[w]!.get(i);
     if (i === undefined || !state) return void outOfOrder++;
     if (!presence.online && presence.lastSeenAt === undefined) offlineWithoutLastSeen++;
+    state.heard.push(presence.online);
     const change = changes[i]![state.next];
     if (change && change.online === presence.online) {
       state.next++;
@@ -430,6 +437,13 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
     windows[k]![isOnline ? "on" : "off"].push(latency);
   }
   const timeline = windows.map((w, k) => ({ fromS: 2 * k, pushes: w.on.length + w.off.length, onlineP50Ms: median(w.on), offlineP50Ms: median(w.off) }));
+  const sign = (online: boolean) => (online ? "+" : "-");
+  const mismatchSamples = heard
+    .flatMap((byUser, w) => [...byUser].filter(([i, state]) => state.next < changes[i]!.length).map(([i, state]) => `watcher ${w}, account ${i}: made ${changes[i]!.map((c) => sign(c.online)).join("")}, heard ${state.heard.map(sign).join("") || "nothing"}`))
+    .slice(0, 5);
+  const output = "recentOutput" in target ? String((target as { recentOutput: unknown }).recentOutput) : null;
+  const failureLines = output?.split("\n").filter((line) => line.includes("presence push failed")) ?? [];
+  const serverPushFailures = output === null ? null : { count: failureLines.length, sample: failureLines[0]?.slice(0, 300) ?? "" };
   const deviceChanges = changes.reduce((sum, list) => sum + list.length, 0);
   let expectedPushes = 0;
   let matched = 0;
@@ -469,6 +483,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
     offline: offline.summary(),
     timeline,
     startedAfterSubscribeMs,
+    mismatchSamples,
+    serverPushFailures,
     renewals,
     wallMs: cpu.wallMs,
     cpu,
@@ -482,6 +498,8 @@ async function churn(target: Target, context: RunContext, setup: Setup, cycles: 
         : `${receivedPushes} presence frames; `) +
       `server CPU ${figures.serverCpuUsPerChange} µs per change`,
   );
+  if (subscribed && mismatchSamples.length > 0) context.log(`      not heard in order: ${mismatchSamples.join("; ")}`);
+  if (serverPushFailures?.count) context.log(`      server output: ${serverPushFailures.count} presence pushes failed (in its last lines), e.g. ${serverPushFailures.sample}`);
   if (subscribed) {
     context.log(`      started ${fmt(startedAfterSubscribeMs / 1000)} s after the subscriptions; per 2 s, pushes and p50 online/offline (ms): ${timeline.map((w) => `${w.fromS}s ${w.pushes} ${fmt(w.onlineP50Ms)}/${fmt(w.offlineP50Ms)}`).join(", ")}`);
   }
