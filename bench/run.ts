@@ -31,6 +31,7 @@ import { wakeAfterEviction } from "./scenarios/wake-after-eviction.ts";
 import { accountFanOut } from "./scenarios/account-fan-out.ts";
 import { streamGroup, streamOneToOne, streamReconnect, streamStorm } from "./scenarios/device-streams.ts";
 import { groupReceipts, receiptLatency } from "./scenarios/receipts.ts";
+import { presenceChurn } from "./scenarios/presence.ts";
 
 /** In the order of the table, which is the order of the printed table. */
 const SCENARIOS: Scenario<any>[] = [
@@ -50,6 +51,7 @@ const SCENARIOS: Scenario<any>[] = [
   streamStorm,
   receiptLatency,
   groupReceipts,
+  presenceChurn,
   wakeAfterEviction,
 ];
 

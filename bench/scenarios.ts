@@ -96,6 +96,26 @@ export type Parameters = {
    * bounds the wait for the sender to see its last message SEEN.
    */
   groupReceipts: SteppedRates & { members: number; reportIntervalMs: number; finalSeenTimeoutMs: number };
+  /**
+   * `watched` new accounts with one device each; `watchers` new accounts on their
+   * streams, each in a direct chat with `watchesPerWatcher` of them and subscribed to
+   * them. The watched devices open their stream at `ratePerSecond` (open loop), each
+   * closing `holdMs` later, `cycles` times over; first `baselineCycles` times with
+   * nobody subscribed (0: skipped). A device resumes once per cycle, and may resume 4
+   * times in a burst. `drainTimeoutMs` bounds the wait for the last pushes; `timeoutMs`
+   * one device's stream until synced.
+   */
+  presenceChurn: {
+    watched: number;
+    watchers: number;
+    watchesPerWatcher: number;
+    ratePerSecond: number;
+    holdMs: number;
+    cycles: number;
+    baselineCycles: number;
+    drainTimeoutMs: number;
+    timeoutMs: number;
+  };
   /** The whole run stops by itself after this long, whatever state it is in. */
   runTimeoutMs: number;
   wranglerStartTimeoutMs: number;
@@ -122,6 +142,9 @@ const full: Parameters = {
   streamStorm: { streams: 500, quietMs: 25_000, timeoutMs: 10_000 },
   receiptLatency: { samples: 500, streamSamples: 300, warmupSamples: 100, timeoutMs: 5_000 },
   groupReceipts: { members: 100, rates: [100, 200, 400, 600, 800, 1_000, 1_500], stepSeconds: 4, drainTimeoutMs: 5_000, pauseMs: 500, warmupMessages: 40, reportIntervalMs: 250, finalSeenTimeoutMs: 10_000 },
+  // 1,000 devices at 100 connects/s, each online 3 s: about 300 streams open at once. The
+  // unwatched churn has as many cycles, so both find objects as cold (a device resumes 4 times).
+  presenceChurn: { watched: 1_000, watchers: 50, watchesPerWatcher: 20, ratePerSecond: 100, holdMs: 3_000, cycles: 2, baselineCycles: 2, drainTimeoutMs: 5_000, timeoutMs: 10_000 },
   runTimeoutMs: 30 * 60_000,
   wranglerStartTimeoutMs: 60_000,
 };
@@ -153,6 +176,9 @@ const quick: Parameters = {
   // Small, so the quick run stays within its minute; no stream variant.
   receiptLatency: { samples: 100, streamSamples: 0, warmupSamples: 10, timeoutMs: 2_000 },
   groupReceipts: { members: 30, rates: [200], stepSeconds: 1, drainTimeoutMs: 1_000, pauseMs: 200, warmupMessages: 10, reportIntervalMs: 250, finalSeenTimeoutMs: 3_000 },
+  // Small: its 105 logins are most of its time. No unwatched churn. Online 1.5 s: a server
+  // may coalesce a watched user's changes within a second, and then rightly skip a shorter visit.
+  presenceChurn: { watched: 100, watchers: 5, watchesPerWatcher: 20, ratePerSecond: 100, holdMs: 1_500, cycles: 1, baselineCycles: 0, drainTimeoutMs: 2_000, timeoutMs: 5_000 },
   runTimeoutMs: 58_000,
   wranglerStartTimeoutMs: 30_000,
 };
@@ -202,4 +228,6 @@ export const Targets = {
   receiptLatency: { p50Ms: 5 },
   /** The knee with receipts on: fanOut100's. */
   groupReceipts: { kneeRate: 400, p99Ms: 50 },
+  /** Ours: a watcher sees a contact come online or leave within a second (p50), and sees every change. */
+  presenceChurn: { p50Ms: 1_000, missing: 0 },
 } as const;

@@ -7,7 +7,7 @@
  * list, from the head its announcement gave).
  */
 import WebSocket from "ws";
-import { EventsFrameEnvelope, ReceiptsFrame, ReplyFrame, ResumeResult, StreamReadyFrame } from "../src/client/index.ts";
+import { EventsFrameEnvelope, PresenceFrame, ReceiptsFrame, ReplyFrame, ResumeResult, StreamReadyFrame, type Presence, type PresenceWatch } from "../src/client/index.ts";
 import { mapPool, type BenchUser, type SocketFailure } from "./client.ts";
 import { scanStreamMessage } from "./lib/frames.ts";
 import { waitUntil } from "./lib/open-loop.ts";
@@ -23,6 +23,8 @@ export type StreamSocketOptions = {
   onReply?: (reply: ReplyFrame, receivedAt: number, socket: StreamSocket) => void;
   /** Every `receipts` frame (the account's own messages moved in a chat), with the receive time. */
   onReceipts?: (frame: ReceiptsFrame, receivedAt: number, socket: StreamSocket) => void;
+  /** Every `presence` frame (a watched user's presence changed), with the receive time. */
+  onPresence?: (presence: Presence, receivedAt: number, socket: StreamSocket) => void;
   handshakeTimeoutMs?: number;
 };
 
@@ -58,6 +60,8 @@ export class StreamSocket {
   /** `receipts` frames received, and the latest watermarks per chat. */
   receiptFrames = 0;
   readonly receipts = new Map<string, { deliveredUpTo: number; seenUpTo: number }>();
+  /** `presence` frames received. */
+  presenceFrames = 0;
   /** Replies to sends. */
   repliesOk = 0;
   repliesFailed = 0;
@@ -66,7 +70,9 @@ export class StreamSocket {
   onMessage: StreamSocketOptions["onMessage"];
   onReply: StreamSocketOptions["onReply"];
   onReceipts: StreamSocketOptions["onReceipts"];
+  onPresence: StreamSocketOptions["onPresence"];
   #validatedReceipts = false;
+  #validatedPresence = false;
   readonly #cursors: Record<string, number>;
   /** `chat` frames right after the resume reply that are its announcements. */
   #announcementsLeft = 0;
@@ -78,6 +84,7 @@ export class StreamSocket {
     this.onMessage = options.onMessage;
     this.onReply = options.onReply;
     this.onReceipts = options.onReceipts;
+    this.onPresence = options.onPresence;
     this.#cursors = options.cursors ?? {};
     for (const [chatId, seq] of Object.entries(this.#cursors)) this.expected.set(chatId, seq + 1);
     this.ws = new WebSocket(options.url, {
@@ -127,6 +134,11 @@ export class StreamSocket {
   /** Marks `chatId` read up to `seq` (SEEN); the reply goes to onReply like a send's. */
   sendRead(chatId: string, id: string, seq: number): void {
     this.ws.send(`{"type":"read","id":"${id}","chatId":"${chatId}","seq":${seq}}`);
+  }
+
+  /** Replaces this stream's presence watch list; the reply goes to onReply like a send's. */
+  sendPresenceSubscribe(id: string, watch: readonly PresenceWatch[]): void {
+    this.ws.send(JSON.stringify({ type: "presence.subscribe", id, watch }));
   }
 
   /** Closes and waits (bounded) for the close handshake, then drops the TCP connection. */
@@ -199,6 +211,8 @@ export class StreamSocket {
         return;
       case "receipts":
         return this.#onReceipts(frame, receivedAt);
+      case "presence":
+        return this.#onPresence(frame, receivedAt);
       case "error":
         return this.#fail(this.isResumed ? "open" : "resume", `error frame: ${text.slice(0, 200)}`);
       default:
@@ -256,6 +270,16 @@ export class StreamSocket {
       seenUpTo: Math.max(known?.seenUpTo ?? 0, frame.seenUpTo),
     });
     this.onReceipts?.(frame, receivedAt, this);
+  }
+
+  #onPresence(raw: unknown, receivedAt: number): void {
+    if (!this.#validatedPresence) {
+      const parsed = PresenceFrame.safeParse(raw);
+      if (!parsed.success) return this.#fail("open", `invalid presence frame: ${parsed.error.message}`);
+      this.#validatedPresence = true;
+    }
+    this.presenceFrames++;
+    this.onPresence?.((raw as PresenceFrame).presence, receivedAt, this);
   }
 
   #checkSeq(chatId: string, seq: number): void {

@@ -21,6 +21,15 @@
  * a `receipts` frame on its chat sockets and streams; `status` answers the aggregate
  * of one message. No times per member, nothing stored.
  *
+ * Presence, minimal: an account is online while it has a stream in the foreground
+ * (open, and not told `presence.state background`); no heartbeat timeout and no sweep.
+ * `presence.subscribe` replaces the stream's watch list (each entry allowed when both
+ * are members of the chat named, as registered by the launcher) and answers the
+ * presence of each; every change of a watched account (its first foreground stream
+ * opened, its last one closed or went to the background: offline with `lastSeenAt`)
+ * is pushed at once to the streams watching it whose lease (60 s) lasts. In memory,
+ * no rate limit, nothing stored.
+ *
  * Run directly (`node bench/targets/bare-server.ts --port 0`) it serves and prints
  * `listening <port>`; imported, `startBareServer()` launches it as a child process
  * (its own process, like workerd, so the client's CPU is not shared with it).
@@ -47,7 +56,17 @@ const PAGE_BYTES = 256 * 1024;
 
 type Session = { ws: WebSocket; userId: string; deviceId: string; cursor: number; live: boolean };
 /** A device stream: `behind` holds the chats it is catching up on (their live events wait for the pages). */
-type StreamSession = { ws: WebSocket; userId: string; deviceId: string; phase: "new" | "catching_up" | "live"; behind: Map<string, number> };
+type StreamSession = {
+  ws: WebSocket;
+  userId: string;
+  deviceId: string;
+  phase: "new" | "catching_up" | "live";
+  behind: Map<string, number>;
+  foreground: boolean;
+  /** The accounts this stream watches (presence.subscribe), until watchUntil. */
+  watching: Set<string>;
+  watchUntil: number;
+};
 type MessageEvent = {
   type: "message";
   seq: number;
@@ -78,7 +97,18 @@ type Room = {
   /** Per user who sent here: the watermarks of their messages as last told (receipts frames only go up). */
   told: Map<string, { deliveredUpTo: number; seenUpTo: number }>;
 };
-type Account = { chats: Set<string>; streams: Set<StreamSession> };
+type Account = {
+  chats: Set<string>;
+  streams: Set<StreamSession>;
+  /** Presence: what watchers were last told, when last seen, and the streams watching this account. */
+  online: boolean;
+  lastSeenAt: number | null;
+  watchers: Set<StreamSession>;
+};
+
+/** The Worker's Limits.presenceLeaseMs and Limits.maxPresenceWatches. */
+const PRESENCE_LEASE_MS = 60_000;
+const MAX_PRESENCE_WATCHES = 64;
 
 function serve(port: number): void {
   const rooms = new Map<string, Room>();
@@ -95,7 +125,7 @@ function serve(port: number): void {
   const accountOf = (userId: string): Account => {
     let account = accounts.get(userId);
     if (!account) {
-      account = { chats: new Set(), streams: new Set() };
+      account = { chats: new Set(), streams: new Set(), online: false, lastSeenAt: null, watchers: new Set() };
       accounts.set(userId, account);
     }
     return account;
@@ -276,14 +306,21 @@ function serve(port: number): void {
   // ---- Device streams (GET /chat), minimal: every chat of the account on one socket ----
 
   function openStream(ws: WebSocket, userId: string, deviceId: string): void {
-    const stream: StreamSession = { ws, userId, deviceId, phase: "new", behind: new Map() };
+    const stream: StreamSession = { ws, userId, deviceId, phase: "new", behind: new Map(), foreground: true, watching: new Set(), watchUntil: 0 };
     const account = accountOf(userId);
     account.streams.add(stream);
+    let forgotten = false;
     const forget = () => {
+      if (forgotten) return;
+      forgotten = true;
       account.streams.delete(stream);
       for (const chatId of account.chats) rooms.get(chatId)?.streams.delete(stream);
+      unwatch(stream);
+      presenceChanged(account, userId);
     };
-    ws.send(JSON.stringify({ type: "stream.ready", userId, deviceId }));
+    ws.send(JSON.stringify({ type: "stream.ready", userId, deviceId, heartbeatMs: 30_000 }));
+    // Online from its opening, as in the Worker.
+    presenceChanged(account, userId);
     ws.on("message", (data: Buffer, isBinary: boolean) => onStreamFrame(stream, account, data, isBinary));
     ws.on("close", forget);
     ws.on("error", forget);
@@ -308,7 +345,64 @@ function serve(port: number): void {
       if (!account.chats.has(frame.chatId)) return refuse(stream.ws, frame.id, "not_a_member", "not a member of this chat");
       return receiptFrame(rooms.get(frame.chatId)!, stream.ws, stream.userId, frame.type, frame.id, frame.seq, true);
     }
+    if (frame.type === "presence.subscribe" && Array.isArray(frame.watch)) return presenceSubscribe(stream, frame.id, frame.watch as unknown[]);
+    if (frame.type === "presence.state" && (frame.state === "foreground" || frame.state === "background")) {
+      stream.foreground = frame.state === "foreground";
+      stream.ws.send(JSON.stringify({ type: "reply", id: frame.id, ok: true, result: { state: frame.state } }));
+      return presenceChanged(account, stream.userId);
+    }
     refuse(stream.ws, frame.id, "unknown_frame", "unknown frame");
+  }
+
+  // ---- Presence, minimal: online while a stream is in the foreground, pushed to watching streams ----
+
+  function presenceOf(account: Account, userId: string): { userId: string; online: boolean; lastSeenAt?: number } {
+    return account.online || account.lastSeenAt === null ? { userId, online: account.online } : { userId, online: false, lastSeenAt: account.lastSeenAt };
+  }
+
+  /** Recomputes an account's presence and pushes it to the streams watching it when it changed. */
+  function presenceChanged(account: Account, userId: string): void {
+    let online = false;
+    for (const stream of account.streams) if (stream.foreground) online = true;
+    if (online === account.online) return;
+    account.online = online;
+    if (!online) account.lastSeenAt = Date.now();
+    if (account.watchers.size === 0) return;
+    const text = JSON.stringify({ type: "presence", presence: presenceOf(account, userId) });
+    const now = Date.now();
+    for (const watcher of account.watchers) if (watcher.watchUntil > now) watcher.ws.send(text);
+  }
+
+  function unwatch(stream: StreamSession): void {
+    for (const userId of stream.watching) accounts.get(userId)?.watchers.delete(stream);
+    stream.watching.clear();
+  }
+
+  /** Replaces the stream's watch list: each user allowed when both are members of the chat named. */
+  function presenceSubscribe(stream: StreamSession, id: string, watch: unknown[]): void {
+    if (watch.length > MAX_PRESENCE_WATCHES) return refuse(stream.ws, id, "validation_failed", `at most ${MAX_PRESENCE_WATCHES} entries`);
+    const entries = new Map<string, string>();
+    for (const entry of watch) {
+      const { userId, chatId } = (entry ?? {}) as { userId?: unknown; chatId?: unknown };
+      if (typeof userId !== "string" || typeof chatId !== "string") return refuse(stream.ws, id, "validation_failed", "watch entries are {userId, chatId}");
+      entries.set(userId, chatId);
+    }
+    unwatch(stream);
+    stream.watchUntil = Date.now() + PRESENCE_LEASE_MS;
+    const presence: object[] = [];
+    const refused: string[] = [];
+    for (const [userId, chatId] of entries) {
+      const members = rooms.get(chatId)?.members;
+      if (userId === stream.userId || !members?.has(stream.userId) || !members.has(userId)) {
+        refused.push(userId);
+        continue;
+      }
+      const watched = accountOf(userId);
+      watched.watchers.add(stream);
+      stream.watching.add(userId);
+      presence.push(presenceOf(watched, userId));
+    }
+    stream.ws.send(JSON.stringify({ type: "reply", id, ok: true, result: { presence, refused, leaseMs: PRESENCE_LEASE_MS } }));
   }
 
   /** Chats past the device's cursor are caught up on in pages; chats it did not list are announced, live from their head. */
