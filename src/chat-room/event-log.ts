@@ -1,6 +1,7 @@
 import { getTableColumns } from "drizzle-orm";
 import { events } from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
+import { requestHash } from "./request-hash.ts";
 import { utf8ByteLength, type ChatEvent, type MessageEvent, type SendMessageRequest } from "../protocol/index.ts";
 
 /** One `events` row as the raw statements below return it (columns aliased to the drizzle keys). */
@@ -10,8 +11,8 @@ type EventColumn = keyof EventRow;
 /** The SQL name of a column of the drizzle table: the table is defined once, in the schema. */
 const column = (key: EventColumn): string => getTableColumns(events)[key].name;
 const SELECT_COLUMNS = (Object.keys(getTableColumns(events)) as EventColumn[]).map((key) => `${column(key)} AS "${key}"`).join(", ");
-const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo"] as const).map(column);
-const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?)
+const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo", "requestHash"] as const).map(column);
+const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (${column("actorDeviceId")}, ${column("clientId")}) DO NOTHING`;
 const INSERT_OTHER = `INSERT INTO events (${(["seq", "type", "createdAt", "actorId", "data"] as const).map(column).join(", ")}) VALUES (?, ?, ?, ?, ?)`;
 const SELECT_BY_CLIENT_ID = `SELECT ${SELECT_COLUMNS} FROM events WHERE ${column("actorDeviceId")} = ? AND ${column("clientId")} = ?`;
@@ -116,9 +117,10 @@ export class EventLog {
     const seq = this.#headSeq + 1;
     const messageNo = this.headMessageNo + 1;
     const messageId = crypto.randomUUID();
+    const hash = requestHash(input);
     const { rowsWritten } = this.#sql.exec(
       INSERT_MESSAGE,
-      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null, messageNo,
+      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null, messageNo, hash,
     );
     if (rowsWritten > 0) {
       this.#headSeq = seq;
@@ -131,9 +133,14 @@ export class EventLog {
       if (input.replyToSeq !== undefined) event.replyToSeq = input.replyToSeq;
       return { event, duplicate: false };
     }
-    const original = this.findByClientId(sender.deviceId, input.clientId);
-    if (!original) throw new Error("insert conflicted but no row holds the clientId");
-    return { event: assertSameContent(original, input), duplicate: true };
+    const row = this.#sql.exec<EventRow>(SELECT_BY_CLIENT_ID, sender.deviceId, input.clientId).toArray()[0];
+    if (!row) throw new Error("insert conflicted but no row holds the clientId");
+    // The hash, when the row has one; a row stored before hashes were kept has its body.
+    const same = row.requestHash !== null ? row.requestHash === hash : row.body === input.body && (row.replyToSeq ?? undefined) === input.replyToSeq;
+    if (!same) {
+      throw new AppError("idempotency_conflict", 409, `clientId ${input.clientId} was already used for another message`, { retryable: false });
+    }
+    return { event: toEvent(row) as MessageEvent, duplicate: true };
   }
 
   /** The message a device stored under `clientId`, if any. */
@@ -240,13 +247,4 @@ function toEvent(row: EventRow): ChatEvent {
     return event;
   }
   return { ...JSON.parse(row.data ?? "{}"), type: row.type, seq: row.seq, createdAt: row.createdAt, actorId: row.actorId } as ChatEvent;
-}
-
-function assertSameContent(original: MessageEvent, input: SendMessageRequest): MessageEvent {
-  if (original.body !== input.body || original.replyToSeq !== input.replyToSeq) {
-    throw new AppError("idempotency_conflict", 409, `clientId ${input.clientId} was already used for another message`, {
-      retryable: false,
-    });
-  }
-  return original;
 }

@@ -107,6 +107,12 @@ export const events = sqliteTable(
     replyToSeq: integer("reply_to_seq"),
     data: text("data"),
     messageNo: integer("message_no"),
+    /**
+     * A message's request as the sender sent it, hashed (see `requestHash`): a retry with
+     * the same clientId is compared with this, not with the stored content, which a delete
+     * may have removed. NULL for rows stored before this column (their body is compared).
+     */
+    requestHash: text("request_hash"),
   },
   // The idempotency key: a device's clientId is stored once. NULLs (non-message
   // events) never collide in a SQLite unique index.

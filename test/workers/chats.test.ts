@@ -118,6 +118,24 @@ describe("REST send and history", () => {
     expect(page.events.filter((e) => e.type === "message")).toHaveLength(1);
   });
 
+  it("recognises a retry by the request's hash, so it keeps its original ack once the stored text is gone", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    await restSend(bob, chatId, "c-0", "question?");
+    const first = await restSend(alice, chatId, "c-1", "to be deleted", 2);
+    const ack = (await first.json()) as { seq: number };
+    // The stored content goes, as a delete for everyone will remove it.
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    await runInDurableObject(stub, (_instance, state) => {
+      state.storage.sql.exec("UPDATE events SET body = NULL, reply_to_seq = NULL WHERE seq = ?", ack.seq);
+    });
+    const retry = await restSend(alice, chatId, "c-1", "to be deleted", 2);
+    expect(retry.status).toBe(200);
+    expect(await retry.json()).toMatchObject({ seq: ack.seq, duplicate: true });
+    await expectError(await restSend(alice, chatId, "c-1", "to be deleted"), 409, "idempotency_conflict");
+    await expectError(await restSend(alice, chatId, "c-1", "something else", 2), 409, "idempotency_conflict");
+  });
+
   it("accepts replies to earlier messages only", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);

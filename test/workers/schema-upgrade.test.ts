@@ -125,6 +125,28 @@ describe("objects created by the previous schema", () => {
     expect(await stub.reportDelivered(carol, 4)).toMatchObject({ ok: true, value: { deliveredSeq: 4, seenSeq: 2 } });
   });
 
+  it("compare retries of messages stored before request hashes with their stored content", async () => {
+    const secret = configFrom(env).hmacSecret;
+    const [chatId, alice, bob] = await Promise.all([mintId(secret, "g"), mintId(secret, "u"), mintId(secret, "u")]);
+    await env.USER.get(env.USER.idFromName(alice)).ensureAccount(alice, "+14155550104");
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    await createWithSchema(stub, chatRoomMigrations, 4, (sql) => {
+      sql.exec("INSERT INTO chat (chat_id, kind, name, description, created_by, created_at) VALUES (?, 'group', 'Old', '', ?, 1000)", chatId, alice);
+      sql.exec("INSERT INTO members (user_id, role, joined_seq, left_seq, notified_seq, read_seq, delivered_seq, seen_seq) VALUES (?, 'admin', 1, NULL, 2, 2, 2, 2), (?, 'member', 1, NULL, 2, 1, 1, 1)", alice, bob);
+      sql.exec("INSERT INTO events (seq, type, created_at, actor_id, data) VALUES (1, 'chat.created', 1000, ?, '{}')", alice);
+      sql.exec("INSERT INTO events (seq, type, created_at, actor_id, actor_device_id, client_id, message_id, body, message_no) VALUES (2, 'message', 2000, ?, 'dv_x', 'c2', 'm2', 'hello', 1)", alice);
+    });
+    const sender = { userId: alice, deviceId: "dv_x" };
+    expect(await stub.send(sender, { clientId: "c2", body: "hello" })).toMatchObject({ ok: true, value: { seq: 2, messageId: "m2", duplicate: true } });
+    expect(await stub.send(sender, { clientId: "c2", body: "hullo" })).toMatchObject({ ok: false, error: { code: "idempotency_conflict" } });
+    // New messages are stored with their hash.
+    expect(await stub.send(sender, { clientId: "c3", body: "new" })).toMatchObject({ ok: true, value: { seq: 3, duplicate: false } });
+    const hashes = await runInDurableObject(stub, (_instance, state) =>
+      state.storage.sql.exec<{ seq: number; request_hash: string | null }>("SELECT seq, request_hash FROM events WHERE type = 'message' ORDER BY seq").toArray(),
+    );
+    expect(hashes).toEqual([{ seq: 2, request_hash: null }, { seq: 3, request_hash: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) }]);
+  });
+
   it("keep their chat list when the account's object upgrades to the inbox, with no settings and nothing read", async () => {
     const secret = configFrom(env).hmacSecret;
     const [userId, chatId] = await Promise.all([mintId(secret, "u"), mintId(secret, "g")]);
