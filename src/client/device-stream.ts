@@ -639,6 +639,8 @@ export class DeviceStream {
 
   /** Delivers what the store takes; returns the events after a gap, which it did not take. */
   #deliver(chatId: string, events: readonly EventEnvelope[], jumps = false): EventEnvelope[] {
+    // A fetch that answers after close() delivers nothing (no event after close, no report).
+    if (this.#status === "closed") return [];
     const fresh = this.#cursors.accept(chatId, events, { ...(this.#userId === undefined ? {} : { userId: this.#userId }), jumps });
     const known: ChatEvent[] = [];
     for (const event of fresh) {

@@ -103,7 +103,11 @@ export class OfflineNotifications {
     const record = records.get(update.chatId);
     // A look already planned is due again (a no-op unless its deadline was lost, say when
     // the object was reset in the middle of a look: the record then heals here).
-    if (record?.dueAt !== null && record?.dueAt !== undefined) return this.#deps.schedule(record.dueAt);
+    if (record?.dueAt !== null && record?.dueAt !== undefined) {
+      // While the look runs its deadline is gone on purpose: the run sets the next one.
+      if (!this.#inFlight.has(update.chatId)) this.#deps.schedule(record.dueAt);
+      return;
+    }
     if (record && last.seq <= record.handledSeq) return;
     if (!record && !this.#makeRoom()) return;
     const dueAt = Math.max(last.createdAt + settings.afterMs, now + MIN_NOTICE_MS) + Math.floor(Math.random() * LOOK_JITTER_MS);
