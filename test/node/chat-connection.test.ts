@@ -1,42 +1,15 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ApiError, ChatConnection, CursorStore, type ApiClient, type SendMessageRequest, type SendResult } from "../../src/client/index.ts";
+import { FakeServerSocket } from "./support/fake-socket.ts";
 
 const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
 const DEVICE = "dv_DDDDDDDDDDDDDDDDDDDDDD";
 const CHAT = "g_CCCCCCCCCCCCCCCCCCCCCC";
 
-/** A chat socket the test plays the server of: it opens and says `ready` at seq 3. Every instance is kept, newest last. */
-class FakeSocket extends EventTarget {
-  static instances: FakeSocket[] = [];
-  static latest(): FakeSocket {
-    return FakeSocket.instances.at(-1)!;
-  }
-  readyState = 0;
-  binaryType = "blob";
-  readonly sent: string[] = [];
-  constructor(readonly url: string) {
-    super();
-    FakeSocket.instances.push(this);
-    setTimeout(() => {
-      if (this.readyState !== 0) return;
-      this.readyState = 1;
-      this.dispatchEvent(new Event("open"));
-      this.receive({ type: "ready", chatId: CHAT, userId: ME, deviceId: DEVICE, role: "member", headSeq: 3, catchingUp: false, deliveredUpTo: 3, seenUpTo: 3 });
-    }, 0);
-  }
-  send(data: string): void {
-    this.sent.push(data);
-  }
-  close(): void {
-    this.readyState = 3;
-  }
-  receive(frame: object): void {
-    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
-  }
-  /** The server closes the socket. */
-  drop(code: number, reason = ""): void {
-    this.readyState = 3;
-    this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: true }));
+/** A chat socket's server side: it says `ready` at seq 3. */
+class FakeSocket extends FakeServerSocket {
+  protected firstFrame(): object {
+    return { type: "ready", chatId: CHAT, userId: ME, deviceId: DEVICE, role: "member", headSeq: 3, catchingUp: false, deliveredUpTo: 3, seenUpTo: 3 };
   }
 }
 

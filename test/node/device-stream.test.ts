@@ -9,6 +9,7 @@ import {
   type SendMessageRequest,
   type SendResult,
 } from "../../src/client/index.ts";
+import { FakeServerSocket } from "./support/fake-socket.ts";
 
 const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
 const PEER = "u_PPPPPPPPPPPPPPPPPPPPPP";
@@ -50,58 +51,10 @@ function summary(chatId: string, headSeq: number, extra: Partial<ChatSummary> = 
   };
 }
 
-/** A WebSocket the test plays the server of. Every instance is kept, newest last. */
-class FakeSocket extends EventTarget {
-  static instances: FakeSocket[] = [];
-  static latest(): FakeSocket {
-    return FakeSocket.instances.at(-1)!;
-  }
-  readyState = 0;
-  binaryType = "blob";
-  readonly sent: string[] = [];
-  closedAt: number | undefined;
-  constructor(
-    readonly url: string,
-    readonly protocols?: string | string[],
-  ) {
-    super();
-    FakeSocket.instances.push(this);
-    setTimeout(() => {
-      if (this.readyState !== 0) return;
-      this.readyState = 1;
-      this.dispatchEvent(new Event("open"));
-      this.receive({ type: "stream.ready", userId: ME, deviceId: DEVICE });
-    }, 0);
-  }
-  send(data: string): void {
-    this.sent.push(data);
-  }
-  close(): void {
-    this.readyState = 3;
-    this.closedAt = Date.now();
-  }
-  /** The client's JSON frames, parsed. */
-  frames(): { type: string; id: string; [key: string]: unknown }[] {
-    return this.sent.filter((text) => text.startsWith("{")).map((text) => JSON.parse(text) as { type: string; id: string });
-  }
-  lastFrame(type: string) {
-    const frame = this.frames().findLast((f) => f.type === type);
-    if (!frame) throw new Error(`no ${type} frame sent`);
-    return frame;
-  }
-  receive(frame: object): void {
-    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
-  }
-  reply(id: string, result: unknown): void {
-    this.receive({ type: "reply", id, ok: true, result });
-  }
-  refuse(id: string, error: object): void {
-    this.receive({ type: "reply", id, ok: false, error });
-  }
-  /** The server closes the socket. */
-  drop(code: number, reason = ""): void {
-    this.readyState = 3;
-    this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: true }));
+/** The device stream's server side: it says `stream.ready`. */
+class FakeSocket extends FakeServerSocket {
+  protected firstFrame(): object {
+    return { type: "stream.ready", userId: ME, deviceId: DEVICE };
   }
 }
 

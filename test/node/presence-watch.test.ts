@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DeviceStream, type ApiClient, type Presence } from "../../src/client/index.ts";
+import { FakeServerSocket } from "./support/fake-socket.ts";
 
 const ME = "u_MMMMMMMMMMMMMMMMMMMMMM";
 const BOB = "u_BBBBBBBBBBBBBBBBBBBBBB";
@@ -7,51 +8,11 @@ const CAROL = "u_CCCCCCCCCCCCCCCCCCCCCC";
 const DEVICE = "dv_DDDDDDDDDDDDDDDDDDDDDD";
 const CHAT = "d_SSSSSSSSSSSSSSSSSSSSSS";
 
-/** A WebSocket the test plays the server of; `ready` is what its `stream.ready` adds. */
-class FakeSocket extends EventTarget {
-  static instances: FakeSocket[] = [];
+/** The device stream's server side; `ready` is what its `stream.ready` adds. */
+class FakeSocket extends FakeServerSocket {
   static ready: Record<string, unknown> = {};
-  static latest(): FakeSocket {
-    return FakeSocket.instances.at(-1)!;
-  }
-  readyState = 0;
-  binaryType = "blob";
-  readonly sent: string[] = [];
-  constructor(
-    readonly url: string,
-    readonly protocols?: string | string[],
-  ) {
-    super();
-    FakeSocket.instances.push(this);
-    setTimeout(() => {
-      if (this.readyState !== 0) return;
-      this.readyState = 1;
-      this.dispatchEvent(new Event("open"));
-      this.receive({ type: "stream.ready", userId: ME, deviceId: DEVICE, ...FakeSocket.ready });
-    }, 0);
-  }
-  send(data: string): void {
-    this.sent.push(data);
-  }
-  close(): void {
-    this.readyState = 3;
-  }
-  frames(): { type: string; id: string; [key: string]: unknown }[] {
-    return this.sent.filter((text) => text.startsWith("{")).map((text) => JSON.parse(text) as { type: string; id: string });
-  }
-  framesOf(type: string) {
-    return this.frames().filter((frame) => frame.type === type);
-  }
-  receive(frame: object): void {
-    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
-  }
-  reply(id: string, result: unknown): void {
-    this.receive({ type: "reply", id, ok: true, result });
-  }
-  /** The connection drops. */
-  drop(): void {
-    this.readyState = 3;
-    this.dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "", wasClean: false }));
+  protected firstFrame(): object {
+    return { type: "stream.ready", userId: ME, deviceId: DEVICE, ...FakeSocket.ready };
   }
   /** Answers the resume like a server with nothing to catch up. */
   resume(): void {
