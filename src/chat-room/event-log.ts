@@ -6,11 +6,15 @@ import { utf8ByteLength, type ChatEvent, type MessageEvent, type SendMessageRequ
 
 /** One `events` row as the raw statements below return it (columns aliased to the drizzle keys). */
 type EventRow = typeof events.$inferSelect;
+/** A row as pages read it: what an event carries, without the request hash (only a retry needs it). */
+type PageRow = Omit<EventRow, "requestHash">;
 type EventColumn = keyof EventRow;
 
 /** The SQL name of a column of the drizzle table: the table is defined once, in the schema. */
 const column = (key: EventColumn): string => getTableColumns(events)[key].name;
-const SELECT_COLUMNS = (Object.keys(getTableColumns(events)) as EventColumn[]).map((key) => `${column(key)} AS "${key}"`).join(", ");
+const selectList = (keys: EventColumn[]) => keys.map((key) => `${column(key)} AS "${key}"`).join(", ");
+const SELECT_COLUMNS = selectList(Object.keys(getTableColumns(events)) as EventColumn[]);
+const PAGE_COLUMNS = selectList((Object.keys(getTableColumns(events)) as EventColumn[]).filter((key) => key !== "requestHash"));
 const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo", "requestHash"] as const).map(column);
 const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (${column("actorDeviceId")}, ${column("clientId")}) DO NOTHING`;
@@ -33,8 +37,8 @@ const SELECT_MESSAGE_FROM_BETWEEN = `SELECT 1 AS "found" FROM events
 const SELECT_FIRST_MESSAGE_AFTER = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM events
   WHERE seq > ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq LIMIT 1`;
 const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
-const SELECT_AFTER = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
-const SELECT_BEFORE = `SELECT ${SELECT_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
+const SELECT_AFTER = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
+const SELECT_BEFORE = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
 
 export type Sender = { userId: string; deviceId: string };
 /** A message as a chat list shows it, with its number among the chat's messages (1, 2, 3…). */
@@ -198,7 +202,7 @@ export class EventLog {
    * beyond what is returned. Returns whether the page filled up.
    */
   readAfter(page: EventPage, after: number, upTo: number, limit: number, maxBytes: number): boolean {
-    return takeInto(page, this.#sql.exec<EventRow>(SELECT_AFTER, after, upTo, limit - page.events.length), limit, maxBytes);
+    return takeInto(page, this.#sql.exec<PageRow>(SELECT_AFTER, after, upTo, limit - page.events.length), limit, maxBytes);
   }
 
   /**
@@ -206,7 +210,7 @@ export class EventLog {
    * first (the caller reverses the page once it is complete).
    */
   readBefore(page: EventPage, before: number, floor: number, limit: number, maxBytes: number): boolean {
-    return takeInto(page, this.#sql.exec<EventRow>(SELECT_BEFORE, before, floor, limit - page.events.length), limit, maxBytes);
+    return takeInto(page, this.#sql.exec<PageRow>(SELECT_BEFORE, before, floor, limit - page.events.length), limit, maxBytes);
   }
 }
 
@@ -218,7 +222,7 @@ export function emptyPage(): EventPage {
 }
 
 /** Takes rows into `page` until it holds `limit` events or `maxBytes`; true when it is full. */
-function takeInto(page: EventPage, rows: Iterable<EventRow>, limit: number, maxBytes: number): boolean {
+function takeInto(page: EventPage, rows: Iterable<PageRow>, limit: number, maxBytes: number): boolean {
   for (const row of rows) {
     const event = toEvent(row);
     const json = JSON.stringify(event);
@@ -231,7 +235,7 @@ function takeInto(page: EventPage, rows: Iterable<EventRow>, limit: number, maxB
   return page.events.length >= limit;
 }
 
-function toEvent(row: EventRow): ChatEvent {
+function toEvent(row: PageRow): ChatEvent {
   if (row.type === "message") {
     const event: MessageEvent = {
       type: "message",

@@ -96,8 +96,7 @@ export class Receipts {
 
   /** Takes the minima of the members as loaded (when the object wakes or the chat is created). */
   restore(): void {
-    const members = [...this.#deps.membership().members()];
-    this.#lowest = { delivered: lowestOf(members, "delivered"), seen: lowestOf(members, "seen") };
+    this.#lowest = this.#current();
   }
 
   /**
