@@ -20,6 +20,7 @@ import type { ApiClient } from "./api-client.ts";
 import { CursorStore } from "./cursor-store.ts";
 import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
 import { DeliveryReports } from "./delivery-reports.ts";
+import { StreamRequestError } from "./device-stream.ts";
 import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
 import { TypingIndicators, TypingReporter } from "./typing.ts";
 import { HeartbeatWatch, refreshThenReconnect, Retries, sessionEnded, type Refreshable } from "./retry.ts";
@@ -349,7 +350,7 @@ export class ChatConnection {
     if (!pending) return;
     this.#requests.delete(reply.id);
     if (reply.ok) pending.resolve(reply.result);
-    else pending.reject(new SendError(reply.error));
+    else pending.reject(new StreamRequestError(reply.error));
   }
 
   /** A typing indicator goes on the socket only (ephemeral). */

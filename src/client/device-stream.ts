@@ -89,7 +89,7 @@ type Listeners = {
   presence: (presence: Presence) => void;
 };
 
-/** A request on the stream (a `read`) that the server refused. */
+/** A request other than a send (`read`, `status`, a receipt…) that the server refused, on the stream or a chat socket. */
 export class StreamRequestError extends Error {
   readonly error: ErrorBody;
   constructor(error: ErrorBody) {
