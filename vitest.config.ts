@@ -8,6 +8,7 @@ const testBindings = {
   OTP_SENDER: "console",
   JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
   HMAC_SECRET: "test-hmac-secret-0123456789abcdef012345678",
+  MEDIA_URL_SECRET: "test-media-secret-0123456789abcdef01234567",
   CATCH_UP_PAGE_SIZE: "200",
   // Chat lists follow busy chats within 50 ms here, not 5 s, so tests need not wait.
   FAN_OUT_INTERVAL_MS: "50",

@@ -4,6 +4,7 @@ import m0001 from './0001_membership_periods.sql';
 import m0002 from './0002_message_numbers_read_positions.sql';
 import m0003 from './0003_receipts.sql';
 import m0004 from './0004_request_hash.sql';
+import m0005 from './0005_media_and_deletes.sql';
 
   export default {
     journal,
@@ -12,7 +13,8 @@ import m0004 from './0004_request_hash.sql';
 m0001,
 m0002,
 m0003,
-m0004
+m0004,
+m0005
     }
   }
   

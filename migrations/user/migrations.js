@@ -4,6 +4,7 @@ import m0001 from './0001_chat_list_blocks_invitations.sql';
 import m0002 from './0002_inbox.sql';
 import m0003 from './0003_receipts.sql';
 import m0004 from './0004_hide_last_seen.sql';
+import m0005 from './0005_hidden_messages_avatars.sql';
 
   export default {
     journal,
@@ -12,7 +13,8 @@ import m0004 from './0004_hide_last_seen.sql';
 m0001,
 m0002,
 m0003,
-m0004
+m0004,
+m0005
     }
   }
   

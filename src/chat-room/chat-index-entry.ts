@@ -1,5 +1,5 @@
 import type { ChatIndexUpdate, LastMessage } from "../protocol/index.ts";
-import type { EventLog } from "./event-log.ts";
+import { attachmentKinds, type EventLog, type NumberedMessage } from "./event-log.ts";
 import type { Membership, PeriodRow } from "./membership.ts";
 
 /**
@@ -71,5 +71,18 @@ function lastVisibleMessage(log: EventLog, membership: Membership, period: Perio
       if (candidate && candidate.seq >= joinedSeq) message = candidate;
     }
   }
-  return message ? { seq: message.seq, senderId: message.senderId, body: message.body, createdAt: message.createdAt } : undefined;
+  return message ? lastMessageOf(message) : undefined;
+}
+
+/** A message as a chat list previews it: a deleted one shows only that it was deleted. */
+export function lastMessageOf(message: NumberedMessage): LastMessage {
+  const last: LastMessage = { seq: message.seq, senderId: message.senderId, createdAt: message.createdAt };
+  if (message.deletedSeq !== null) {
+    last.deleted = true;
+    return last;
+  }
+  if (message.body !== null) last.body = message.body;
+  const kinds = attachmentKinds(message.attachments);
+  if (kinds) last.attachments = kinds;
+  return last;
 }

@@ -2,7 +2,7 @@ import { getTableColumns } from "drizzle-orm";
 import { events } from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
 import { requestHash } from "./request-hash.ts";
-import { utf8ByteLength, type ChatEvent, type MessageEvent, type SendMessageRequest } from "../protocol/index.ts";
+import { utf8ByteLength, type Attachment, type ChatEvent, type MediaKind, type MessageEvent, type SendMessageRequest } from "../protocol/index.ts";
 
 /** One `events` row as the raw statements below return it (columns aliased to the drizzle keys). */
 type EventRow = typeof events.$inferSelect;
@@ -15,8 +15,8 @@ const column = (key: EventColumn): string => getTableColumns(events)[key].name;
 const selectList = (keys: EventColumn[]) => keys.map((key) => `${column(key)} AS "${key}"`).join(", ");
 const SELECT_COLUMNS = selectList(Object.keys(getTableColumns(events)) as EventColumn[]);
 const PAGE_COLUMNS = selectList((Object.keys(getTableColumns(events)) as EventColumn[]).filter((key) => key !== "requestHash"));
-const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo", "requestHash"] as const).map(column);
-const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+const MESSAGE_COLUMNS = (["seq", "type", "createdAt", "actorId", "actorDeviceId", "clientId", "messageId", "body", "replyToSeq", "messageNo", "requestHash", "attachments"] as const).map(column);
+const INSERT_MESSAGE = `INSERT INTO events (${MESSAGE_COLUMNS.join(", ")}) VALUES (?, 'message', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (${column("actorDeviceId")}, ${column("clientId")}) DO NOTHING`;
 const INSERT_OTHER = `INSERT INTO events (${(["seq", "type", "createdAt", "actorId", "data"] as const).map(column).join(", ")}) VALUES (?, ?, ?, ?, ?)`;
 const SELECT_BY_CLIENT_ID = `SELECT ${SELECT_COLUMNS} FROM events WHERE ${column("actorDeviceId")} = ? AND ${column("clientId")} = ?`;
@@ -27,7 +27,7 @@ const SELECT_HEAD = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM even
  * and no extra index on the hot path's table.
  */
 const SELECT_MESSAGE_AT_OR_BEFORE = `SELECT seq, ${column("messageNo")} AS "messageNo", ${column("actorId")} AS "senderId", ${column("body")} AS "body",
-  ${column("createdAt")} AS "createdAt" FROM events WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
+  ${column("attachments")} AS "attachments", ${column("deletedSeq")} AS "deletedSeq", ${column("createdAt")} AS "createdAt" FROM events WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
 const SELECT_MESSAGE_NO_AT_OR_BEFORE = `SELECT ${column("messageNo")} AS "messageNo" FROM events
   WHERE seq <= ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq DESC LIMIT 1`;
 const SELECT_SENDERS_BETWEEN = `SELECT DISTINCT ${column("actorId")} AS "senderId" FROM events
@@ -42,7 +42,16 @@ const SELECT_BEFORE = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq < ? AND seq 
 
 export type Sender = { userId: string; deviceId: string };
 /** A message as a chat list shows it, with its number among the chat's messages (1, 2, 3…). */
-export type NumberedMessage = { seq: number; messageNo: number; senderId: string; body: string; createdAt: number };
+export type NumberedMessage = {
+  seq: number;
+  messageNo: number;
+  senderId: string;
+  body: string | null;
+  /** Its files as stored (JSON `Attachment[]`), or null. */
+  attachments: string | null;
+  deletedSeq: number | null;
+  createdAt: number;
+};
 export type AppendedMessage = { event: MessageEvent; duplicate: boolean };
 /** A non-message event before it has a seq. */
 export type NewEvent = Exclude<ChatEvent, MessageEvent> extends infer E
@@ -117,23 +126,26 @@ export class EventLog {
    * Stores a message exactly once per (device, clientId). A retry returns the stored
    * original; the same clientId with other content is `idempotency_conflict`.
    */
-  appendMessage(sender: Sender, input: SendMessageRequest, now: number): AppendedMessage {
+  appendMessage(sender: Sender, input: SendMessageRequest, now: number, attachments?: Attachment[]): AppendedMessage {
     const seq = this.#headSeq + 1;
     const messageNo = this.headMessageNo + 1;
     const messageId = crypto.randomUUID();
     const hash = requestHash(input);
+    const attachmentsJson = attachments && attachments.length > 0 ? JSON.stringify(attachments) : null;
     const { rowsWritten } = this.#sql.exec(
       INSERT_MESSAGE,
-      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body, input.replyToSeq ?? null, messageNo, hash,
+      seq, now, sender.userId, sender.deviceId, input.clientId, messageId, input.body ?? null, input.replyToSeq ?? null, messageNo, hash, attachmentsJson,
     );
     if (rowsWritten > 0) {
       this.#headSeq = seq;
       this.#headCreatedAt = now;
-      this.#lastMessage = { seq, messageNo, senderId: sender.userId, body: input.body, createdAt: now };
+      this.#lastMessage = { seq, messageNo, senderId: sender.userId, body: input.body ?? null, attachments: attachmentsJson, deletedSeq: null, createdAt: now };
       const event: MessageEvent = {
         type: "message", seq, createdAt: now, messageId, senderId: sender.userId,
-        senderDeviceId: sender.deviceId, clientId: input.clientId, body: input.body,
+        senderDeviceId: sender.deviceId, clientId: input.clientId,
       };
+      if (input.body !== undefined) event.body = input.body;
+      if (attachmentsJson !== null) event.attachments = attachments;
       if (input.replyToSeq !== undefined) event.replyToSeq = input.replyToSeq;
       return { event, duplicate: false };
     }
@@ -235,6 +247,12 @@ function takeInto(page: EventPage, rows: Iterable<PageRow>, limit: number, maxBy
   return page.events.length >= limit;
 }
 
+/** The kinds of a stored message's files, for its chat-list preview (none: undefined). */
+export function attachmentKinds(attachmentsJson: string | null): MediaKind[] | undefined {
+  if (attachmentsJson === null) return undefined;
+  return (JSON.parse(attachmentsJson) as Attachment[]).map((attachment) => attachment.kind);
+}
+
 function toEvent(row: PageRow): ChatEvent {
   if (row.type === "message") {
     const event: MessageEvent = {
@@ -245,8 +263,14 @@ function toEvent(row: PageRow): ChatEvent {
       senderId: row.actorId,
       senderDeviceId: row.actorDeviceId!,
       clientId: row.clientId!,
-      body: row.body!,
     };
+    // A tombstone keeps only who sent it, when, and which event deleted it.
+    if (row.deletedSeq !== null) {
+      event.deletedSeq = row.deletedSeq;
+      return event;
+    }
+    if (row.body !== null) event.body = row.body;
+    if (row.attachments !== null) event.attachments = JSON.parse(row.attachments) as Attachment[];
     if (row.replyToSeq !== null) event.replyToSeq = row.replyToSeq;
     return event;
   }

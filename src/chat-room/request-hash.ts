@@ -7,7 +7,10 @@ import type { SendMessageRequest } from "../protocol/index.ts";
  * the original ack stays the answer even once a delete has removed the body.
  * Synchronous (node:crypto), so the send path keeps storing a batch in one turn.
  */
-export function requestHash(input: Pick<SendMessageRequest, "body" | "replyToSeq">): string {
+export function requestHash(input: Pick<SendMessageRequest, "body" | "replyToSeq" | "attachments">): string {
   // A JSON array: unambiguous whatever the body holds (quotes, separators, any text).
-  return createHash("sha256").update(JSON.stringify([input.body, input.replyToSeq ?? null])).digest("base64url");
+  // Attachments are appended only when present, so text messages hash as they always have.
+  const fields: unknown[] = [input.body ?? null, input.replyToSeq ?? null];
+  if (input.attachments !== undefined) fields.push(input.attachments);
+  return createHash("sha256").update(JSON.stringify(fields)).digest("base64url");
 }

@@ -1,4 +1,4 @@
-import { integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** One ChatRoom object per chat: this database holds that one chat. */
 
@@ -113,8 +113,37 @@ export const events = sqliteTable(
      * may have removed. NULL for rows stored before this column (their body is compared).
      */
     requestHash: text("request_hash"),
+    /** A message's files as JSON (`Attachment[]`); NULL for text only and once deleted. */
+    attachments: text("attachments"),
+    /** Set when the message was deleted for everyone: the seq of its `message.deleted` event. */
+    deletedSeq: integer("deleted_seq"),
   },
   // The idempotency key: a device's clientId is stored once. NULLs (non-message
   // events) never collide in a SQLite unique index.
   (table) => [uniqueIndex("events_client_id").on(table.actorDeviceId, table.clientId)],
+);
+
+/**
+ * Files uploaded to this chat (their bytes are in R2 under `r2Key`). An upload is
+ * `uploading` from when the Worker starts streaming it, `ready` once stored, and
+ * `attached` when exactly one message (`attachedSeq`) carries it. Until attached it
+ * expires at `expiresAt`; `deleting` rows wait for their R2 object to be deleted (the
+ * message was deleted for everyone, or the upload expired), then go.
+ */
+export const media = sqliteTable(
+  "media",
+  {
+    mediaId: text("media_id").primaryKey(),
+    uploaderId: text("uploader_id").notNull(),
+    state: text("state", { enum: ["uploading", "ready", "attached", "deleting"] }).notNull(),
+    r2Key: text("r2_key").notNull(),
+    kind: text("kind", { enum: ["image", "video", "audio", "document"] }),
+    contentType: text("content_type"),
+    size: integer("size").notNull(),
+    createdAt: integer("created_at").notNull(),
+    /** When a pending upload is deleted; NULL once attached. */
+    expiresAt: integer("expires_at"),
+    attachedSeq: integer("attached_seq"),
+  },
+  (table) => [index("media_by_uploader").on(table.uploaderId, table.state), index("media_by_expiry").on(table.expiresAt)],
 );

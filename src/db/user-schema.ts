@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** One User object per account: this database holds that one account. */
 
@@ -13,6 +13,8 @@ export const profile = sqliteTable("profile", {
   groupAdd: text("group_add", { enum: ["everyone", "contacts", "nobody"] }).notNull().default("everyone"),
   /** Whether the account hides its last seen time (and then sees no one else's). */
   hideLastSeen: integer("hide_last_seen", { mode: "boolean" }).notNull().default(false),
+  /** The account's avatar (an R2 key's last part); NULL when it has none. */
+  avatarId: text("avatar_id"),
   createdAt: integer("created_at").notNull(),
 });
 
@@ -77,6 +79,10 @@ export const chats = sqliteTable(
     lastMessageSenderId: text("last_message_sender_id"),
     lastMessageBody: text("last_message_body"),
     lastMessageCreatedAt: integer("last_message_created_at"),
+    /** The latest message's files, as a JSON array of kinds (`["image"]`); NULL for none. */
+    lastMessageAttachments: text("last_message_attachments"),
+    /** Whether the latest message was deleted for everyone. */
+    lastMessageDeleted: integer("last_message_deleted", { mode: "boolean" }).notNull().default(false),
     pinned: integer("pinned", { mode: "boolean" }).notNull().default(false),
     /** Muted until this time (ms); NULL when not muted. */
     mutedUntil: integer("muted_until"),
@@ -103,3 +109,19 @@ export const invitations = sqliteTable("invitations", {
   invitedBy: text("invited_by").notNull(),
   createdAt: integer("created_at").notNull(),
 });
+
+/**
+ * Messages this account deleted for itself ("delete for me"), on all its devices.
+ * `hiddenNo` counts them 1, 2, 3…: a device keeps the latest it has seen as a second
+ * cursor and, when it resumes, gets the ones after it. At most `Limits.maxHiddenMessages`.
+ */
+export const hiddenMessages = sqliteTable(
+  "hidden_messages",
+  {
+    hiddenNo: integer("hidden_no").primaryKey(),
+    chatId: text("chat_id").notNull(),
+    seq: integer("seq").notNull(),
+    hiddenAt: integer("hidden_at").notNull(),
+  },
+  (table) => [uniqueIndex("hidden_messages_by_message").on(table.chatId, table.seq)],
+);

@@ -37,6 +37,10 @@ const EnvSettings = z.object({
   NOTIFY_WEBHOOK_URL: z.string().default(""),
   NOTIFY_WEBHOOK_SECRET: z.string().optional(),
   NOTIFY_AFTER_MS: intVar(10_000, 0, 3_600_000),
+  MEDIA_URL_SECRET: z.string().optional(),
+  MEDIA_MAX_BYTES: intVar(25 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+  MEDIA_MAX_MULTIPART_BYTES: intVar(2 * 1024 * 1024 * 1024, 1024, 5 * 1024 ** 4),
+  DELETE_WINDOW_MS: intVar(48 * 3_600_000, 0, 365 * 24 * 3_600_000),
 });
 
 export type Config = {
@@ -73,6 +77,20 @@ export type Config = {
   heartbeatMs: number;
   /** Offline notifications for a push bridge (src/user/offline-notifications.ts); null: off. */
   notify: NotifySettings | null;
+  media: {
+    /**
+     * Keys signed download URLs (HMAC-SHA256 over media, chat and expiry). Null when
+     * not set in production: signed URLs are then refused as `misconfigured`, and
+     * everything else (downloads with a bearer token included) works.
+     */
+    urlSecret: string | null;
+    /** The largest single upload (bytes); a request body is at most 100 MB on Workers. */
+    maxBytes: number;
+    /** The largest multipart upload (bytes). */
+    maxMultipartBytes: number;
+  };
+  /** How long after sending a sender may delete a message for everyone (ms). */
+  deleteWindowMs: number;
 };
 
 export type NotifySettings = {
@@ -101,7 +119,7 @@ export function configFrom(env: object): Config {
     throw misconfigured(`invalid configuration: ${detail}`);
   }
   const settings = parsed.data;
-  const secret = (name: "JWT_SECRET" | "HMAC_SECRET" | "NOTIFY_WEBHOOK_SECRET"): string => {
+  const secret = (name: "JWT_SECRET" | "HMAC_SECRET" | "NOTIFY_WEBHOOK_SECRET" | "MEDIA_URL_SECRET"): string => {
     const value = settings[name];
     if (value && value.length >= MIN_SECRET_LENGTH) return value;
     if (settings.DEV_MODE) return `${DEV_SECRET}:${name}`;
@@ -135,6 +153,12 @@ export function configFrom(env: object): Config {
     notify: settings.NOTIFY_WEBHOOK_URL
       ? { webhookUrl: webhookUrl(settings.NOTIFY_WEBHOOK_URL), webhookSecret: secret("NOTIFY_WEBHOOK_SECRET"), afterMs: settings.NOTIFY_AFTER_MS }
       : null,
+    media: {
+      urlSecret: settings.MEDIA_URL_SECRET || settings.DEV_MODE ? secret("MEDIA_URL_SECRET") : null,
+      maxBytes: settings.MEDIA_MAX_BYTES,
+      maxMultipartBytes: settings.MEDIA_MAX_MULTIPART_BYTES,
+    },
+    deleteWindowMs: settings.DELETE_WINDOW_MS,
   };
   if (config.devMode) log.warn("development mode is on: OTP codes are returned in responses");
   cache.set(env, config);

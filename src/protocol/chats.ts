@@ -3,6 +3,7 @@ import { Limits, bodyFitsLimit } from "./limits.ts";
 import { UserId } from "./auth.ts";
 import { ChatEvent, ChatKind, MemberRole, Seq } from "./events.ts";
 import { longText, nameText, text } from "./text.ts";
+import { Attachments, MediaKind } from "./media.ts";
 
 /** Direct chat ids are derived from the pair (`d_`), group ids are random (`g_`). */
 export const ChatId = z.string().regex(/^[dg]_[A-Za-z0-9_-]{22,43}$/, "not a chat id");
@@ -62,7 +63,12 @@ export type ChatMembership = z.infer<typeof ChatMembership>;
 export const LastMessage = z.object({
   seq: Seq,
   senderId: UserId,
-  body: z.string(),
+  /** The text, or the caption of its files; absent for files without one and once deleted. */
+  body: z.string().optional(),
+  /** What the message carries, one kind per file (a list draws "Photo", "Document"). */
+  attachments: z.array(MediaKind).optional(),
+  /** The message was deleted for everyone: the list shows it as deleted. */
+  deleted: z.literal(true).optional(),
   createdAt: z.number().int(),
 });
 export type LastMessage = z.infer<typeof LastMessage>;
@@ -153,12 +159,26 @@ export type ChatListQuery = z.infer<typeof ChatListQuery>;
 export const ChatList = z.object({ chats: z.array(ChatSummary), nextCursor: ChatListCursor.optional() });
 export type ChatList = z.infer<typeof ChatList>;
 
-/** POST /api/chats/:chatId/messages (and the `send` frame's payload). */
-export const SendMessageRequest = z.strictObject({
+/**
+ * The fields of a message to send: text, files uploaded to this chat (then `body` is
+ * their caption), or both. The frames that carry them extend these fields, then check
+ * `hasContent` (an object with a refinement cannot be extended).
+ */
+export const SendMessageFields = z.strictObject({
   clientId: ClientChosenId,
-  body: MessageBody,
+  body: MessageBody.optional(),
+  attachments: Attachments.optional(),
   replyToSeq: Seq.min(1).optional(),
 });
+
+/** A message has text, files, or both. */
+export function hasContent(message: { body?: string | undefined; attachments?: unknown[] | undefined }): boolean {
+  return message.body !== undefined || message.attachments !== undefined;
+}
+export const contentRequired = { message: "give a body, attachments or both", path: ["body"] };
+
+/** POST /api/chats/:chatId/messages (and the `send` frame's payload). */
+export const SendMessageRequest = SendMessageFields.refine(hasContent, contentRequired);
 export type SendMessageRequest = z.infer<typeof SendMessageRequest>;
 
 /** The SENT acknowledgement. A retry of the same clientId returns the original. */

@@ -32,6 +32,15 @@ export const ErrorCode = z.enum([
   "invalid_cursor",
   "idempotency_conflict",
   "too_many_pinned",
+  // deletes
+  "delete_window_passed",
+  "too_many_hidden",
+  // media
+  "length_required",
+  "invalid_attachment",
+  "too_many_uploads",
+  "range_not_satisfiable",
+  "invalid_signature",
   // membership
   "not_a_group",
   "group_full",

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { Limits } from "./limits.ts";
 import { DeviceId, UserId } from "./auth.ts";
+import { Attachment } from "./media.ts";
 
 /** A chat's position in its event log. The first event of every chat is seq 1. */
 export const Seq = z.number().int().nonnegative();
@@ -18,7 +19,14 @@ const EventBase = z.object({
   createdAt: z.number().int(),
 });
 
-/** A message. The server never reads `body`: it may be ciphertext. */
+/**
+ * A message: text (`body`), files (`attachments`, with `body` as their caption), or
+ * both. The server never reads `body`: it may be ciphertext.
+ *
+ * A message deleted for everyone stays in the log as a tombstone: the same event with
+ * `deletedSeq` (the seq of its `message.deleted` event) and without body, attachments
+ * or reply. So a device reading history or catching up from any cursor sees it gone.
+ */
 export const MessageEvent = EventBase.extend({
   type: z.literal("message"),
   messageId: z.string(),
@@ -26,8 +34,10 @@ export const MessageEvent = EventBase.extend({
   senderDeviceId: DeviceId,
   /** The sending device's idempotency key for this message. */
   clientId: z.string(),
-  body: z.string(),
+  body: z.string().optional(),
+  attachments: z.array(Attachment).optional(),
   replyToSeq: Seq.optional(),
+  deletedSeq: Seq.optional(),
 });
 export type MessageEvent = z.infer<typeof MessageEvent>;
 
@@ -93,6 +103,19 @@ export const ChatUpdatedEvent = EventBase.extend({
 export type ChatUpdatedEvent = z.infer<typeof ChatUpdatedEvent>;
 
 /**
+ * `actorId` deleted the message at `targetSeq` for everyone (its sender, within the
+ * delete window, or an admin of a group): from here on that message is a tombstone.
+ */
+export const MessageDeletedEvent = EventBase.extend({
+  type: z.literal("message.deleted"),
+  actorId: UserId,
+  targetSeq: Seq,
+  /** The deleted message's sender (an admin may delete others' messages). */
+  senderId: UserId,
+});
+export type MessageDeletedEvent = z.infer<typeof MessageDeletedEvent>;
+
+/**
  * The event registry: every event type, once. Adding a type means a schema here, its
  * section in docs/protocol.md (a test checks) and a test that produces it. The log
  * stores messages in their own columns and every other type's fields as JSON, so
@@ -106,6 +129,7 @@ export const eventSchemas = [
   MemberLeftEvent,
   MemberRoleChangedEvent,
   ChatUpdatedEvent,
+  MessageDeletedEvent,
 ] as const;
 
 /**

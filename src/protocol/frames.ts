@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { DeviceId, UserId } from "./auth.ts";
-import { ChatId, ClientChosenId, SendMessageRequest } from "./chats.ts";
+import { ChatId, ClientChosenId, SendMessageFields, contentRequired, hasContent } from "./chats.ts";
 import { ErrorBody } from "./errors.ts";
 import { ChatEvent, EventEnvelope, MemberRole, Seq } from "./events.ts";
 import { DeliveredFrame, ReadFrame, ReceiptsFrame, StatusFrame } from "./receipts.ts";
@@ -14,10 +14,10 @@ import { TypingFrame, TypingNotice } from "./typing.ts";
 export const Heartbeat = { request: "ping", response: "pong" } as const;
 
 /** Client -> server: store a message. Answered by a reply with a SendResult. */
-export const SendFrame = SendMessageRequest.extend({
+export const SendFrame = SendMessageFields.extend({
   type: z.literal("send"),
   id: ClientChosenId,
-});
+}).refine(hasContent, contentRequired);
 export type SendFrame = z.infer<typeof SendFrame>;
 
 /**
@@ -29,7 +29,7 @@ export type SendFrame = z.infer<typeof SendFrame>;
 export const SyncFrame = z.strictObject({ type: z.literal("sync"), id: ClientChosenId });
 export type SyncFrame = z.infer<typeof SyncFrame>;
 
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame.strict(), SyncFrame, DeliveredFrame, ReadFrame, StatusFrame, TypingFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, SyncFrame, DeliveredFrame, ReadFrame, StatusFrame, TypingFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** Server -> client: the answer to the client frame with the same `id`. */

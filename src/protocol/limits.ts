@@ -90,6 +90,22 @@ export const Limits = {
    * longer (`\u0000` for each control character), so this leaves room for that.
    */
   maxFrameBytes: 6 * 64 * 1024 + 4096,
+  /** Files one message may carry (its body is then their caption). */
+  maxAttachmentsPerMessage: 10,
+  /** Characters of an attachment's base64 thumbnail (about 12 KB of image). */
+  maxThumbnailChars: 16 * 1024,
+  /** UTF-16 code units of an attachment's file name. */
+  maxMediaNameLength: 255,
+  /** An upload not attached to a message within this long (24 h) is deleted. */
+  pendingUploadTtlMs: 24 * 3_600_000,
+  /** Uploads one member may have waiting (not yet attached) in one chat. */
+  maxPendingUploadsPerMember: 32,
+  /** The longest a signed media URL is valid (10 minutes). */
+  maxSignedUrlTtlMs: 10 * 60_000,
+  /** Messages one account may have hidden ("delete for me"), across its chats. */
+  maxHiddenMessages: 50_000,
+  /** Entries per page of hidden messages (a `hidden` frame, GET /api/me/hidden). */
+  maxHiddenPageSize: 500,
 } as const;
 
 /**

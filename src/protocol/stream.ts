@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { DeviceId, UserId } from "./auth.ts";
-import { ChatId, ChatSummary, ClientChosenId, SendMessageRequest } from "./chats.ts";
+import { ChatId, ChatSummary, ClientChosenId, SendMessageFields, contentRequired, hasContent } from "./chats.ts";
 import { Seq } from "./events.ts";
 import { Limits } from "./limits.ts";
 import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
@@ -47,11 +47,11 @@ export const ResumeResult = z.object({
 export type ResumeResult = z.infer<typeof ResumeResult>;
 
 /** Client -> server: send a message to one of the account's chats (same ack as the chat socket's `send`). */
-export const StreamSendFrame = SendMessageRequest.extend({
+export const StreamSendFrame = SendMessageFields.extend({
   type: z.literal("send"),
   id: ClientChosenId,
   chatId: ChatId,
-}).strict();
+}).refine(hasContent, contentRequired);
 export type StreamSendFrame = z.infer<typeof StreamSendFrame>;
 
 /** Client -> server: the user has read `chatId` up to `seq` (clears its unread count on every device). */

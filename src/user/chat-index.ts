@@ -2,7 +2,7 @@ import { and, count, desc, eq, lt, ne, or, sql, type SQL } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/user-schema.ts";
 import { AppError } from "../lib/app-error.ts";
-import { Limits, utf8ByteLength, type ReceiptsFrame, type ChatIndexUpdate, type ChatList, type ChatListQuery, type ChatSettingsPatch, type ChatSummary } from "../protocol/index.ts";
+import { Limits, utf8ByteLength, type ReceiptsFrame, type ChatIndexUpdate, type ChatList, type ChatListQuery, type ChatSettingsPatch, type ChatSummary, type LastMessage, type MediaKind } from "../protocol/index.ts";
 
 type ChatRow = typeof schema.chats.$inferSelect;
 
@@ -53,6 +53,8 @@ export class ChatIndex {
         lastMessageSenderId: value("lastMessageSenderId"),
         lastMessageBody: value("lastMessageBody"),
         lastMessageCreatedAt: value("lastMessageCreatedAt"),
+        lastMessageAttachments: value("lastMessageAttachments"),
+        lastMessageDeleted: value("lastMessageDeleted"),
         deliveredUpTo: value("deliveredUpTo"),
         seenUpTo: value("seenUpTo"),
         receiptsAt: value("receiptsAt"),
@@ -72,6 +74,8 @@ export class ChatIndex {
           lastMessageSenderId: sql`excluded.last_message_sender_id`,
           lastMessageBody: sql`excluded.last_message_body`,
           lastMessageCreatedAt: sql`excluded.last_message_created_at`,
+          lastMessageAttachments: sql`excluded.last_message_attachments`,
+          lastMessageDeleted: sql`excluded.last_message_deleted`,
           // Receipt pushes may have moved these further than this update knew.
           deliveredUpTo: sql`max(${chats.deliveredUpTo}, excluded.delivered_up_to)`,
           seenUpTo: sql`max(${chats.seenUpTo}, excluded.seen_up_to)`,
@@ -134,6 +138,8 @@ export class ChatIndex {
       lastMessageSenderId: update.lastMessage?.senderId ?? null,
       lastMessageBody: update.lastMessage?.body ?? null,
       lastMessageCreatedAt: update.lastMessage?.createdAt ?? null,
+      lastMessageAttachments: update.lastMessage?.attachments ? JSON.stringify(update.lastMessage.attachments) : null,
+      lastMessageDeleted: update.lastMessage?.deleted === true,
       deliveredUpTo: update.deliveredUpTo,
       seenUpTo: update.seenUpTo,
       receiptsAt: this.#nextReceiptsAt(now),
@@ -305,8 +311,14 @@ function toSummary(row: ChatRow): ChatSummary {
     archived: row.archived,
   };
   if (row.peerId) summary.peerId = row.peerId;
-  if (row.lastMessageSeq !== null && row.lastMessageSenderId !== null && row.lastMessageBody !== null && row.lastMessageCreatedAt !== null) {
-    summary.lastMessage = { seq: row.lastMessageSeq, senderId: row.lastMessageSenderId, body: row.lastMessageBody, createdAt: row.lastMessageCreatedAt };
+  if (row.lastMessageSeq !== null && row.lastMessageSenderId !== null && row.lastMessageCreatedAt !== null) {
+    const last: LastMessage = { seq: row.lastMessageSeq, senderId: row.lastMessageSenderId, createdAt: row.lastMessageCreatedAt };
+    if (row.lastMessageDeleted) last.deleted = true;
+    else {
+      if (row.lastMessageBody !== null) last.body = row.lastMessageBody;
+      if (row.lastMessageAttachments !== null) last.attachments = JSON.parse(row.lastMessageAttachments) as MediaKind[];
+    }
+    summary.lastMessage = last;
   }
   if (row.mutedUntil !== null) summary.mutedUntil = row.mutedUntil;
   return summary;

@@ -62,6 +62,7 @@ describe("login through wrangler dev with the production OTP path", () => {
       OTP_WEBHOOK_TOKEN: "sms-adapter-token",
       JWT_SECRET: "e2e-jwt-secret-0123456789abcdef0123456789",
       HMAC_SECRET: "e2e-hmac-secret-0123456789abcdef012345678",
+      MEDIA_URL_SECRET: "e2e-media-secret-0123456789abcdef01234567",
     });
   });
   afterAll(async () => {
