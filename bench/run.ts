@@ -26,6 +26,7 @@ import { oneToOneClosedLoop, oneToOneLatency } from "./scenarios/one-to-one.ts";
 import { fanOut100, fanOut1000, manyChats } from "./scenarios/fan-out.ts";
 import { connectStorm, idleSockets } from "./scenarios/connections.ts";
 import { history } from "./scenarios/history.ts";
+import { media } from "./scenarios/media.ts";
 import { reconnectHerd } from "./scenarios/reconnect-herd.ts";
 import { wakeAfterEviction } from "./scenarios/wake-after-eviction.ts";
 import { accountFanOut } from "./scenarios/account-fan-out.ts";
@@ -43,6 +44,7 @@ const SCENARIOS: Scenario<any>[] = [
   connectStorm,
   idleSockets,
   history,
+  media,
   reconnectHerd,
   accountFanOut,
   streamReconnect,

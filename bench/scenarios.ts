@@ -45,6 +45,8 @@ export type Parameters = {
    */
   idleSockets: { steps: number[]; settleMs: number; bareSettleMs: number; openBatch: number; accounts: number };
   history: { messages: number; seedWindow: number; pageSize: number; firstPageSamples: number };
+  /** Files uploaded then downloaded per size (bytes), one at a time; then `rangeSamples` reads of `rangeBytes`. */
+  media: { sizes: { size: number; files: number }[]; rangeSamples: number; rangeBytes: number };
   reconnectHerd: { clients: number; behind: number; timeoutMs: number };
   wakeAfterEviction: { skip: boolean; chats: number; idleMs: number; timeoutMs: number };
   /** One group; each rate offered for stepSeconds, then up to drainTimeoutMs for every account to reach the head. */
@@ -133,6 +135,7 @@ const full: Parameters = {
   // ~12 s per step lets every chat object hibernate (about 10 s without events locally).
   idleSockets: { steps: [0, 500, 1_000, 1_500, 2_000], settleMs: 12_000, bareSettleMs: 1_000, openBatch: 100, accounts: 20 },
   history: { messages: 10_000, seedWindow: 200, pageSize: 200, firstPageSamples: 50 },
+  media: { sizes: [{ size: 1_000_000, files: 20 }, { size: 25_000_000, files: 4 }], rangeSamples: 50, rangeBytes: 64 * 1024 },
   reconnectHerd: { clients: 1_000, behind: 100, timeoutMs: 30_000 },
   wakeAfterEviction: { skip: false, chats: 3, idleMs: 12_000, timeoutMs: 10_000 },
   accountFanOut: { members: 100, intervalMs: 5_000, quietSamples: 5, rates: [20, 100, 400, 800], stepSeconds: 4, drainTimeoutMs: 8_000, pauseMs: 500, cpuDrainMs: 1_000 },
@@ -162,6 +165,7 @@ const quick: Parameters = {
   // Too short for the objects to hibernate: the quick slope is of awake sockets.
   idleSockets: { steps: [0, 250, 500], settleMs: 500, bareSettleMs: 500, openBatch: 250, accounts: 10 },
   history: { messages: 1_000, seedWindow: 200, pageSize: 200, firstPageSamples: 20 },
+  media: { sizes: [{ size: 1_000_000, files: 3 }], rangeSamples: 10, rangeBytes: 64 * 1024 },
   reconnectHerd: { clients: 200, behind: 100, timeoutMs: 8_000 },
   // Needs ~12 s of idle time: skipped in --quick (the full run measures it).
   wakeAfterEviction: { skip: true, chats: 1, idleMs: 12_000, timeoutMs: 5_000 },

@@ -36,7 +36,11 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage } from "node:http";
+import { createReadStream, createWriteStream, mkdtempSync, rmSync, statSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import type { Duplex } from "node:stream";
 import WebSocket, { WebSocketServer } from "ws";
@@ -148,6 +152,8 @@ function serve(port: number): void {
         }
         response.writeHead(201).end();
       });
+    } else if (request.url?.startsWith("/api/chats/")) {
+      serveMedia(request, response);
     } else {
       response.writeHead(404).end();
     }
@@ -189,6 +195,51 @@ function serve(port: number): void {
       ws.on("error", () => room.sessions.delete(session));
     });
   });
+
+  /**
+   * Media, minimal: `POST /api/chats/:chatId/media` streams the body to a file on disk
+   * (201 with its id), `GET /api/chats/:chatId/media/:mediaId` streams it back, with a
+   * single `Range` (206). No auth, no membership, no type detection: the floor a media
+   * path on one machine costs.
+   */
+  const mediaDirectory = mkdtempSync(join(tmpdir(), "bare-media-"));
+  process.on("exit", () => rmSync(mediaDirectory, { recursive: true, force: true }));
+  function serveMedia(request: IncomingMessage, response: ServerResponse): void {
+    const url = new URL(request.url ?? "/", "http://bare");
+    const upload = /^\/api\/chats\/[A-Za-z0-9_-]+\/media$/.test(url.pathname);
+    const download = /^\/api\/chats\/[A-Za-z0-9_-]+\/media\/([A-Za-z0-9_-]+)$/.exec(url.pathname);
+    if (upload && request.method === "POST") {
+      const mediaId = `m_${randomUUID().replaceAll("-", "").slice(0, 22)}`;
+      const file = join(mediaDirectory, mediaId);
+      pipeline(request, createWriteStream(file)).then(
+        () => {
+          const size = statSync(file).size;
+          response.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ mediaId, kind: "image", contentType: "image/png", size, expiresAt: Date.now() + 86_400_000 }));
+        },
+        () => response.writeHead(500).end(),
+      );
+      return;
+    }
+    if (download && request.method === "GET") {
+      const file = join(mediaDirectory, download[1]!);
+      let size: number;
+      try {
+        size = statSync(file).size;
+      } catch {
+        response.writeHead(404).end();
+        return;
+      }
+      const range = /^bytes=(\d+)-(\d*)$/.exec(request.headers.range ?? "");
+      const start = range ? Number(range[1]) : 0;
+      const end = range && range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+      const headers = { "content-type": "image/png", "content-length": String(end - start + 1), "accept-ranges": "bytes" };
+      if (range) response.writeHead(206, { ...headers, "content-range": `bytes ${start}-${end}/${size}` });
+      else response.writeHead(200, headers);
+      createReadStream(file, { start, end }).pipe(response);
+      return;
+    }
+    response.writeHead(404).end();
+  }
 
   /** A message stored (in memory), acknowledged to its sender, then pushed to every chat socket and member stream. */
   function store(room: Room, ws: WebSocket, userId: string, deviceId: string, id: string, clientId: string, body: string): void {
