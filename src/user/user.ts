@@ -471,7 +471,7 @@ export class User extends DurableObject<Env> {
    * socket's `delete`, and from `deleteForMe`): every resumed stream of the account gets
    * it at once. `cap` is `Limits.maxHiddenMessages` (tests pass a lower one).
    */
-  hideMessage(chatId: string, seq: number, now = Date.now(), cap = Limits.maxHiddenMessages): Outcome<DeletedForMe> {
+  hideMessage(chatId: string, seq: number, now = Date.now(), cap: number = Limits.maxHiddenMessages): Outcome<DeletedForMe> {
     if (!this.#exists || !this.#chatIndex.get(chatId)) return notYourChat();
     return attempt(() => {
       const { entry, duplicate } = this.#hidden.hide(chatId, seq, now, cap);
