@@ -307,8 +307,8 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   }
 
   /**
-   * A frame outside any chat's event order (receipts: watermarks; typing: ephemeral)
-   * to every resumed socket.
+   * A frame outside any chat's event order (receipts: watermarks; typing: ephemeral;
+   * hidden: the account's own list, numbered by it) to every resumed socket.
    */
   sendToResumed(frame: ReceiptsFrame | TypingNotice | HiddenFrame): void {
     for (const [ws, session] of this.entries()) if (session.phase !== "new") sendFrame(ws, frame);
