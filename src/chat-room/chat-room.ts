@@ -497,17 +497,33 @@ export class ChatRoom extends DurableObject<Env> {
    * the chat's sockets, the streams and every member's list (its preview) at once.
    */
   deleteForEveryone(userId: string, seq: number, now = Date.now()): Outcome<DeletedForEveryone> {
-    return attempt(() => {
-      const { result, event } = this.#deletes.forEveryone(userId, seq, now);
-      if (event) {
-        this.#releaseAttachments(seq, now);
-        this.#sessions.broadcast([event], () => this.ctx.storage.sync());
-        this.#streams.committed();
-        // The previews of every member's list change: no waiting for the interval.
-        this.#fanOut.committed(now, true);
-      }
-      return result;
-    });
+    const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
+    if (!outcome.ok) return outcome;
+    if (outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+    return succeed(outcome.value.result);
+  }
+
+  /** After a delete for everyone was stored: the files go, and everyone hears of it. */
+  #deleted(event: ChatEvent, targetSeq: number, now: number): void {
+    this.#releaseAttachments(targetSeq, now);
+    this.#sessions.broadcast([event], () => this.ctx.storage.sync());
+    this.#streams.committed();
+    // The previews of every member's list change: no waiting for the interval.
+    this.#fanOut.committed(now, true);
+    this.#tellFormerMembers(targetSeq);
+  }
+
+  /**
+   * Former members who saw the message no longer hear of the chat, but their list may
+   * still preview it: their accounts drop its content if so (best effort, logged).
+   */
+  #tellFormerMembers(targetSeq: number): void {
+    const chatId = this.#membership.requireChat().chatId;
+    for (const userId of this.#membership.formerMembersWhoSaw(targetSeq, Limits.maxGroupMembers)) {
+      this.#memberAccount(userId)
+        .messageDeleted(chatId, targetSeq)
+        .catch((error: unknown) => log.warn("could not tell a former member's list of a delete", describeError(error)));
+    }
   }
 
   /**
@@ -523,7 +539,14 @@ export class ChatRoom extends DurableObject<Env> {
 
   /** The chat socket's `delete`: for me, this chat checks the message, then the member's account hides it. */
   #deleteMessage(userId: string, seq: number, scope: DeleteScope, respond: (outcome: Outcome<DeleteResult>) => void): void {
-    if (scope === "everyone") return respond(this.deleteForEveryone(userId, seq));
+    if (scope === "everyone") {
+      // As for a send, the deleting socket gets its reply before the event.
+      const now = Date.now();
+      const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
+      respond(outcome.ok ? succeed(outcome.value.result) : outcome);
+      if (outcome.ok && outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+      return;
+    }
     const checked = this.checkVisibleMessage(userId, seq);
     if (!checked.ok) return respond(checked);
     const chatId = this.#membership.requireChat().chatId;

@@ -449,6 +449,16 @@ export class User extends DurableObject<Env> {
     if (moved) this.#streams.sendToResumed(moved);
   }
 
+  /**
+   * A message of a chat this account left was deleted for everyone (RPC from the
+   * ChatRoom): the list's preview of it, if any, shows it deleted, on every device.
+   */
+  messageDeleted(chatId: string, seq: number): void {
+    if (!this.#exists) return;
+    const summary = this.#chatIndex.previewDeleted(chatId, seq);
+    if (summary) this.#inboxChanged(summary);
+  }
+
   // ---- Delete for me (src/user/hidden-messages.ts) ----
 
   /**

@@ -116,13 +116,16 @@ describe("delete for everyone", () => {
     expect(eventsOf(lateStream, chatId)).toEqual(events);
   });
 
-  it("updates every member's chat-list preview at once, and the delete is not unread", async () => {
+  it("updates every member's chat-list preview at once (a former member's too), and the delete is not unread", async () => {
     const alice = await login();
     const bob = await login();
-    const chatId = await createGroup(alice, [bob]);
+    const carol = await login();
+    const chatId = await createGroup(alice, [bob, carol]);
     await send(alice, chatId, "one");
     const last = await send(alice, chatId, "two");
     await expect.poll(() => entry(bob, chatId)).toMatchObject({ unreadCount: 2, lastMessage: { seq: last.seq, body: "two" } });
+    expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
+    await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body: "two" } });
 
     const { deletedSeq } = await deleteForEveryone(alice, chatId, last.seq);
     const preview = { seq: last.seq, senderId: alice.user.userId, createdAt: last.createdAt, deleted: true };
@@ -132,6 +135,8 @@ describe("delete for everyone", () => {
     }
     expect(await entry(bob, chatId)).toMatchObject({ unreadCount: 2 });
     expect(await entry(alice, chatId)).toMatchObject({ unreadCount: 0 });
+    await expect.poll(async () => (await entry(carol, chatId))?.lastMessage).toStrictEqual(preview);
+    expect(await entry(carol, chatId)).toMatchObject({ membership: "left", headSeq: deletedSeq - 1 });
   });
 
   it("deleting twice is harmless: the same answer, duplicate, and no new event", async () => {
@@ -224,6 +229,12 @@ describe("delete for everyone", () => {
       ok: true,
       result: { for: "everyone", chatId, seq: one.seq, duplicate: false },
     });
+    // As for a send: the deleting socket gets its reply, then the event.
+    await socket.until(() => socket.events().find((event) => event.type === "message.deleted"), "its own delete event");
+    const replyAt = socket.frames.findIndex((frame) => frame.type === "reply");
+    const eventAt = socket.frames.findIndex((frame) => frame.type === "events");
+    expect(replyAt).toBeGreaterThan(0);
+    expect(replyAt).toBeLessThan(eventAt);
     expect(await ask(socket, { type: "delete", seq: 1, for: "everyone" })).toMatchObject({ ok: false, error: { code: "not_found" } });
     const { socket: stream } = await resumeStream(alice.credentials);
     expect(await ask(stream, { type: "delete", chatId, seq: two.seq, for: "everyone" })).toMatchObject({
