@@ -31,6 +31,10 @@ import {
   type TypingNotice,
   type TypingResult,
   type TypingState,
+  type DeleteResult,
+  type DeleteScope,
+  type DeletedForEveryone,
+  type DeletedForMe,
 } from "../protocol/index.ts";
 import { commands, type RoomCommands } from "./commands.ts";
 import type { Respond } from "../sockets/frame-dispatch.ts";
@@ -59,6 +63,7 @@ import { ReceiptPushes } from "./receipt-pushes.ts";
 import { TypingThrottle } from "./typing.ts";
 import { userTag } from "../sockets/attachments.ts";
 import { undeliveredTo, type Undelivered } from "./undelivered.ts";
+import { Deletes } from "./deletes.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -106,6 +111,7 @@ export class ChatRoom extends DurableObject<Env> {
     },
     status: (userId, seq) => this.messageStatus(userId, seq),
     typing: (userId, state) => this.typing(userId, state),
+    deleteMessage: (userId, seq, scope, respond) => this.#deleteMessage(userId, seq, scope, respond),
   };
   readonly #sessions: Sessions;
   readonly #frames: FrameDispatcher<RoomCommands, SessionState, ClientFrame>;
@@ -120,6 +126,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #streams: StreamPushes;
   readonly #receipts: Receipts;
   readonly #typing = new TypingThrottle();
+  readonly #deletes: Deletes;
   readonly #receiptPushes = new ReceiptPushes((userId, frame) => this.#memberAccount(userId).receiptsChanged(frame));
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -175,6 +182,7 @@ export class ChatRoom extends DurableObject<Env> {
       sessions: this.#sessions,
       changed: (events, now) => this.#changed(events, now),
     });
+    this.#deletes = new Deletes({ log: () => this.#log, membership: () => this.#membership, windowMs: this.#config.deleteWindowMs });
     this.#scheduler = new Scheduler<Deadline>(ctx.storage, { "fan-out": (now) => this.#fanOut.retry(now) });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
@@ -481,6 +489,82 @@ export class ChatRoom extends DurableObject<Env> {
     this.#fanOut.committed(now, true);
   }
 
+  // ---- Deletes ----
+
+  /**
+   * Deletes the message at `seq` for everyone, as `userId` (REST, and the device stream
+   * through the account): see Deletes for who may. The `message.deleted` event reaches
+   * the chat's sockets, the streams and every member's list (its preview) at once.
+   */
+  deleteForEveryone(userId: string, seq: number, now = Date.now()): Outcome<DeletedForEveryone> {
+    const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
+    if (!outcome.ok) return outcome;
+    if (outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+    return succeed(outcome.value.result);
+  }
+
+  /** After a delete for everyone was stored: the files go, and everyone hears of it. */
+  #deleted(event: ChatEvent, targetSeq: number, now: number): void {
+    this.#releaseAttachments(targetSeq, now);
+    this.#sessions.broadcast([event], () => this.ctx.storage.sync());
+    this.#streams.committed();
+    // The previews of every member's list change: no waiting for the interval.
+    this.#fanOut.committed(now, true);
+    this.#tellFormerMembers(targetSeq);
+  }
+
+  /**
+   * Former members who saw the message no longer hear of the chat, but their list may
+   * still preview it: their accounts drop its content if so (best effort, logged).
+   */
+  #tellFormerMembers(targetSeq: number): void {
+    const chatId = this.#membership.requireChat().chatId;
+    for (const userId of this.#membership.formerMembersWhoSaw(targetSeq, Limits.maxGroupMembers)) {
+      this.#memberAccount(userId)
+        .messageDeleted(chatId, targetSeq)
+        .catch((error: unknown) => log.warn("could not tell a former member's list of a delete", describeError(error)));
+    }
+  }
+
+  /**
+   * Whether `userId` could see a message at `seq` (RPC from their account before it
+   * hides one for itself): `not_found` / `not_a_member` / `chat_not_found`, writing nothing.
+   */
+  checkVisibleMessage(userId: string, seq: number): Outcome<null> {
+    return attempt(() => {
+      this.#deletes.visible(userId, seq);
+      return null;
+    });
+  }
+
+  /** The chat socket's `delete`: for me, this chat checks the message, then the member's account hides it. */
+  #deleteMessage(userId: string, seq: number, scope: DeleteScope, respond: (outcome: Outcome<DeleteResult>) => void): void {
+    if (scope === "everyone") {
+      // As for a send, the deleting socket gets its reply before the event.
+      const now = Date.now();
+      const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
+      respond(outcome.ok ? succeed(outcome.value.result) : outcome);
+      if (outcome.ok && outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+      return;
+    }
+    const checked = this.checkVisibleMessage(userId, seq);
+    if (!checked.ok) return respond(checked);
+    const chatId = this.#membership.requireChat().chatId;
+    this.#memberAccount(userId)
+      .hideMessage(chatId, seq)
+      .then(
+        (outcome: Outcome<DeletedForMe>) => respond(outcome),
+        (error: unknown) => respond(failureOf(error, { object: "ChatRoom", during: "delete for me" })),
+      );
+  }
+
+  /** The deleted message's files leave storage (their R2 objects are deleted). */
+  #releaseAttachments(targetSeq: number, now: number): void {
+    // Media wiring lands with the media registry: MediaRegistry.releaseMessage(targetSeq, now).
+    void targetSeq;
+    void now;
+  }
+
   /** Puts an invitation in each invited account's list (a failure is logged: the admin may invite again). */
   async #deliverInvitations(userIds: string[], invitedBy: string, now: number): Promise<void> {
     const chat = this.#membership.chat;
@@ -612,7 +696,7 @@ export class ChatRoom extends DurableObject<Env> {
     if (chat.kind === "direct" && this.#membership.blocked && !this.#log.findByClientId(sender.deviceId, input.clientId)) {
       throw new AppError("blocked", 403, "one of you blocked the other: no messages until unblocked", { retryable: false });
     }
-    if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq);
+    if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq, sender, input.clientId);
     const { event, duplicate } = this.#log.appendMessage(sender, input, now);
     if (!duplicate) {
       this.#sendRate.take(sender.userId, now);
@@ -622,9 +706,14 @@ export class ChatRoom extends DurableObject<Env> {
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
 
-  #checkReplyTarget(replyToSeq: number, visibleFrom: number): void {
-    if (replyToSeq < visibleFrom || this.#log.typeAt(replyToSeq) !== "message") {
+  #checkReplyTarget(replyToSeq: number, visibleFrom: number, sender: Sender, clientId: string): void {
+    const target = replyToSeq >= visibleFrom ? this.#log.messageAt(replyToSeq) : null;
+    if (!target) {
       throw new AppError("invalid_reply", 400, `replyToSeq ${replyToSeq} is not a message of this chat`, { retryable: false });
+    }
+    // A deleted message cannot be quoted; a retry of a reply stored before the delete still gets its ack.
+    if (target.deletedSeq !== null && !this.#log.findByClientId(sender.deviceId, clientId)) {
+      throw new AppError("invalid_reply", 400, `the message at replyToSeq ${replyToSeq} was deleted`, { retryable: false });
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { ClientFrame, MessageStatus, ReceiptResult, SendMessageRequest, SendResult, SyncResult, TypingResult, TypingState } from "../protocol/index.ts";
+import type { ClientFrame, DeleteResult, DeleteScope, MessageStatus, ReceiptResult, SendMessageRequest, SendResult, SyncResult, TypingResult, TypingState } from "../protocol/index.ts";
 import type { Outcome } from "../lib/result.ts";
 import type { ReceiptKind } from "./receipts.ts";
 import { attempt } from "../lib/result.ts";
@@ -18,6 +18,8 @@ export interface RoomCommands {
   status(userId: string, seq: number): Outcome<MessageStatus>;
   /** Passes a typing indicator to the other members (throttled, never stored). */
   typing(userId: string, state: TypingState): Outcome<TypingResult>;
+  /** Deletes a message for everyone, or hides it for the user's account (`respond` once the account answered). */
+  deleteMessage(userId: string, seq: number, scope: DeleteScope, respond: Respond<DeleteResult>): void;
 }
 
 /** One handler per chat socket frame type. */
@@ -45,5 +47,9 @@ export const commands: CommandTable<RoomCommands, SessionState, ClientFrame> = {
 
   typing(room, _ws, session, { state }, respond) {
     respond(room.typing(session.userId, state));
+  },
+
+  delete(room, _ws, session, { seq, for: scope }, respond) {
+    room.deleteMessage(session.userId, seq, scope, respond);
   },
 };

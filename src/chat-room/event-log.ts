@@ -36,6 +36,14 @@ const SELECT_MESSAGE_FROM_BETWEEN = `SELECT 1 AS "found" FROM events
   WHERE seq > ? AND seq <= ? AND ${column("actorId")} = ? AND ${column("messageNo")} IS NOT NULL LIMIT 1`;
 const SELECT_FIRST_MESSAGE_AFTER = `SELECT seq, ${column("createdAt")} AS "createdAt" FROM events
   WHERE seq > ? AND ${column("messageNo")} IS NOT NULL ORDER BY seq LIMIT 1`;
+const SELECT_MESSAGE_AT = `SELECT seq, ${column("actorId")} AS "senderId", ${column("createdAt")} AS "createdAt", ${column("deletedSeq")} AS "deletedSeq"
+  FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
+/**
+ * A message deleted for everyone keeps its row (seq, sender, time, clientId and request
+ * hash, so a retried send still gets its original ack) and loses its content.
+ */
+const TOMBSTONE = `UPDATE events SET ${column("body")} = NULL, ${column("attachments")} = NULL, ${column("replyToSeq")} = NULL, ${column("deletedSeq")} = ?
+  WHERE seq = ? AND ${column("messageNo")} IS NOT NULL AND ${column("deletedSeq")} IS NULL`;
 const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_AFTER = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
@@ -52,6 +60,8 @@ export type NumberedMessage = {
   deletedSeq: number | null;
   createdAt: number;
 };
+/** What a delete needs to know of a message: who sent it, when, and whether it is already a tombstone. */
+export type MessageRef = { seq: number; senderId: string; createdAt: number; deletedSeq: number | null };
 export type AppendedMessage = { event: MessageEvent; duplicate: boolean };
 /** A non-message event before it has a seq. */
 export type NewEvent = Exclude<ChatEvent, MessageEvent> extends infer E
@@ -200,6 +210,24 @@ export class EventLog {
   /** The sender of the message at `seq`; null when that seq is not a message. */
   senderAt(seq: number): string | null {
     return this.#sql.exec<{ senderId: string }>(SELECT_SENDER_AT, seq).toArray()[0]?.senderId ?? null;
+  }
+
+  /** The message at `seq`; null when that seq is not a message (another event, or past the head). */
+  messageAt(seq: number): MessageRef | null {
+    return this.#sql.exec<MessageRef>(SELECT_MESSAGE_AT, seq).toArray()[0] ?? null;
+  }
+
+  /**
+   * Makes the message at `targetSeq` a tombstone of the delete event `deletedSeq`: its
+   * body, files and reply are gone from storage (and from the in-memory latest message,
+   * which every chat-list entry previews). False when it is not a message or already one.
+   */
+  tombstone(targetSeq: number, deletedSeq: number): boolean {
+    const { rowsWritten } = this.#sql.exec(TOMBSTONE, deletedSeq, targetSeq);
+    if (rowsWritten === 0) return false;
+    const last = this.#lastMessage;
+    if (last?.seq === targetSeq) this.#lastMessage = { ...last, body: null, attachments: null, deletedSeq };
+    return true;
   }
 
   typeAt(seq: number): string | null {

@@ -1,4 +1,4 @@
-import { and, asc, count, eq, getTableColumns, isNotNull, isNull, lt, notInArray, sql } from "drizzle-orm";
+import { and, asc, count, desc, eq, getTableColumns, gte, isNotNull, isNull, lt, lte, notInArray, sql } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
@@ -285,6 +285,22 @@ export class Membership {
         .where(and(eq(members.userId, period.userId), eq(members.joinedSeq, period.joinedSeq)))
         .run();
     }
+  }
+
+  /**
+   * Former members (not members now) whose ended periods contain `seq`: the accounts that
+   * saw that event but no longer hear of the chat. The latest `limit` of them.
+   */
+  formerMembersWhoSaw(seq: number, limit: number): string[] {
+    const { members } = schema;
+    const rows = this.#db
+      .selectDistinct({ userId: members.userId })
+      .from(members)
+      .where(and(isNotNull(members.leftSeq), lte(members.joinedSeq, seq), gte(members.leftSeq, seq)))
+      .orderBy(desc(members.leftSeq))
+      .limit(limit)
+      .all();
+    return rows.map((row) => row.userId).filter((userId) => !this.#current.has(userId));
   }
 
   /** Storage rows of fan-out state (one per period): for tests and capacity notes. */

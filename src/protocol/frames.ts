@@ -3,6 +3,7 @@ import { DeviceId, UserId } from "./auth.ts";
 import { ChatId, ClientChosenId, SendMessageFields, contentRequired, hasContent } from "./chats.ts";
 import { ErrorBody } from "./errors.ts";
 import { ChatEvent, EventEnvelope, MemberRole, Seq } from "./events.ts";
+import { DeleteFrame } from "./deletes.ts";
 import { DeliveredFrame, ReadFrame, ReceiptsFrame, StatusFrame } from "./receipts.ts";
 import { TypingFrame, TypingNotice } from "./typing.ts";
 
@@ -29,7 +30,7 @@ export type SendFrame = z.infer<typeof SendFrame>;
 export const SyncFrame = z.strictObject({ type: z.literal("sync"), id: ClientChosenId });
 export type SyncFrame = z.infer<typeof SyncFrame>;
 
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame, SyncFrame, DeliveredFrame, ReadFrame, StatusFrame, TypingFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, SyncFrame, DeliveredFrame, ReadFrame, StatusFrame, TypingFrame, DeleteFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** Server -> client: the answer to the client frame with the same `id`. */

@@ -6,6 +6,7 @@ import { Limits } from "./limits.ts";
 import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
 import { ReceiptsFrame, StreamDeliveredFrame, StreamStatusFrame } from "./receipts.ts";
 import { StreamTypingFrame, TypingNotice } from "./typing.ts";
+import { HiddenFrame, StreamDeleteFrame } from "./deletes.ts";
 import { PresenceFrame, PresenceStateFrame, PresenceSubscribeFrame } from "./presence.ts";
 
 /**
@@ -32,6 +33,11 @@ export const ResumeFrame = z.strictObject({
    * (a device that lists no chats learns them from each chat's entry).
    */
   receiptsSince: z.number().int().nonnegative().optional(),
+  /**
+   * The latest `hiddenNo` this device has (from `hidden` frames): the messages the
+   * account hid after it come as `hidden` frames before the catch-up. Absent: none are sent.
+   */
+  hiddenSince: z.number().int().nonnegative().optional(),
 });
 export type ResumeFrame = z.infer<typeof ResumeFrame>;
 
@@ -74,6 +80,7 @@ export const StreamClientFrame = z.discriminatedUnion("type", [
   StreamTypingFrame,
   PresenceStateFrame,
   PresenceSubscribeFrame,
+  StreamDeleteFrame,
 ]);
 export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
 
@@ -124,5 +131,6 @@ export const StreamServerFrame = z.union([
   EventsFrame,
   ReceiptsFrame,
   TypingNotice,
+  HiddenFrame,
 ]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;

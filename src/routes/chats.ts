@@ -14,6 +14,8 @@ import {
   ChatListQuery,
   ChatSettingsPatch,
   CreateChatRequest,
+  DeleteQuery,
+  type DeleteResult,
   HistoryQuery,
   MarkReadRequest,
   DeliveredRequest,
@@ -93,6 +95,18 @@ export const chatRoutes = new Hono<AppEnv>()
     const input = await jsonBody(c, SendMessageRequest);
     const result = unwrap(await chatRoomObject(c.env, chatId).send(c.get("caller"), input));
     return c.json(result, result.duplicate ? 200 : 201);
+  })
+  .delete("/:chatId/messages/:seq", async (c) => {
+    const chatId = await chatIdParam(c.env, c.req.param("chatId"));
+    const seq = parseWith(MessageSeqParam, c.req.param("seq"));
+    const { for: scope } = queryParams(c, DeleteQuery);
+    const { userId } = c.get("caller");
+    // For everyone: the chat decides. For me: the caller's own account keeps the list (and asks the chat).
+    const result: DeleteResult =
+      scope === "everyone"
+        ? unwrap(await chatRoomObject(c.env, chatId).deleteForEveryone(userId, seq))
+        : unwrap(await userObject(c.env, userId).deleteForMe(chatId, seq));
+    return c.json(result);
   })
   .patch("/:chatId", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));

@@ -184,6 +184,22 @@ export class ChatIndex {
       .map((row) => ({ type: "receipts", ...row }));
   }
 
+  /**
+   * The message at `seq` was deleted for everyone: if the entry previews it, the preview
+   * keeps only that it was deleted (its body and files leave this storage too). Answers the
+   * entry when it changed.
+   */
+  previewDeleted(chatId: string, seq: number): ChatSummary | null {
+    const { chats } = schema;
+    const row = this.#db
+      .update(chats)
+      .set({ lastMessageBody: null, lastMessageAttachments: null, lastMessageDeleted: true })
+      .where(and(eq(chats.chatId, chatId), eq(chats.lastMessageSeq, seq), eq(chats.lastMessageDeleted, false)))
+      .returning()
+      .get();
+    return row ? toSummary(row) : null;
+  }
+
   get(chatId: string): ChatSummary | null {
     const row = this.#byId.get({ chatId });
     return row ? toSummary(row) : null;

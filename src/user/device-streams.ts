@@ -4,7 +4,19 @@ import { failureOf } from "../lib/failure.ts";
 import { log } from "../lib/log.ts";
 import type { Outcome } from "../lib/result.ts";
 import { TokenBuckets } from "../lib/token-buckets.ts";
-import { AppState, CloseCode, Limits, PresenceWatch, type ChatSummary, type ReceiptsFrame, type TypingNotice, type ResumeResult, type StreamSyncResult } from "../protocol/index.ts";
+import {
+  AppState,
+  CloseCode,
+  Limits,
+  PresenceWatch,
+  type ChatSummary,
+  type HiddenFrame,
+  type HiddenPage,
+  type ReceiptsFrame,
+  type TypingNotice,
+  type ResumeResult,
+  type StreamSyncResult,
+} from "../protocol/index.ts";
 import type { StreamPage, StreamPush } from "../chat-room/stream-pushes.ts";
 import { SocketAttachments, SocketSession } from "../sockets/attachments.ts";
 import type { StreamEntry } from "./chat-index.ts";
@@ -35,6 +47,8 @@ export type StreamChats = {
   page(chatId: string, after: number): Promise<Outcome<StreamPage>>;
   /** The chats whose receipts (the account's own messages' status) moved after `since`. */
   receiptsSince(since: number): ReceiptsFrame[];
+  /** Up to `limit` of the messages the account hid after `after` (hiddenNo). */
+  hiddenAfter(after: number, limit: number): HiddenPage;
   /**
    * How long a chat has been without events before the next one reaches the account's
    * list at once (past the longest fan-out interval): such a chat need not be asked at
@@ -42,6 +56,9 @@ export type StreamChats = {
    */
   quietAfterMs: number;
 };
+
+/** The second cursors of a `resume` (see ResumeFrame): what the device heard last outside the chats' event orders. */
+export type ResumeSince = { receipts: number | undefined; hidden: number | undefined };
 
 /** Bytes of events a catch-up batch holds before it waits for the client's `sync`. */
 const BATCH_BYTES = Limits.maxPageBytes;
@@ -215,13 +232,30 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
    * After the reply to `resume`: the announcements (each entry read now, so none is
    * older than a `chat` frame sent meanwhile), then the first batch of pages.
    */
-  startCatchUp(ws: WebSocket, announced: Map<string, number>, receiptsSince?: number): void {
+  startCatchUp(ws: WebSocket, announced: Map<string, number>, since: ResumeSince = { receipts: undefined, hidden: undefined }): void {
     for (const [chatId, liveFrom] of announced) this.#announce(ws, chatId, liveFrom);
     // Receipts that moved while the device was away (they are watermarks: the latest says it all).
-    if (receiptsSince !== undefined) for (const frame of this.#chats.receiptsSince(receiptsSince)) sendFrame(ws, frame);
+    if (since.receipts !== undefined) for (const frame of this.#chats.receiptsSince(since.receipts)) sendFrame(ws, frame);
+    if (since.hidden !== undefined) this.#sendHidden(ws, since.hidden);
     const progress = this.#progress.get(ws);
     if (progress) progress.planning = false;
     void this.#sendBatch(ws);
+  }
+
+  /**
+   * The messages the account hid after `after`, in pages (`more: true` on all but the
+   * last), before any event of the catch-up: a device hides them before it shows them.
+   * One page is read at a time; nothing is sent when there is nothing new.
+   */
+  #sendHidden(ws: WebSocket, after: number): void {
+    for (let cursor = after; ; ) {
+      const page = this.#chats.hiddenAfter(cursor, Limits.maxHiddenPageSize);
+      const last = page.entries.at(-1);
+      if (!last) return;
+      sendFrame(ws, { type: "hidden", entries: page.entries, more: page.hasMore });
+      if (!page.hasMore) return;
+      cursor = last.hiddenNo;
+    }
   }
 
   #announce(ws: WebSocket, chatId: string, liveFrom = 0): void {
@@ -273,10 +307,10 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   }
 
   /**
-   * A frame outside any chat's event order (receipts: watermarks; typing: ephemeral)
-   * to every resumed socket.
+   * A frame outside any chat's event order (receipts: watermarks; typing: ephemeral;
+   * hidden: the account's own list, numbered by it) to every resumed socket.
    */
-  sendToResumed(frame: ReceiptsFrame | TypingNotice): void {
+  sendToResumed(frame: ReceiptsFrame | TypingNotice | HiddenFrame): void {
     for (const [ws, session] of this.entries()) if (session.phase !== "new") sendFrame(ws, frame);
   }
 

@@ -1,6 +1,8 @@
 import type {
   AppState,
   ChatSummary,
+  DeleteResult,
+  DeleteScope,
   MessageStatus,
   PresenceStateResult,
   PresenceSubscribeResult,
@@ -16,12 +18,12 @@ import type {
 } from "../protocol/index.ts";
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
-import type { StreamSession } from "./device-streams.ts";
+import type { ResumeSince, StreamSession } from "./device-streams.ts";
 
 /** What a device stream's frame handlers may ask of the account. */
 export interface StreamCommands {
   /** Plans the device's catch-up; `respond` gets the plan, then the pages follow. */
-  resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>, receiptsSince: number | undefined, respond: Respond<ResumeResult>): void;
+  resume(ws: WebSocket, session: StreamSession, cursors: Record<string, number>, since: ResumeSince, respond: Respond<ResumeResult>): void;
   /** The client processed a catch-up batch. */
   sync(ws: WebSocket): StreamSyncResult;
   /** Forwards a message to the chat (same idempotency and ack as on a chat socket). */
@@ -34,6 +36,8 @@ export interface StreamCommands {
   status(chatId: string, seq: number, respond: Respond<MessageStatus>): void;
   /** Passes a typing indicator to the chat's other members. */
   typing(chatId: string, state: TypingState, respond: Respond<TypingResult>): void;
+  /** Deletes a message of one of the account's chats for everyone, or hides it for the account. */
+  deleteMessage(chatId: string, seq: number, scope: DeleteScope, respond: Respond<DeleteResult>): void;
   /** This stream's app went to the foreground or the background (presence). */
   appState(ws: WebSocket, state: AppState): PresenceStateResult;
   /** Replaces the people this stream watches; `respond` gets their presence and the refusals. */
@@ -42,8 +46,8 @@ export interface StreamCommands {
 
 /** One handler per device stream frame type. */
 export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamClientFrame> = {
-  resume(account, ws, session, { cursors, receiptsSince }, respond) {
-    account.resume(ws, session, cursors, receiptsSince, respond);
+  resume(account, ws, session, { cursors, receiptsSince, hiddenSince }, respond) {
+    account.resume(ws, session, cursors, { receipts: receiptsSince, hidden: hiddenSince }, respond);
   },
 
   sync(account, ws, _session, _frame, respond) {
@@ -69,6 +73,10 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
 
   typing(account, _ws, _session, { chatId, state }, respond) {
     account.typing(chatId, state, respond);
+  },
+
+  delete(account, _ws, _session, { chatId, seq, for: scope }, respond) {
+    account.deleteMessage(chatId, seq, scope, respond);
   },
 
   "presence.state"(account, ws, _session, { state }, respond) {

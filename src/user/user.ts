@@ -11,7 +11,7 @@ import { TokenBuckets } from "../lib/token-buckets.ts";
 import { configFrom } from "../lib/config.ts";
 import type { SendGrant } from "../chat-room/account-send-leases.ts";
 import type { AddPolicy } from "../chat-room/add-refusals.ts";
-import type { ReceiptsFrame, TypingNotice, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Presence, Profile, ProfilePatch } from "../protocol/index.ts";
+import type { DeletedForMe, HiddenPage, HiddenQuery, ReceiptsFrame, TypingNotice, BlockList, ChatIndexUpdate, ChatList, ChatListQuery, ChatSettingsPatch, ChatSummary, Device, Invitation, InvitationList, Me, Presence, Profile, ProfilePatch } from "../protocol/index.ts";
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
@@ -36,6 +36,7 @@ import { AccountPresence } from "./presence.ts";
 import { PresenceSubscriptions } from "./presence-subscriptions.ts";
 import { isMintedId } from "../lib/minted-id.ts";
 import { OfflineNotifications } from "./offline-notifications.ts";
+import { HiddenMessages } from "./hidden-messages.ts";
 
 
 /**
@@ -55,6 +56,8 @@ export class User extends DurableObject<Env> {
   readonly #chatIndex: ChatIndex;
   readonly #blocks: Blocks;
   readonly #invitations: Invitations;
+  /** Messages the account deleted for itself. */
+  readonly #hidden: HiddenMessages;
   /** The object's deadlines behind its one alarm. */
   readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep" | "offline-notifications">;
   readonly #notifications: OfflineNotifications;
@@ -74,11 +77,11 @@ export class User extends DurableObject<Env> {
    * public method of a Durable Object can be called by anyone holding a stub, over RPC.
    */
   readonly #streamContext: StreamCommands = {
-    resume: (ws, session, cursors, receiptsSince, respond) => {
+    resume: (ws, session, cursors, since, respond) => {
       this.#streams.resume(ws, session, cursors).then(
         ({ result, announced }) => {
           respond({ ok: true, value: result });
-          this.#streams.startCatchUp(ws, announced, receiptsSince);
+          this.#streams.startCatchUp(ws, announced, since);
         },
         (error: unknown) => respond(failureOf(error, { object: "User", during: "resume" })),
       );
@@ -113,6 +116,12 @@ export class User extends DurableObject<Env> {
         .messageStatus(this.#ownId(), seq)
         .then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream status" })));
     },
+    deleteMessage: (chatId, seq, scope, respond) => {
+      if (!this.#chatIndex.get(chatId)) return respond(notYourChat());
+      const deleted =
+        scope === "everyone" ? this.#chatRoom(chatId).deleteForEveryone(this.#ownId(), seq) : this.deleteForMe(chatId, seq);
+      deleted.then(respond, (error: unknown) => respond(failureOf(error, { object: "User", during: "stream delete" })));
+    },
     appState: (ws, state) => ({ state: this.#presence.setAppState(ws, state) }),
     watchPresence: (ws, watch, respond) => {
       this.#watching.subscribe(ws, watch).then(
@@ -132,6 +141,7 @@ export class User extends DurableObject<Env> {
     this.#chatIndex = new ChatIndex(this.#db);
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
+    this.#hidden = new HiddenMessages(this.#db);
     this.#scheduler = new Scheduler(ctx.storage, {
       "invitation-expiry": (now) => this.#expireInvitations(now),
       "presence-sweep": (now) => this.#presence.sweep(now),
@@ -151,6 +161,7 @@ export class User extends DurableObject<Env> {
       open: (chatId, after) => this.#chatRoom(chatId).openStream(this.#ownId(), after),
       page: (chatId, after) => this.#chatRoom(chatId).streamPage(this.#ownId(), after),
       receiptsSince: (since) => this.#chatIndex.receiptsSince(since),
+      hiddenAfter: (after, limit) => this.#hidden.page(after, limit),
       // Past the longest interval between a chat's fan-out rounds, twice: the next event
       // of a chat quiet that long reaches this account at once.
       quietAfterMs: 2 * fanOutInterval(configFrom(env).fanOutIntervalMs, Limits.maxGroupMembers),
@@ -436,6 +447,53 @@ export class User extends DurableObject<Env> {
     if (!this.#exists) return;
     const moved = this.#chatIndex.receiptsMoved(frame, now);
     if (moved) this.#streams.sendToResumed(moved);
+  }
+
+  /**
+   * A message of a chat this account left was deleted for everyone (RPC from the
+   * ChatRoom): the list's preview of it, if any, shows it deleted, on every device.
+   */
+  messageDeleted(chatId: string, seq: number): void {
+    if (!this.#exists) return;
+    const summary = this.#chatIndex.previewDeleted(chatId, seq);
+    if (summary) this.#inboxChanged(summary);
+  }
+
+  // ---- Delete for me (src/user/hidden-messages.ts) ----
+
+  /**
+   * Hides the message at `seq` of `chatId` for this account, on all its devices (REST and
+   * the device stream). The chat must be in the account's list (`not_a_member`, asking no
+   * chat otherwise), and the chat says whether the account could see such a message
+   * (`not_found`), writing nothing: only a real message of a real chat is stored.
+   */
+  async deleteForMe(chatId: string, seq: number, now = Date.now()): Promise<Outcome<DeletedForMe>> {
+    if (!this.#exists || !this.#chatIndex.get(chatId)) return notYourChat();
+    const existing = this.#hidden.find(chatId, seq);
+    if (existing) return { ok: true, value: { ...existing, for: "me", duplicate: true } };
+    const checked = await this.#chatRoom(chatId).checkVisibleMessage(this.#ownId(), seq);
+    if (!checked.ok) return checked;
+    return this.hideMessage(chatId, seq, now);
+  }
+
+  /**
+   * Records a hidden message the chat has checked (RPC from the ChatRoom, for a chat
+   * socket's `delete`, and from `deleteForMe`): every resumed stream of the account gets
+   * it at once. `cap` is `Limits.maxHiddenMessages` (tests pass a lower one).
+   */
+  hideMessage(chatId: string, seq: number, now = Date.now(), cap: number = Limits.maxHiddenMessages): Outcome<DeletedForMe> {
+    if (!this.#exists || !this.#chatIndex.get(chatId)) return notYourChat();
+    return attempt(() => {
+      const { entry, duplicate } = this.#hidden.hide(chatId, seq, now, cap);
+      if (!duplicate) this.#streams.sendToResumed({ type: "hidden", entries: [entry], more: false });
+      return { ...entry, for: "me" as const, duplicate };
+    });
+  }
+
+  /** GET /api/me/hidden: the account's hidden messages after `after`, in hiddenNo order. */
+  hiddenPage(query: HiddenQuery): HiddenPage {
+    if (!this.#exists) return { entries: [], hasMore: false, headHiddenNo: 0 };
+    return this.#hidden.page(query.after, query.limit);
   }
 
   /** A member of one of the account's chats is typing or stopped (RPC from the ChatRoom): to the live streams, nothing stored. */

@@ -34,6 +34,9 @@ describe("made-up ids wake no object", () => {
         404,
         "chat_not_found",
       );
+      for (const scope of ["everyone", "me"]) {
+        await expectError(await api(`/api/chats/${chatId}/messages/2?for=${scope}`, { token: alice.credentials, method: "DELETE" }), 404, "chat_not_found");
+      }
       const { socket } = await openSocket(chatId, alice.credentials);
       expect((await socket!.closeEvent()).code).toBe(4004);
     }
