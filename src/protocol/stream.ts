@@ -7,6 +7,7 @@ import { ErrorFrame, EventsFrame, ReplyFrame, SyncFrame } from "./frames.ts";
 import { ReceiptsFrame, StreamDeliveredFrame, StreamStatusFrame } from "./receipts.ts";
 import { StreamTypingFrame, TypingNotice } from "./typing.ts";
 import { PresenceFrame, PresenceStateFrame, PresenceSubscribeFrame } from "./presence.ts";
+import { HiddenFrame } from "./deletes.ts";
 
 /**
  * Frames of the device stream (GET /chat): one socket per device that carries every
@@ -32,6 +33,11 @@ export const ResumeFrame = z.strictObject({
    * (a device that lists no chats learns them from each chat's entry).
    */
   receiptsSince: z.number().int().nonnegative().optional(),
+  /**
+   * The latest `hiddenNo` this device has seen (`hidden` frames): the account's hidden
+   * messages after it follow in `hidden` frames. Absent: none are sent.
+   */
+  hiddenSince: z.number().int().nonnegative().optional(),
 });
 export type ResumeFrame = z.infer<typeof ResumeFrame>;
 
@@ -124,5 +130,6 @@ export const StreamServerFrame = z.union([
   EventsFrame,
   ReceiptsFrame,
   TypingNotice,
+  HiddenFrame,
 ]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;
