@@ -95,7 +95,7 @@ describe("uploading a file in one request", () => {
     route = (request, response) => json(response, 201, uploaded(request.body.length));
     const data = bytes(5000);
     await client().uploadMedia(CHAT, new Blob([data], { type: "application/pdf" }));
-    await client().uploadMedia(CHAT, data.buffer);
+    await client().uploadMedia(CHAT, data.buffer as ArrayBuffer);
     expect(recorded.map((r) => [r.headers["content-length"], r.headers["content-type"]])).toEqual([
       ["5000", "application/pdf"],
       ["5000", "application/octet-stream"],
