@@ -218,10 +218,8 @@ export class ChatConnection {
     const frame: DeleteFrame = { type: "delete", id: "", seq, for: scope };
     const result = deleteResultOf(await this.#request(frame, () => this.#api.deleteMessage(this.chatId, seq, scope)));
     const entry = hiddenEntryOf(result);
-    if (entry && this.#status !== "closed") {
-      const fresh = this.#cursors.hide([entry]);
-      if (fresh.length > 0) this.#emit("hidden", fresh);
-    }
+    const fresh = entry ? this.#cursors.hide([entry]) : [];
+    if (fresh.length > 0) this.#emit("hidden", fresh);
     return result;
   }
 

@@ -370,8 +370,10 @@ export class DeviceStream {
       }
     }
     result ??= await this.#api.deleteMessage(chatId, seq, scope);
+    // Recorded even when the stream is closed (the delete went over REST): the app asked for it.
     const entry = hiddenEntryOf(result);
-    if (entry) this.#hidden([entry], false);
+    const fresh = entry ? this.#cursors.hide([entry]) : [];
+    if (fresh.length > 0) this.#emit("hidden", fresh);
     return result;
   }
 

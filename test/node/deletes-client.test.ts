@@ -149,6 +149,18 @@ describe("deleting on the device stream", () => {
     expect(socket.framesOf("delete")).toEqual([]);
   });
 
+  it("records a delete for me made over REST, even with the stream closed", async () => {
+    const { stream, cursors, api, seen } = await openStream();
+    stream.close();
+    const deleting = stream.deleteMessage(CHAT, 6, "me");
+    await until(() => api.deletes.length === 1, "the REST delete");
+    api.deletes[0]!.resolve({ for: "me", hiddenNo: 1, chatId: CHAT, seq: 6, hiddenAt: 1001, duplicate: false });
+    await deleting;
+    expect(cursors.isHidden(CHAT, 6)).toBe(true);
+    expect(cursors.hiddenNo).toBe(1);
+    expect(seen.hidden).toEqual([[hidden(1, CHAT, 6)]]);
+  });
+
   it("tells the app of a message deleted for everyone: the event, then the deletion to redraw its bubble", async () => {
     const { socket, seen } = await openStream({ cursors: cursorsAt({ [CHAT]: 4 }) });
     socket.receive({ type: "events", chatId: CHAT, events: [message(5), deletedEvent(6, 5)], more: false });
