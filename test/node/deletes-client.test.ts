@@ -260,6 +260,20 @@ describe("messages hidden for the account (delete for me)", () => {
     expect(cursors.isHidden(CHAT, 2)).toBe(true); // kept in memory
   });
 
+  it("under a storage prefix of the app's choosing, hidden messages are never read back as cursors", () => {
+    const storage = webStorage();
+    const store = new CursorStore(new WebStorageCursorStorage(storage, "app.cursors."));
+    store.set(CHAT, 4);
+    store.hide([hidden(1, CHAT, 2), hidden(2, CHAT, 3)]);
+    const restored = new CursorStore(new WebStorageCursorStorage(storage, "app.cursors."));
+    expect(restored.all()).toEqual({ [CHAT]: 4 });
+    expect(restored.hiddenIn(CHAT)).toEqual([2, 3]);
+    expect(restored.hiddenNo).toBe(2);
+    // Forgetting a chat forgets what was hidden in it.
+    restored.forget(CHAT);
+    expect(new CursorStore(new WebStorageCursorStorage(storage, "app.cursors.")).hiddenIn(CHAT)).toEqual([]);
+  });
+
   it("keeps at most Limits.maxHiddenMessages, dropping those hidden first", () => {
     const store = new CursorStore();
     const entries = Array.from({ length: 50_002 }, (_, i) => hidden(i + 1, CHAT, i + 1));
