@@ -215,6 +215,7 @@ type XhrConstructor = new () => {
 function xhrFetch(Xhr: XhrConstructor, onSent: (sent: number) => void): typeof fetch {
   return ((input: string, init: RequestInit = {}) =>
     new Promise<Response>((resolve, reject) => {
+      if (init.signal?.aborted) return reject(init.signal.reason);
       const xhr = new Xhr();
       xhr.open(init.method ?? "GET", input);
       // The browser sets the length itself (and refuses a script that sets it).

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { ApiClient, ApiError, type TokenResponse } from "../../src/client/index.ts";
@@ -108,6 +108,88 @@ describe("uploading a file in one request", () => {
     const refused = await client().uploadMedia(CHAT, bytes(10), { onProgress: () => {} }).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(ApiError);
     expect(refused).toMatchObject({ status: 413, code: "too_large" });
+  });
+});
+
+describe("uploading from a browser", () => {
+  /**
+   * The part of XMLHttpRequest a browser upload uses, over node:http: like a browser, it
+   * sets Content-Length itself, refuses a script that sets it, and counts upload progress.
+   */
+  class NodeXhr {
+    static made = 0;
+    responseType = "";
+    response: unknown = null;
+    status = 0;
+    readonly upload: { onprogress: ((event: { loaded: number }) => void) | null } = { onprogress: null };
+    onload: (() => void) | null = null;
+    onerror: (() => void) | null = null;
+    onabort: (() => void) | null = null;
+    #method = "GET";
+    #url = "";
+    readonly #headers: Record<string, string> = {};
+    #responseHeaders = "";
+    constructor() {
+      NodeXhr.made++;
+    }
+    open(method: string, url: string) {
+      this.#method = method;
+      this.#url = url;
+    }
+    setRequestHeader(name: string, value: string) {
+      if (name.toLowerCase() === "content-length") throw new Error("Refused to set unsafe header \"Content-Length\"");
+      this.#headers[name] = value;
+    }
+    getAllResponseHeaders() {
+      return this.#responseHeaders;
+    }
+    abort() {
+      this.onabort?.();
+    }
+    async send(body: Blob) {
+      const data = Buffer.from(await body.arrayBuffer());
+      const outgoing = request(this.#url, { method: this.#method, headers: { ...this.#headers, "content-length": String(data.length) } }, (incoming) => {
+        const chunks: Buffer[] = [];
+        incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
+        incoming.on("end", () => {
+          this.status = incoming.statusCode!;
+          this.#responseHeaders = Object.entries(incoming.headers).map(([name, value]) => `${name}: ${String(value)}`).join("\r\n");
+          this.response = new Blob([Buffer.concat(chunks)]);
+          this.onload?.();
+        });
+      });
+      outgoing.on("error", () => this.onerror?.());
+      for (let sent = 0; sent < data.length; ) {
+        const end = Math.min(data.length, sent + 100_000);
+        outgoing.write(data.subarray(sent, end));
+        sent = end;
+        this.upload.onprogress?.({ loaded: sent });
+      }
+      outgoing.end();
+    }
+  }
+
+  afterEach(() => {
+    delete (globalThis as { document?: unknown }).document;
+    delete (globalThis as { XMLHttpRequest?: unknown }).XMLHttpRequest;
+  });
+
+  it("uploads through XMLHttpRequest to count progress, with the token and type, and reads the answer", async () => {
+    Object.assign(globalThis, { document: {}, XMLHttpRequest: NodeXhr });
+    route = (request, response) => json(response, 201, uploaded(request.body.length));
+    const data = bytes(250_000);
+    const progress: number[] = [];
+    const result = await client().uploadMedia(CHAT, data, { name: "photo.jpg", contentType: "image/jpeg", onProgress: (sent) => progress.push(sent) });
+
+    expect(NodeXhr.made).toBe(1);
+    expect(result).toMatchObject({ mediaId: MEDIA, size: data.length });
+    expect(recorded[0]!.headers).toMatchObject({ "content-length": String(data.length), "content-type": "image/jpeg" });
+    expect(recorded[0]!.headers.authorization).toMatch(/^Bearer /);
+    expect(Buffer.compare(recorded[0]!.body, Buffer.from(data))).toBe(0);
+    expect(progress).toEqual([100_000, 200_000, 250_000]);
+
+    route = (_request, response) => json(response, 415, { error: { code: "unsupported_media_type", message: "not an allowed type", retryable: false } });
+    await expect(client().uploadMedia(CHAT, data, { onProgress: () => {} })).rejects.toMatchObject({ status: 415, code: "unsupported_media_type" });
   });
 });
 
