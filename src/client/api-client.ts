@@ -6,8 +6,9 @@ import {
   ChatList,
   ChatSummary,
   InvitationList,
+  DeleteResult,
   DeviceList,
-  ErrorResponse,
+  HiddenPage,
   HistoryPage,
   Me,
   MessageStatus,
@@ -15,32 +16,23 @@ import {
   Presence,
   OtpResponse,
   SendResult,
+  SignedMediaUrl,
   TokenResponse,
+  UploadResult,
   UserLookupResponse,
   type ChatSettingsPatch,
   type CreateChatRequest,
-  type ErrorBody,
+  type DeleteScope,
   type MemberRole,
   type ProfilePatch,
   type UpdateChatRequest,
   type SendMessageRequest,
 } from "../protocol/index.ts";
-import type { z } from "zod";
+import { z } from "zod";
+import { ApiError, errorOf } from "./api-error.ts";
+import { DEFAULT_SINGLE_UPLOAD_LIMIT, mediaBlob, uploadBody, uploadMedia, type MediaData, type UploadOptions } from "./media-upload.ts";
 
-/** A failed API call: the HTTP status and the server's error body. */
-export class ApiError extends Error {
-  readonly status: number;
-  readonly body: ErrorBody;
-  constructor(status: number, body: ErrorBody) {
-    super(`${status} ${body.code}: ${body.message}`);
-    this.name = "ApiError";
-    this.status = status;
-    this.body = body;
-  }
-  get code(): ErrorBody["code"] {
-    return this.body.code;
-  }
-}
+export { ApiError };
 
 export type ApiClientOptions = {
   /** For example `https://chat.example.com` or `http://localhost:8787`. */
@@ -57,6 +49,11 @@ export type ApiClientOptions = {
    * for each request.
    */
   headers?: Record<string, string> | (() => Record<string, string>);
+  /**
+   * Files larger than this (bytes) are uploaded in parts (`uploadMedia`). Default 25 MiB,
+   * the server's default `MEDIA_MAX_BYTES`; set it to the deployment's value.
+   */
+  singleUploadLimit?: number;
 };
 
 /** One request through `ApiClient.request`. */
@@ -73,6 +70,14 @@ export type ApiRequestOptions = {
   auth?: boolean | string;
   /** Headers for this request only, over the client's. */
   headers?: Record<string, string>;
+  /**
+   * Bytes to send as they are (an upload), labelled `application/octet-stream` unless
+   * `headers` name a type. A function, called for each attempt: a stream can be read once.
+   */
+  bytes?: () => BodyInit;
+  signal?: AbortSignal;
+  /** The fetch for this request only (an upload that reports its progress). */
+  fetch?: typeof fetch;
 };
 
 export type LoginOptions = {
@@ -88,6 +93,13 @@ export type LoginOptions = {
 /** Refresh this long before the access token expires. */
 const REFRESH_MARGIN_MS = 30_000;
 
+/** A signed media URL is used again until this long before it expires (or a quarter of its life, if shorter). */
+const SIGNED_URL_MARGIN_MS = 60_000;
+/** Signed URLs kept; beyond it the oldest is dropped. */
+const SIGNED_URLS_KEPT = 500;
+
+const AvatarResult = z.object({ avatarId: z.string() });
+
 /**
  * The REST half of the SDK: login, tokens (refreshed before they expire), profile,
  * devices, chats and history. Responses are validated against the protocol schemas.
@@ -100,6 +112,12 @@ export class ApiClient {
   readonly #fetch: typeof fetch;
   readonly #headers: ApiClientOptions["headers"];
   readonly #onSession: ((session: TokenResponse | null) => void) | undefined;
+  readonly #customFetch: boolean;
+  readonly #singleUploadLimit: number;
+  /** Signed media URLs by `chatId/mediaId`, with when they were asked for (oldest first). */
+  readonly #signedUrls = new Map<string, SignedMediaUrl & { askedAt: number }>();
+  /** Signed URLs being asked for: callers at the same time share one request. */
+  readonly #signing = new Map<string, Promise<SignedMediaUrl>>();
 
   constructor(options: ApiClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -108,6 +126,8 @@ export class ApiClient {
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
     this.#headers = options.headers;
     this.#onSession = options.onSession;
+    this.#customFetch = options.fetch !== undefined;
+    this.#singleUploadLimit = options.singleUploadLimit ?? DEFAULT_SINGLE_UPLOAD_LIMIT;
   }
 
   get session(): TokenResponse | null {
@@ -194,6 +214,105 @@ export class ApiClient {
     return this.#call("POST", `/api/chats/${encodeURIComponent(chatId)}/messages`, SendResult, { body: message });
   }
 
+  /**
+   * Deletes the message at `seq`: for everyone (its sender within the delete window, or
+   * a group admin) or for the caller only. A delete for me answers the hidden entry:
+   * give it to `cursors.hide([...])` when no DeviceStream or ChatConnection made the call.
+   */
+  deleteMessage = (chatId: string, seq: number, scope: DeleteScope) =>
+    this.#call("DELETE", `${chatPath(chatId)}/messages/${seq}${queryString({ for: scope })}`, DeleteResult);
+
+  /** A page of the messages the caller hid for itself, after `hiddenNo` `after` (at most 500 a page). */
+  hiddenMessages = (after = 0, limit?: number) => this.#call("GET", `/api/me/hidden${queryString({ after, limit })}`, HiddenPage);
+
+  // ---- Media ----
+
+  /**
+   * Uploads a file to a chat for a message (attach it with `sendMessage` within 24 h).
+   * Files larger than `singleUploadLimit` go in parts, one after another; a part that
+   * fails for a moment is sent again (up to 5 tries, with backoff), and any other
+   * failure or `signal` aborts the whole upload on the server too. `onProgress(sent,
+   * total)` is called as the bytes go (per part for a large file), up to `total`. What
+   * the file is (`kind`, `contentType`) comes from its bytes, not from `contentType`.
+   *
+   * @example
+   * const upload = await api.uploadMedia(chatId, file, { name: file.name, onProgress: (sent, total) => bar(sent / total) });
+   * await stream.sendMessage(chatId, { attachments: [{ mediaId: upload.mediaId, name: file.name }] });
+   */
+  uploadMedia(chatId: string, data: MediaData, options: UploadOptions = {}): Promise<UploadResult> {
+    return uploadMedia(
+      { call: (method, path, schema, request) => this.#call(method, path, schema, request), customFetch: this.#customFetch, singleUploadLimit: this.#singleUploadLimit },
+      chatPath(chatId),
+      data,
+      options,
+    );
+  }
+
+  /**
+   * A URL of a chat's file for an `<img>`, `<video>` or link, valid for a few minutes
+   * (absolute, signed: no token needed). Kept and given again until shortly before it
+   * expires, so a list of pictures asks once per file.
+   */
+  mediaUrl(chatId: string, mediaId: string): Promise<SignedMediaUrl> {
+    const key = `${chatId}/${mediaId}`;
+    const known = this.#signedUrls.get(key);
+    if (known && Date.now() < known.expiresAt - Math.min(SIGNED_URL_MARGIN_MS, (known.expiresAt - known.askedAt) / 4)) {
+      return Promise.resolve({ url: known.url, expiresAt: known.expiresAt });
+    }
+    let asking = this.#signing.get(key);
+    if (!asking) {
+      const askedAt = Date.now();
+      asking = this.#call("POST", `${chatPath(chatId)}/media/${encodeURIComponent(mediaId)}/url`, SignedMediaUrl)
+        .then((signed) => {
+          const url = new URL(signed.url, `${this.baseUrl}/`).toString();
+          this.#signedUrls.delete(key);
+          this.#signedUrls.set(key, { url, expiresAt: signed.expiresAt, askedAt });
+          if (this.#signedUrls.size > SIGNED_URLS_KEPT) this.#signedUrls.delete(this.#signedUrls.keys().next().value!);
+          return { url, expiresAt: signed.expiresAt };
+        })
+        .finally(() => this.#signing.delete(key));
+      this.#signing.set(key, asking);
+    }
+    return asking;
+  }
+
+  /**
+   * A chat's file, with the token (status 200, or 206 for a `range` of bytes, `end`
+   * inclusive). Rejects with an ApiError when refused (`not_found`, `range_not_satisfiable`).
+   */
+  async downloadMedia(chatId: string, mediaId: string, options: { range?: { start: number; end?: number }; signal?: AbortSignal } = {}): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (options.range) headers.range = `bytes=${options.range.start}-${options.range.end ?? ""}`;
+    const request: ApiRequestOptions = { headers };
+    if (options.signal) request.signal = options.signal;
+    const response = await this.request("GET", `${chatPath(chatId)}/media/${encodeURIComponent(mediaId)}`, request);
+    if (!response.ok) throw await errorOf(response);
+    return response;
+  }
+
+  /** Sets the caller's profile picture (a JPEG, PNG or WebP, as bytes). */
+  async setAvatar(data: MediaData, options: { contentType?: string; signal?: AbortSignal } = {}): Promise<{ avatarId: string }> {
+    const blob = mediaBlob(data);
+    const request: ApiRequestOptions = uploadBody(blob, options.contentType);
+    if (options.signal) request.signal = options.signal;
+    return this.#call("PUT", "/api/me/avatar", AvatarResult, request);
+  }
+
+  removeAvatar = () => this.#call("DELETE", "/api/me/avatar", null);
+
+  /** Where a user's profile picture is (fetched with the token: see `downloadAvatar`). */
+  avatarUrl(userId: string): string {
+    return `${this.baseUrl}/api/users/${encodeURIComponent(userId)}/avatar`;
+  }
+
+  /** A user's profile picture, or null when they have none. */
+  async downloadAvatar(userId: string): Promise<Response | null> {
+    const response = await this.request("GET", `/api/users/${encodeURIComponent(userId)}/avatar`);
+    if (response.status === 404) return null;
+    if (!response.ok) throw await errorOf(response);
+    return response;
+  }
+
   // ---- Membership (groups and broadcast chats) ----
 
   /** Renames or describes a chat (admins). */
@@ -240,13 +359,20 @@ export class ApiClient {
     const send = async () => {
       const headers = new Headers();
       if (body !== undefined) headers.set("content-type", "application/json");
+      if (options.bytes) headers.set("content-type", "application/octet-stream");
       const shared = typeof this.#headers === "function" ? this.#headers() : this.#headers;
       for (const extra of [shared, options.headers]) for (const [name, value] of Object.entries(extra ?? {})) headers.set(name, value);
       const token = withSession ? await this.accessToken() : typeof options.auth === "string" ? options.auth : "";
       if (token) headers.set("authorization", `Bearer ${token}`);
       const init: RequestInit = { method, headers };
       if (body !== undefined) init.body = body;
-      return this.#fetch(`${this.baseUrl}${path}`, init);
+      if (options.bytes) {
+        init.body = options.bytes();
+        // A stream body needs this in fetch (the request is sent while it is read).
+        if (init.body instanceof ReadableStream) (init as RequestInit & { duplex: "half" }).duplex = "half";
+      }
+      if (options.signal) init.signal = options.signal;
+      return (options.fetch ?? this.#fetch)(`${this.baseUrl}${path}`, init);
     };
     const response = await send();
     if (response.status !== 401 || !withSession || !this.#session) return response;
@@ -265,12 +391,6 @@ export class ApiClient {
 }
 
 const chatPath = (chatId: string) => `/api/chats/${encodeURIComponent(chatId)}`;
-
-async function errorOf(response: Response): Promise<ApiError> {
-  const parsed = ErrorResponse.safeParse(await response.json().catch(() => null));
-  if (parsed.success) return new ApiError(response.status, parsed.data.error);
-  return new ApiError(response.status, { code: "internal", message: `HTTP ${response.status}`, retryable: response.status >= 500 });
-}
 
 /** The `exp` of a JWS, in ms (0 if unreadable: then it is refreshed on first use). */
 function tokenExpiry(token: string): number {

@@ -8,7 +8,12 @@ import {
   ServerFrame,
   shouldReconnect,
   SendResult,
+  type AttachmentInput,
+  type DeleteFrame,
+  type DeleteResult,
+  type DeleteScope,
   type ErrorBody,
+  type HiddenMessage,
   type ReplyFrame,
   type EventEnvelope,
   type SendFrame,
@@ -18,7 +23,8 @@ import {
 } from "../protocol/index.ts";
 import type { ApiClient } from "./api-client.ts";
 import { CursorStore } from "./cursor-store.ts";
-import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { ConnectionLost, Outbox, SendError, sendFields, type OutboxMessage, type OutgoingMessage, type SendTransport } from "./outbox.ts";
+import { deleteResultOf, deletionsIn, hiddenEntryOf, type MessageDeletion } from "./message-deletes.ts";
 import { DeliveryReports } from "./delivery-reports.ts";
 import { StreamRequestError } from "./device-stream.ts";
 import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
@@ -63,6 +69,10 @@ type Listeners = {
   error: (error: ErrorBody) => void;
   /** The server closed the connection for good (4000-4499): the code says why. */
   closed: (code: number, reason: string) => void;
+  /** A message was deleted for everyone (after its `message.deleted` event): redraw its bubble as deleted. */
+  deleted: (deletion: MessageDeletion) => void;
+  /** This connection hid a message for the account (`deleteMessage(seq, "me")`); other devices learn it on their streams. */
+  hidden: (entries: HiddenMessage[]) => void;
 };
 
 /**
@@ -100,6 +110,8 @@ export class ChatConnection {
     status: new Set(),
     error: new Set(),
     closed: new Set(),
+    deleted: new Set(),
+    hidden: new Set(),
   };
   #socket: ReconnectingWebSocket | null = null;
   /** Who this connection is signed in as (from the `ready` frame). */
@@ -187,8 +199,28 @@ export class ChatConnection {
    * Queues a message in the outbox; resolves with its SENT ack (seq, id, time). It goes
    * on this socket when open, else on another transport of the outbox (REST).
    */
-  send(body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
+  send(body: string, options: { replyToSeq?: number; clientId?: string; attachments?: AttachmentInput[] } = {}): Promise<SendResult> {
     return this.#outbox.send(this.chatId, body, options);
+  }
+
+  /** Queues a message of text, files (from `api.uploadMedia`; `body` is their caption) or both, as `send` does. */
+  sendMessage(message: OutgoingMessage): Promise<SendResult> {
+    return this.#outbox.sendMessage(this.chatId, message);
+  }
+
+  /**
+   * Deletes the message at `seq`: for everyone (its sender within the delete window, or
+   * a group admin) or for the account only (recorded in the cursor store as hidden, and
+   * announced by the `hidden` event). On this socket when open, else over REST. Rejects
+   * with a StreamRequestError (or an ApiError over REST) when refused.
+   */
+  async deleteMessage(seq: number, scope: DeleteScope): Promise<DeleteResult> {
+    const frame: DeleteFrame = { type: "delete", id: "", seq, for: scope };
+    const result = deleteResultOf(await this.#request(frame, () => this.#api.deleteMessage(this.chatId, seq, scope)));
+    const entry = hiddenEntryOf(result);
+    const fresh = entry ? this.#cursors.hide([entry]) : [];
+    if (fresh.length > 0) this.#emit("hidden", fresh);
+    return result;
   }
 
   /**
@@ -284,6 +316,7 @@ export class ChatConnection {
     }
     this.#typingIn.received(this.chatId, known);
     for (const event of known) this.#emit("event", event);
+    for (const deletion of deletionsIn(this.chatId, known)) this.#emit("deleted", deletion);
     this.#deliveryReports.received(this.chatId, known, this.#userId);
     const last = events.at(-1);
     if (last && (this.cursor ?? 0) < last.seq) {
@@ -299,8 +332,7 @@ export class ChatConnection {
   #sendFrame(message: OutboxMessage): Promise<SendResult> {
     return new Promise((resolve, reject) => {
       const id = `m${++this.#sendCounter}`;
-      const frame: SendFrame = { type: "send", id, clientId: message.clientId, body: message.body };
-      if (message.replyToSeq !== undefined) frame.replyToSeq = message.replyToSeq;
+      const frame: SendFrame = { type: "send", id, ...sendFields(message) };
       this.#sends.set(id, { resolve, reject });
       if (!this.#transmit(JSON.stringify(frame))) {
         this.#sends.delete(id);
@@ -327,7 +359,7 @@ export class ChatConnection {
    * A request answered by a reply, on this socket when it is ready; otherwise (or if the
    * socket goes first) by `fallback`, over REST.
    */
-  async #request(frame: Extract<ClientFrame, { type: "delivered" | "read" | "status" | "typing" }>, fallback: () => Promise<unknown>): Promise<unknown> {
+  async #request(frame: Extract<ClientFrame, { type: "delivered" | "read" | "status" | "typing" }> | DeleteFrame, fallback: () => Promise<unknown>): Promise<unknown> {
     if (this.#ready) {
       const id = `q${++this.#requestCounter}`;
       try {

@@ -17,12 +17,17 @@ import {
   StreamServerFrame,
   shouldReconnect,
   type AppState,
+  type AttachmentInput,
+  type DeleteResult,
+  type DeleteScope,
   type ErrorBody,
+  type HiddenMessage,
   type Presence,
   type PresenceSubscribeResult,
   type PresenceWatch,
   type ReplyFrame,
   type StreamClientFrame,
+  type StreamDeleteFrame,
   type StreamSendFrame,
   type ResumeFrame,
   type TypingState,
@@ -30,7 +35,8 @@ import {
 import { ApiError, type ApiClient } from "./api-client.ts";
 import type { ConnectionStatus } from "./chat-connection.ts";
 import { CursorStore } from "./cursor-store.ts";
-import { ConnectionLost, Outbox, SendError, type OutboxMessage, type SendTransport } from "./outbox.ts";
+import { ConnectionLost, Outbox, SendError, sendFields, type OutboxMessage, type OutgoingMessage, type SendTransport } from "./outbox.ts";
+import { deleteResultOf, deletionsIn, hiddenEntryOf, type MessageDeletion } from "./message-deletes.ts";
 import { DeliveryReports } from "./delivery-reports.ts";
 import { ReceiptBook, type ChatReceipts } from "./receipt-book.ts";
 import { TypingIndicators, TypingReporter } from "./typing.ts";
@@ -87,7 +93,22 @@ type Listeners = {
   closed: (code: number, reason: string) => void;
   /** A watched user's presence: at each subscription's answer and at every change (see `watchPresence`). */
   presence: (presence: Presence) => void;
+  /**
+   * A message was deleted for everyone (after its `message.deleted` event went to the
+   * `event` listeners): redraw its bubble as deleted. Messages deleted before the device
+   * read them come as tombstones instead (a `message` event with `deletedSeq`).
+   */
+  deleted: (deletion: MessageDeletion) => void;
+  /**
+   * The account hid messages for itself ("delete for me", on this device or another):
+   * remove their bubbles. Each entry once; the set is kept in the cursor store
+   * (`cursors.isHidden`, `cursors.visible`).
+   */
+  hidden: (entries: HiddenMessage[]) => void;
 };
+
+/** Frames the stream sends and waits for a reply to. */
+type StreamRequestFrame = StreamClientFrame | StreamDeleteFrame;
 
 /** A request other than a send (`read`, `status`, a receipt…) that the server refused, on the stream or a chat socket. */
 export class StreamRequestError extends Error {
@@ -176,6 +197,8 @@ export class DeviceStream {
     error: new Set(),
     closed: new Set(),
     presence: new Set(),
+    deleted: new Set(),
+    hidden: new Set(),
   };
   #socket: ReconnectingWebSocket | null = null;
   #status: ConnectionStatus = "closed";
@@ -212,6 +235,11 @@ export class DeviceStream {
   #fetchAnnounced = false;
   /** `chat` frames still to come that announce what the resume reply counted. */
   #announcing = 0;
+  /**
+   * Whether `hidden` frames now answer the resume's `hiddenSince` (everything after it,
+   * so a jump in their numbers is no gap); until the page with `more: false`, or `synced`.
+   */
+  #hiddenResuming = false;
   /** Requests on the current socket waiting for their reply, by frame id. */
   readonly #requests = new Map<string, { resolve: (result: unknown) => void; reject: (error: unknown) => void }>();
   readonly #chats = new Map<string, ChatSummary>();
@@ -304,8 +332,49 @@ export class DeviceStream {
    * Queues a message in the outbox; resolves with its SENT ack (seq, id, time). It goes
    * on this stream when open, else on a chat socket of the shared outbox, else REST.
    */
-  send(chatId: string, body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
+  send(chatId: string, body: string, options: { replyToSeq?: number; clientId?: string; attachments?: AttachmentInput[] } = {}): Promise<SendResult> {
     return this.#outbox.send(chatId, body, options);
+  }
+
+  /**
+   * Queues a message of text, files (uploaded first with `api.uploadMedia`; `body` is
+   * then their caption) or both, as `send` does. The outbox stores the attachments with
+   * the message, so every retry sends the same request.
+   *
+   * @example
+   * const upload = await api.uploadMedia(chatId, file, { name: file.name, onProgress });
+   * await stream.sendMessage(chatId, { body: "the plan", attachments: [{ mediaId: upload.mediaId, name: file.name }] });
+   */
+  sendMessage(chatId: string, message: OutgoingMessage): Promise<SendResult> {
+    return this.#outbox.sendMessage(chatId, message);
+  }
+
+  /**
+   * Deletes the message at `seq` of `chatId`: for everyone (its sender within the
+   * delete window, or a group admin; every member then gets `message.deleted`) or for
+   * the account only (hidden on all its devices; recorded in the cursor store and
+   * announced by the `hidden` event). Deleting again answers the same with `duplicate`.
+   * Over the stream when it is open, else over REST. Rejects with a StreamRequestError
+   * (or an ApiError over REST): `forbidden`, `delete_window_passed`, `not_found`,
+   * `not_a_member`, `too_many_hidden`.
+   */
+  async deleteMessage(chatId: string, seq: number, scope: DeleteScope): Promise<DeleteResult> {
+    let result: DeleteResult | null = null;
+    if (this.#transport.canSend(chatId)) {
+      try {
+        result = deleteResultOf(await this.#request({ type: "delete", id: this.#nextId("delete"), chatId, seq, for: scope }));
+      } catch (error) {
+        // Lost with the socket, or refused for now (the stream's frame rate): REST. A delete is idempotent.
+        const retry = error instanceof ConnectionLost || (error instanceof StreamRequestError && error.error.retryable);
+        if (!retry) throw error;
+      }
+    }
+    result ??= await this.#api.deleteMessage(chatId, seq, scope);
+    // Recorded even when the stream is closed (the delete went over REST): the app asked for it.
+    const entry = hiddenEntryOf(result);
+    const fresh = entry ? this.#cursors.hide([entry]) : [];
+    if (fresh.length > 0) this.#emit("hidden", fresh);
+    return result;
   }
 
   /**
@@ -438,6 +507,7 @@ export class DeviceStream {
         this.#transmit({ type: "sync", id: this.#nextId("sync") });
         return;
       case "synced":
+        this.#hiddenResuming = false;
         this.#setStatus("live");
         return;
       case "receipts":
@@ -445,9 +515,20 @@ export class DeviceStream {
         return;
       case "typing":
         return this.#typingIn.notice(frame);
+      case "hidden":
+        this.#hidden(frame.entries, this.#hiddenResuming);
+        if (!frame.more) this.#hiddenResuming = false;
+        return;
       case "error":
         return this.#emit("error", frame.error);
     }
+  }
+
+  /** Hidden messages reached the device: recorded, and the new ones announced. */
+  #hidden(entries: readonly HiddenMessage[], jumps: boolean): void {
+    if (this.#status === "closed") return;
+    const fresh = this.#cursors.hide(entries, { jumps });
+    if (fresh.length > 0) this.#emit("hidden", fresh);
   }
 
   /** The first frame of every connection: where the device is in each chat it knows. */
@@ -463,6 +544,11 @@ export class DeviceStream {
     // receipts since it started (an app restart) asks for every chat's.
     const since = this.#receipts.since ?? (Object.keys(cursors).length > 0 ? 0 : undefined);
     if (since !== undefined) resume.receiptsSince = since;
+    // Hidden messages after the device's hidden cursor; all of them when it has none (a
+    // new device, or an app whose storage keeps no hidden cursor): unlike receipts, chat
+    // entries do not carry them, and history pages need them to leave hidden messages out.
+    resume.hiddenSince = this.#cursors.hiddenNo ?? 0;
+    this.#hiddenResuming = true;
     this.#transmit(resume);
   }
 
@@ -649,6 +735,7 @@ export class DeviceStream {
     }
     this.#typingIn.received(chatId, known);
     for (const event of known) this.#emit("event", chatId, event);
+    for (const deletion of deletionsIn(chatId, known)) this.#emit("deleted", deletion);
     this.#deliveryReports.received(chatId, known, this.#userId);
     const cursor = this.#cursors.get(chatId) ?? 0;
     const expected = this.#expected.get(chatId);
@@ -765,8 +852,7 @@ export class DeviceStream {
   // ---- Requests: sends (for the outbox) and reads ----
 
   #sendFrame(message: OutboxMessage): Promise<SendResult> {
-    const frame: StreamSendFrame = { type: "send", id: this.#nextId("send"), chatId: message.chatId, clientId: message.clientId, body: message.body };
-    if (message.replyToSeq !== undefined) frame.replyToSeq = message.replyToSeq;
+    const frame: StreamSendFrame = { type: "send", id: this.#nextId("send"), chatId: message.chatId, ...sendFields(message) };
     return this.#request(frame).then(
       (result) => {
         const ack = SendResult.safeParse(result);
@@ -792,7 +878,7 @@ export class DeviceStream {
   }
 
   /** Sends a frame answered by a reply; rejects with ConnectionLost if the socket goes first. */
-  #request(frame: StreamClientFrame): Promise<unknown> {
+  #request(frame: StreamRequestFrame): Promise<unknown> {
     return new Promise((resolve, reject) => {
       this.#requests.set(frame.id, { resolve, reject });
       if (!this.#transmit(frame)) {
@@ -874,11 +960,11 @@ export class DeviceStream {
     this.#detachOutbox = null;
   }
 
-  #nextId(kind: "resume" | "sync" | "send" | "read" | "delivered" | "status" | "typing" | "presence"): string {
+  #nextId(kind: "resume" | "sync" | "send" | "read" | "delivered" | "status" | "typing" | "presence" | "delete"): string {
     return `${kind}${++this.#frameCounter}`;
   }
 
-  #transmit(frame: StreamClientFrame): boolean {
+  #transmit(frame: StreamRequestFrame): boolean {
     const socket = this.#socket;
     if (!socket || socket.readyState !== ReconnectingWebSocket.OPEN) return false;
     return socket.send(JSON.stringify(frame));

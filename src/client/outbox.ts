@@ -1,14 +1,30 @@
-import type { ErrorBody, SendMessageRequest, SendResult } from "../protocol/index.ts";
+import { SendMessageRequest, type AttachmentInput, type ErrorBody, type SendResult } from "../protocol/index.ts";
 import { ApiError, type ApiClient } from "./api-client.ts";
 import type { WebStorageLike } from "./cursor-store.ts";
 
-/** A message the app asked to send, kept until the server acknowledges or refuses it. */
+/**
+ * A message the app asked to send, kept until the server acknowledges or refuses it.
+ * Every attempt sends exactly these fields: the server tells a retry (the same clientId
+ * with the same body, reply and attachments) from a conflict by them.
+ */
 export type OutboxMessage = {
   chatId: string;
   /** The idempotency key, chosen before the first attempt and reused on every retry. */
   clientId: string;
-  body: string;
+  /** The text, or the caption of the attachments. */
+  body?: string;
+  /** Files uploaded to this chat (`api.uploadMedia`), described by the sender. */
+  attachments?: AttachmentInput[];
   replyToSeq?: number;
+};
+
+/** What to send: text, attachments (then `body` is their caption), or both. */
+export type OutgoingMessage = {
+  body?: string;
+  attachments?: AttachmentInput[];
+  replyToSeq?: number;
+  /** The idempotency key; default a new random one. */
+  clientId?: string;
 };
 
 /**
@@ -194,9 +210,32 @@ export class Outbox {
    * `SendError` when the server refuses it for good. A `clientId` already waiting in
    * this chat is not queued twice: the promise follows the waiting message.
    */
-  send(chatId: string, body: string, options: { replyToSeq?: number; clientId?: string } = {}): Promise<SendResult> {
-    const message: OutboxMessage = { chatId, clientId: options.clientId ?? crypto.randomUUID(), body };
-    if (options.replyToSeq !== undefined) message.replyToSeq = options.replyToSeq;
+  send(chatId: string, body: string, options: { replyToSeq?: number; clientId?: string; attachments?: AttachmentInput[] } = {}): Promise<SendResult> {
+    return this.sendMessage(chatId, { ...options, body });
+  }
+
+  /**
+   * Queues a message of text, attachments or both, as `send` does. A message the server
+   * could never take (no body and no attachments, a malformed attachment) is refused
+   * here, before it is stored: the promise rejects with a `validation_failed` SendError.
+   *
+   * @example
+   * const upload = await api.uploadMedia(chatId, file, { name: file.name });
+   * await outbox.sendMessage(chatId, { body: "the plan", attachments: [{ mediaId: upload.mediaId, name: file.name }] });
+   */
+  sendMessage(chatId: string, outgoing: OutgoingMessage): Promise<SendResult> {
+    const clientId = outgoing.clientId ?? crypto.randomUUID();
+    const fields: Record<string, unknown> = { clientId };
+    if (outgoing.body !== undefined) fields.body = outgoing.body;
+    if (outgoing.attachments !== undefined) fields.attachments = outgoing.attachments;
+    if (outgoing.replyToSeq !== undefined) fields.replyToSeq = outgoing.replyToSeq;
+    const parsed = SendMessageRequest.safeParse(fields);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
+      return Promise.reject(new SendError({ code: "validation_failed", message: issues.map((i) => `${i.path}: ${i.message}`).join("; "), retryable: false, issues }));
+    }
+    // The parsed copy is what is stored and sent on every attempt: the app cannot change it meanwhile.
+    const message: OutboxMessage = { chatId, ...parsed.data };
     const promise = new Promise<SendResult>((resolve, reject) => {
       const key = keyOf(message);
       this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), { resolve, reject }]);
@@ -332,16 +371,23 @@ function restTransport(api: Pick<ApiClient, "sendMessage">): SendTransport {
   return {
     canSend: () => true,
     async send(message) {
-      const request: SendMessageRequest = { clientId: message.clientId, body: message.body };
-      if (message.replyToSeq !== undefined) request.replyToSeq = message.replyToSeq;
       try {
-        return await api.sendMessage(message.chatId, request);
+        return await api.sendMessage(message.chatId, sendFields(message));
       } catch (error) {
         if (error instanceof ApiError) throw new SendError(error.body);
         throw error; // a network failure: the outcome is unknown
       }
     },
   };
+}
+
+/** The fields of a stored message every transport sends, the same on every attempt. */
+export function sendFields(message: OutboxMessage): SendMessageRequest {
+  const fields: SendMessageRequest = { clientId: message.clientId };
+  if (message.body !== undefined) fields.body = message.body;
+  if (message.attachments !== undefined) fields.attachments = message.attachments;
+  if (message.replyToSeq !== undefined) fields.replyToSeq = message.replyToSeq;
+  return fields;
 }
 
 const keyOf = (message: OutboxMessage) => `${message.chatId}\n${message.clientId}`;
@@ -353,7 +399,9 @@ function isOutboxMessage(value: unknown): value is OutboxMessage {
   return (
     typeof message.chatId === "string" &&
     typeof message.clientId === "string" &&
-    typeof message.body === "string" &&
+    (message.body === undefined || typeof message.body === "string") &&
+    (message.attachments === undefined || Array.isArray(message.attachments)) &&
+    (message.body !== undefined || message.attachments !== undefined) &&
     (message.replyToSeq === undefined || typeof message.replyToSeq === "number")
   );
 }
