@@ -1,17 +1,12 @@
 import { Hono } from "hono";
-import { z } from "zod";
 import type { AppEnv } from "../lib/app-env.ts";
 import { AppError } from "../lib/app-error.ts";
-import { configFrom } from "../lib/config.ts";
 import { randomId } from "../lib/crypto.ts";
 import { describeError, log } from "../lib/log.ts";
-import { isMintedId } from "../lib/minted-id.ts";
-import { unwrap } from "../lib/result.ts";
 import { userObject } from "../lib/stubs.ts";
-import { parseWith, queryParams } from "../lib/validate.ts";
-import { contentDisposition } from "../media/downloads.ts";
 import { declaredLength, exactLength, peek, requireAllowedType, writeError } from "../media/uploads.ts";
-import { ChatId, Limits, UserId, type Me } from "../protocol/index.ts";
+import { Limits, type Me } from "../protocol/index.ts";
+import { requireAuthOnce } from "../middleware/auth.ts";
 
 /**
  * Profile pictures: the same streaming upload as chat media (Content-Length first,
@@ -20,12 +15,11 @@ import { ChatId, Limits, UserId, type Me } from "../protocol/index.ts";
  */
 
 /** R2 key of a picture: a new id each time, so a cached old picture is never served for a new one. */
-const avatarKey = (userId: string, avatarId: string) => `avatars/${userId}/${avatarId}`;
+export const avatarKey = (userId: string, avatarId: string) => `avatars/${userId}/${avatarId}`;
 
-const AvatarQuery = z.strictObject({ chatId: ChatId.optional() });
-
-/** PUT and DELETE /api/me/avatar (the bearer check is the /api/me routes'). */
+/** PUT and DELETE /api/me/avatar. */
 export const ownAvatarRoutes = new Hono<AppEnv>()
+  .use(requireAuthOnce)
   .put("/", async (c) => {
     const size = declaredLength(c.req.raw.headers, Limits.maxAvatarBytes);
     const { userId } = c.get("caller");
@@ -56,35 +50,6 @@ export const ownAvatarRoutes = new Hono<AppEnv>()
     await deletePicture(c.env, userId, changed.previous);
     return c.json(changed.me);
   });
-
-/**
- * GET /api/users/:userId/avatar?chatId=: for the user themselves, and for anyone who
- * shares `chatId` with them (checked as presence is: each account in its own list).
- * A stranger, a made-up id and a user without a picture are all 404, with nothing stored.
- */
-export const userAvatarRoutes = new Hono<AppEnv>().get("/:userId/avatar", async (c) => {
-  const userId = parseWith(UserId, c.req.param("userId"));
-  const callerId = c.get("caller").userId;
-  const { chatId } = queryParams(c, AvatarQuery);
-  if (userId !== callerId) {
-    if (chatId === undefined) throw new AppError("validation_failed", 400, "chatId: name a chat you share with this user", { retryable: false });
-    if (!(await isMintedId(configFrom(c.env).hmacSecret, "u", userId))) throw new AppError("not_found", 404, "no picture of that user in that chat", { retryable: false });
-  }
-  const avatarId = unwrap(await userObject(c.env, callerId).avatarOf(userId, chatId ?? ""));
-  const ifNoneMatch = c.req.header("if-none-match");
-  const object = await c.env.MEDIA.get(avatarKey(userId, avatarId), ifNoneMatch ? { onlyIf: { etagDoesNotMatch: ifNoneMatch.replace(/^W\//, "").replace(/"/g, "") } } : {});
-  if (!object) throw new AppError("not_found", 404, "no picture of that user in that chat", { retryable: false });
-  const headers = new Headers({
-    "Content-Type": object.httpMetadata?.contentType ?? "application/octet-stream",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Disposition": contentDisposition("image", null),
-    "Cache-Control": "private",
-    ETag: object.httpEtag,
-  });
-  if (!("body" in object)) return new Response(null, { status: 304, headers });
-  headers.set("Content-Length", String(object.size));
-  return new Response(object.body, { status: 200, headers });
-});
 
 /** Deletes a replaced picture's object; a failure leaves an unreferenced object, logged. */
 async function deletePicture(env: Env, userId: string, avatarId: string | null): Promise<void> {

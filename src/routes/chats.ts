@@ -32,7 +32,6 @@ import {
 import { refuseAdds } from "../chat-room/add-refusals.ts";
 import { enforceRateLimit } from "../middleware/rate-limit.ts";
 import type { CreateChatInput } from "../chat-room/chat-room.ts";
-import { chatMediaRoutes } from "./media.ts";
 
 /** Chats: creation, the caller's list (read positions and settings), details, history and the REST send. */
 export const chatRoutes = new Hono<AppEnv>()
@@ -125,9 +124,7 @@ export const chatRoutes = new Hono<AppEnv>()
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const result: ChangeResult = unwrap(await chatRoomObject(c.env, chatId).leave(c.get("caller").userId));
     return c.json(result);
-  })
-  // Files of the chat, behind the same bearer check (src/routes/media.ts).
-  .route("/:chatId/media", chatMediaRoutes);
+  });
 
 /** A user id from the path: malformed is 400 `validation_failed`, one never minted 400 `invalid_member`. */
 export async function memberIdParam(env: Env, raw: string | undefined): Promise<string> {

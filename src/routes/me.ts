@@ -4,7 +4,6 @@ import { userObject } from "../lib/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { requireAuth } from "../middleware/auth.ts";
 import { ProfilePatch, type Me } from "../protocol/index.ts";
-import { ownAvatarRoutes } from "./avatars.ts";
 
 /** The caller's own profile. */
 export const meRoutes = new Hono<AppEnv>()
@@ -17,6 +16,4 @@ export const meRoutes = new Hono<AppEnv>()
     const patch = await jsonBody(c, ProfilePatch);
     const me: Me = await userObject(c.env, c.get("caller").userId).updateProfile(patch);
     return c.json(me);
-  })
-  // The profile picture (src/routes/avatars.ts).
-  .route("/avatar", ownAvatarRoutes);
+  });

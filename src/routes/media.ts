@@ -9,10 +9,10 @@ import { unwrap } from "../lib/result.ts";
 import { chatRoomObject } from "../lib/stubs.ts";
 import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
 import { mediaResponse } from "../media/downloads.ts";
-import { requireUrlSecret, signMediaUrl, verifyMediaUrl } from "../media/signed-urls.ts";
+import { requireUrlSecret, signMediaUrl } from "../media/signed-urls.ts";
+import { requireAuthOnce } from "../middleware/auth.ts";
 import { declaredLength, exactLength, peek, requireAllowedType, writeError } from "../media/uploads.ts";
 import {
-  ChatId,
   MediaId,
   MediaName,
   StartMultipartRequest,
@@ -24,8 +24,7 @@ import {
 import { chatIdParam } from "./chats.ts";
 
 /**
- * Media of a chat, under /api/chats/:chatId/media (the bearer check is the chats
- * routes'): uploads streamed into R2, multipart uploads for larger files, downloads
+ * Media of a chat, under /api/chats/:chatId/media: uploads streamed into R2, multipart uploads for larger files, downloads
  * and signed links. The bytes pass through the Worker; the chat's object keeps the
  * registry (who uploaded what, which message carries it) and decides who may read.
  */
@@ -37,7 +36,6 @@ const MAX_PARTS = 10_000;
 
 const UploadQuery = z.strictObject({ name: MediaName.optional() });
 const PartNumber = z.string().regex(/^\d{1,5}$/, "not a part number").transform(Number).pipe(z.number().int().min(1).max(MAX_PARTS));
-const SignedQuery = z.strictObject({ expires: z.string().max(20).optional(), sig: z.string().max(100).optional() });
 
 /**
  * Routes whose body is a file streamed into R2: the API's JSON body limit does not
@@ -56,6 +54,7 @@ export function partSizeFor(size: number): number {
 }
 
 export const chatMediaRoutes = new Hono<AppEnv>()
+  .use(requireAuthOnce)
   .post("/", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const { name } = queryParams(c, UploadQuery);
@@ -167,21 +166,6 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     const signed: SignedMediaUrl = await signMediaUrl(secret, chatId, mediaId, Date.now());
     return c.json(signed);
   });
-
-/**
- * GET /media/:chatId/:mediaId?expires=&sig=: a signed link, no bearer token. The
- * signature is checked before any object is woken.
- */
-export const signedMediaRoutes = new Hono<AppEnv>().get("/:chatId/:mediaId", async (c) => {
-  const chatId = parseWith(ChatId, c.req.param("chatId"));
-  const mediaId = parseWith(MediaId, c.req.param("mediaId"));
-  const query = queryParams(c, SignedQuery);
-  const now = Date.now();
-  const expiresAt = await verifyMediaUrl(configFrom(c.env).media.urlSecret, chatId, mediaId, query, now);
-  const media = unwrap(await chatRoomObject(c.env, chatId).linkedMedia(mediaId));
-  // Caches may keep it no longer than the link is valid.
-  return mediaResponse(c.env.MEDIA, media, c.req.raw.headers, `private, max-age=${Math.max(0, Math.floor((expiresAt - now) / 1000))}`);
-});
 
 function requestBody(request: Request): ReadableStream<Uint8Array> {
   if (!request.body) throw new AppError("validation_failed", 400, "the file is empty", { retryable: false });

@@ -9,7 +9,6 @@ import { requireAuth } from "../middleware/auth.ts";
 import { enforceRateLimit } from "../middleware/rate-limit.ts";
 import { PresenceQuery, UserId, UserLookupQuery, type Presence, type Profile, type UserLookupResponse } from "../protocol/index.ts";
 import { unwrap } from "../lib/result.ts";
-import { userAvatarRoutes } from "./avatars.ts";
 
 /** Finding other people: by phone number (to start a chat) and by id (to show a sender). */
 export const userRoutes = new Hono<AppEnv>()
@@ -39,9 +38,7 @@ export const userRoutes = new Hono<AppEnv>()
     if (!(await isMintedId(configFrom(c.env).hmacSecret, "u", userId))) throw strangerError();
     const presence: Presence = unwrap(await userObject(c.env, c.get("caller").userId).presenceOf(userId, chatId));
     return c.json(presence);
-  })
-  // Profile pictures (src/routes/avatars.ts).
-  .route("/", userAvatarRoutes);
+  });
 
 function strangerError(): AppError {
   return new AppError("not_found", 404, "no such user in that chat", { retryable: false });

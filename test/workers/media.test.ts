@@ -1,7 +1,7 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { Limits, MultipartUpload, SendResult, SignedMediaUrl, UploadedPart, UploadResult, type HistoryPage } from "../../src/protocol/index.ts";
-import { api, connect, createDirect, createGroup, expectError, history, login, type Session } from "./helpers.ts";
+import { api, connect, createDirect, createGroup, expectError, history, login, resumeStream, type Session } from "./helpers.ts";
 import { bytesOf, call, chatObject, fileOf, pdf, png, sameBytes, storedKeys, upload, uploadTo } from "./media-support.ts";
 
 const uid = (session: Session) => session.user.userId;
@@ -251,6 +251,17 @@ describe("attachments", () => {
     expect(reply).toMatchObject({ ok: true });
     const event = await socket.until(() => socket.events().find((e) => e.type === "message"));
     expect(event).toMatchObject({ body: "the notes", attachments: [{ mediaId, name: "notes.pdf", kind: "document", contentType: "application/pdf" }] });
+    socket.ws.close(1000);
+  });
+  it("the device stream's send carries attachments", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const { mediaId } = await upload(alice, chatId, png(), "map.png");
+    const { socket } = await resumeStream(alice.credentials);
+    socket.send({ type: "send", id: "s1", chatId, clientId: "c1", attachments: [{ mediaId, width: 10, height: 20 }] });
+    expect(await socket.reply("s1")).toMatchObject({ ok: true });
+    const page = (await history(bob, chatId)) as HistoryPage;
+    expect(page.events.at(-1)).toMatchObject({ type: "message", attachments: [{ mediaId, name: "map.png", width: 10, height: 20, kind: "image" }] });
     socket.ws.close(1000);
   });
 });
