@@ -1,4 +1,8 @@
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { drizzle } from "drizzle-orm/durable-sqlite";
+import { MediaRegistry } from "../../src/chat-room/media-registry.ts";
+import * as schema from "../../src/db/chat-room-schema.ts";
+import { Scheduler } from "../../src/lib/scheduler.ts";
 import { describe, expect, it } from "vitest";
 import { Limits, MultipartUpload, SendResult, SignedMediaUrl, UploadedPart, UploadResult, type HistoryPage } from "../../src/protocol/index.ts";
 import { api, connect, createDirect, createGroup, expectError, history, login, resumeStream, type Session } from "./helpers.ts";
@@ -291,25 +295,50 @@ describe("lifecycle", () => {
     await expectError(await sendWith(alice, chatId, "c2", [{ mediaId: pending.mediaId }]), 400, "invalid_attachment");
   });
 
-  it("releaseMessage deletes a message's files: no longer downloadable, R2 objects gone", async () => {
+  it("releaseMessage deletes a message's files; when R2 fails, the chat's alarm finishes the job", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
     const first = await upload(alice, chatId, png());
     const second = await upload(alice, chatId, pdf(), "a.pdf");
     const ack = await sent(await sendWith(alice, chatId, "c1", [{ mediaId: first.mediaId }, { mediaId: second.mediaId }]));
-    const { MediaRegistry } = await import("../../src/chat-room/media-registry.ts");
-    await runInDurableObject(chatObject(chatId), async (_instance, state) => {
-      const { drizzle } = await import("drizzle-orm/durable-sqlite");
-      const schema = await import("../../src/db/chat-room-schema.ts");
-      const { env } = await import("cloudflare:test");
-      const scheduled: number[] = [];
-      const registry = new MediaRegistry({ db: drizzle(state.storage, { schema }), bucket: env.MEDIA, schedule: (at) => scheduled.push(at) });
-      await registry.releaseMessage(ack.seq, Date.now());
-      expect(scheduled).toHaveLength(1); // the retry, set before R2 was called
-    });
+    const other = await upload(alice, chatId, png());
+    const otherAck = await sent(await sendWith(alice, chatId, "c2", [{ mediaId: other.mediaId }]));
+
+    /**
+     * The chat's own registry code on the chat's own storage, as a delete-for-everyone calls
+     * it, its retry stored as the chat's "media" deadline.
+     */
+    const release = (seq: number, bucket: R2Bucket) =>
+      runInDurableObject(chatObject(chatId), async (_instance, state) => {
+        const scheduled: number[] = [];
+        const deadlines = new Scheduler<"media">(state.storage, { media: () => undefined });
+        const schedule = (at: number) => {
+          scheduled.push(at);
+          // Stored as due now, as if the retry's 30 s had passed when the alarm runs.
+          deadlines.noLaterThan("media", Math.min(at, Date.now()));
+        };
+        const registry = new MediaRegistry({ db: drizzle(state.storage, { schema }), bucket, schedule });
+        await registry.releaseMessage(seq, Date.now());
+        return scheduled;
+      });
+
+    // R2 down: the files are unreadable at once, their objects wait for the retry.
+    const failing = { ...env.MEDIA, delete: () => Promise.reject(new Error("R2 is unavailable")) } as unknown as R2Bucket;
+    expect(await release(ack.seq, failing)).toHaveLength(1); // the retry, set before R2 was called
+    await expectError(await download(bob, chatId, first.mediaId), 404, "not_found");
+    expect(await storedKeys(`chats/${chatId}/${first.mediaId}`)).toHaveLength(1);
+    expect(await mediaRows(chatId)).toEqual(expect.arrayContaining([{ media_id: first.mediaId, state: "deleting" }]));
+    // The chat's alarm (its "media" deadline) retries, after a restart too.
+    await abortAllDurableObjects();
+    expect(await runDurableObjectAlarm(chatObject(chatId))).toBe(true);
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([`chats/${chatId}/${other.mediaId}`]);
+    expect(await mediaRows(chatId)).toEqual([{ media_id: other.mediaId, state: "attached" }]);
+
+    // R2 up: deleted at once.
+    await release(otherAck.seq, env.MEDIA);
     expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
     expect(await mediaRows(chatId)).toEqual([]);
-    await expectError(await download(bob, chatId, first.mediaId), 404, "not_found");
+    await expectError(await download(bob, chatId, other.mediaId), 404, "not_found");
   });
 
   it(`at most ${Limits.maxPendingUploadsPerMember} uploads wait per member: the next is 429 too_many_uploads`, async () => {
