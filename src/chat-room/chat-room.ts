@@ -382,10 +382,17 @@ export class ChatRoom extends DurableObject<Env> {
    * crashed upload is cleaned up by the expiry; `too_many_uploads` past the pending cap.
    */
   reserveUpload(userId: string, mediaId: string, upload: { size: number; name?: string | undefined }, now = Date.now()): Outcome<Reservation> {
-    return attempt(() => {
-      this.#membership.requireMember(userId);
-      return this.#media.reserve(userId, this.#membership.requireChat().chatId, mediaId, upload, now);
-    });
+    return attempt(() => this.#media.reserve(userId, this.#requireUploader(userId).chatId, mediaId, upload, now));
+  }
+
+  /** Who may upload: who may post (a member; in a broadcast chat, an admin). Answers the chat. */
+  #requireUploader(userId: string): { chatId: string } {
+    const member = this.#membership.requireMember(userId);
+    const chat = this.#membership.requireChat();
+    if (chat.kind === "broadcast" && member.role !== "admin") {
+      throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
+    }
+    return chat;
   }
 
   /** The upload's bytes are stored (type detected from its first bytes): it may be attached. */
@@ -418,9 +425,9 @@ export class ChatRoom extends DurableObject<Env> {
     now = Date.now(),
   ): Promise<Outcome<MultipartUpload>> {
     const reserved = attempt(() => {
-      this.#membership.requireMember(userId);
+      const { chatId } = this.#requireUploader(userId);
       const multipart = { uploadId: "", partSize: upload.partSize, partCount: upload.partCount, parts: {} };
-      return this.#media.reserve(userId, this.#membership.requireChat().chatId, mediaId, { size: upload.size, name: upload.name, multipart }, now);
+      return this.#media.reserve(userId, chatId, mediaId, { size: upload.size, name: upload.name, multipart }, now);
     });
     if (!reserved.ok) return reserved;
     const { r2Key, expiresAt } = reserved.value;

@@ -167,6 +167,10 @@ describe("uploads and downloads", () => {
     await expectError(await uploadTo(mallory, chatId, png()), 403, "not_a_member");
     expect(await mediaRows(chatId)).toEqual([]);
     expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
+    // in a broadcast chat, only admins post, files included
+    const broadcast = await createGroup(alice, [bob], "broadcast");
+    await expectError(await uploadTo(bob, broadcast, png()), 403, "admins_only");
+    expect(await mediaRows(broadcast)).toEqual([]);
   });
 });
 
