@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Me, UserLookupResponse } from "../../src/protocol/index.ts";
+import { Limits, Me, UserLookupResponse } from "../../src/protocol/index.ts";
 import { api, createDirect, expectError, login, type Session } from "./helpers.ts";
 import { bytesOf, call, fileOf, png, sameBytes, storedKeys } from "./media-support.ts";
 
@@ -17,7 +17,7 @@ describe("profile pictures", () => {
   it("an upload is visible to a chat peer, 404 to a stranger, and replacing it deletes the old one", async () => {
     const [alice, bob, mallory] = await Promise.all([login(), login(), login()]);
     const chatId = await createDirect(alice, bob);
-    const picture = png(30_000);
+    const picture = png(Limits.maxFrameBytes + 1); // the JSON body limit does not apply
     const response = await putAvatar(alice, picture);
     expect(response.status, await response.clone().text()).toBe(200);
     const avatarId = Me.parse(await response.json()).avatarId!;
