@@ -85,8 +85,13 @@ describe("uploads and downloads", () => {
       "cache-control": "private",
       "accept-ranges": "bytes",
     });
-    expect(shown.headers.get("etag")).toMatch(/^".+"$/);
+    const etag = shown.headers.get("etag")!;
+    expect(etag).toMatch(/^".+"$/);
     await shown.arrayBuffer();
+    // a copy the client holds is not sent again
+    const cached = await download(bob, chatId, image.mediaId, { "if-none-match": etag });
+    expect(cached.status).toBe(304);
+    expect(cached.headers.get("etag")).toBe(etag);
 
     const saved = await download(bob, chatId, document.mediaId);
     expect(saved.headers.get("content-type")).toBe("application/pdf");
