@@ -12,6 +12,10 @@ import { invitationRoutes } from "./routes/invitations.ts";
 import { blockRoutes } from "./routes/blocks.ts";
 import { deviceRoutes } from "./routes/devices.ts";
 import { meRoutes } from "./routes/me.ts";
+import { chatMediaRoutes, isUploadRoute } from "./routes/media.ts";
+import { signedMediaRoutes } from "./routes/signed-media.ts";
+import { ownAvatarRoutes } from "./routes/avatars.ts";
+import { userAvatarRoutes } from "./routes/user-avatars.ts";
 import { socketRoutes } from "./routes/sockets.ts";
 import { userRoutes } from "./routes/users.ts";
 
@@ -43,24 +47,27 @@ app.use(async (c, next) => {
     ms: Date.now() - started,
   });
 });
-app.use(
-  "/api/*",
-  bodyLimit({
-    maxSize: Limits.maxFrameBytes,
-    onError: () => {
-      throw new AppError("too_large", 413, `request bodies are at most ${Limits.maxFrameBytes} bytes`, { retryable: false });
-    },
-  }),
-);
+const jsonBodyLimit = bodyLimit({
+  maxSize: Limits.maxFrameBytes,
+  onError: () => {
+    throw new AppError("too_large", 413, `request bodies are at most ${Limits.maxFrameBytes} bytes`, { retryable: false });
+  },
+});
+// Uploads stream files into R2 and check their own Content-Length limits before reading.
+app.use("/api/*", (c, next) => (isUploadRoute(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
 
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/api", authRoutes);
 app.route("/api/me", meRoutes);
+app.route("/api/me/avatar", ownAvatarRoutes);
 app.route("/api/devices", deviceRoutes);
 app.route("/api/users", userRoutes);
+app.route("/api/users", userAvatarRoutes);
 app.route("/api/chats", chatRoutes);
+app.route("/api/chats/:chatId/media", chatMediaRoutes);
 app.route("/api/invitations", invitationRoutes);
 app.route("/api/blocks", blockRoutes);
+app.route("/media", signedMediaRoutes);
 app.route("/", socketRoutes);
 
 app.notFound((c) => {

@@ -35,7 +35,11 @@ import {
   type DeleteScope,
   type DeletedForEveryone,
   type DeletedForMe,
+  type Attachment,
+  type MultipartUpload,
+  type UploadResult,
 } from "../protocol/index.ts";
+import { MediaRegistry, type Completion, type DetectedMedia, type PartTarget, type Reservation, type StoredMedia } from "./media-registry.ts";
 import { commands, type RoomCommands } from "./commands.ts";
 import type { Respond } from "../sockets/frame-dispatch.ts";
 import { SendBatch } from "./send-batch.ts";
@@ -82,8 +86,8 @@ const MAX_SENDS_PER_COMMIT = 64;
 
 type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
 
-/** The object's deadlines (one alarm): see Scheduler. */
-type Deadline = "fan-out";
+/** The object's deadlines (one alarm): see Scheduler. "media": pending uploads' expiry and R2 deletes. */
+type Deadline = "fan-out" | "media";
 
 /**
  * One object per chat (`idFromName(chatId)`): the source of truth for the chat's
@@ -127,6 +131,8 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #receipts: Receipts;
   readonly #typing = new TypingThrottle();
   readonly #deletes: Deletes;
+  /** The chat's files (src/chat-room/media-registry.ts). */
+  readonly #media: MediaRegistry;
   readonly #receiptPushes = new ReceiptPushes((userId, frame) => this.#memberAccount(userId).receiptsChanged(frame));
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -183,7 +189,11 @@ export class ChatRoom extends DurableObject<Env> {
       changed: (events, now) => this.#changed(events, now),
     });
     this.#deletes = new Deletes({ log: () => this.#log, membership: () => this.#membership, windowMs: this.#config.deleteWindowMs });
-    this.#scheduler = new Scheduler<Deadline>(ctx.storage, { "fan-out": (now) => this.#fanOut.retry(now) });
+    this.#scheduler = new Scheduler<Deadline>(ctx.storage, {
+      "fan-out": (now) => this.#fanOut.retry(now),
+      media: (now) => this.#media.run(now),
+    });
+    this.#media = new MediaRegistry({ db: this.#db, bucket: env.MEDIA, schedule: (at) => this.#scheduler.noLaterThan("media", at) });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(Heartbeat.request, Heartbeat.response));
     void ctx.blockConcurrencyWhile(async () => {
@@ -370,6 +380,126 @@ export class ChatRoom extends DurableObject<Env> {
       const [first, newest] = [page.events[0]?.seq ?? 0, page.events.at(-1)?.seq ?? 0];
       if (member && newest > member.deliveredSeq && first <= member.deliveredSeq + 1) this.#receipt(userId, "delivered", newest);
       return `{"events":[${page.json.join(",")}],"hasMore":${page.hasMore},"headSeq":${headSeq}}`;
+    });
+  }
+
+  // ---- Media (RPC from the Worker, which streams the bytes; src/routes/media.ts) ----
+
+  /**
+   * Registers an upload of `userId` (a member) before its bytes are written, so a
+   * crashed upload is cleaned up by the expiry; `too_many_uploads` past the pending cap.
+   */
+  reserveUpload(userId: string, mediaId: string, upload: { size: number; name?: string | undefined }, now = Date.now()): Outcome<Reservation> {
+    return attempt(() => this.#media.reserve(userId, this.#requireUploader(userId).chatId, mediaId, upload, now));
+  }
+
+  /** Who may upload: who may post (a member; in a broadcast chat, an admin). Answers the chat. */
+  #requireUploader(userId: string): { chatId: string } {
+    const member = this.#membership.requireMember(userId);
+    const chat = this.#membership.requireChat();
+    if (chat.kind === "broadcast" && member.role !== "admin") {
+      throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
+    }
+    return chat;
+  }
+
+  /** The upload's bytes are stored (type detected from its first bytes): it may be attached. */
+  uploadStored(userId: string, mediaId: string, detected: DetectedMedia): Outcome<UploadResult> {
+    return attempt(() => {
+      this.#membership.requireChat();
+      return this.#media.stored(userId, mediaId, detected);
+    });
+  }
+
+  /** An upload refused or failed: whatever R2 holds of it is deleted. */
+  async abandonUpload(userId: string, mediaId: string, now = Date.now()): Promise<Outcome<null>> {
+    const abandoned = attempt(() => {
+      this.#membership.requireChat();
+      this.#media.abandon(userId, mediaId, now);
+      return null;
+    });
+    if (abandoned.ok) {
+      // At once when R2 answers; otherwise the deadline just set retries.
+      await this.#media.run(now).catch((error: unknown) => log.warn("could not delete an abandoned upload yet", describeError(error)));
+    }
+    return abandoned;
+  }
+
+  /** Starts a multipart upload: the reservation, then R2's upload (abandoned if R2 fails). */
+  async startMultipart(
+    userId: string,
+    mediaId: string,
+    upload: { size: number; name?: string | undefined; partSize: number; partCount: number },
+    now = Date.now(),
+  ): Promise<Outcome<MultipartUpload>> {
+    const reserved = attempt(() => {
+      const { chatId } = this.#requireUploader(userId);
+      const multipart = { uploadId: "", partSize: upload.partSize, partCount: upload.partCount, parts: {} };
+      return this.#media.reserve(userId, chatId, mediaId, { size: upload.size, name: upload.name, multipart }, now);
+    });
+    if (!reserved.ok) return reserved;
+    const { r2Key, expiresAt } = reserved.value;
+    let uploadId: string;
+    try {
+      uploadId = (await this.env.MEDIA.createMultipartUpload(r2Key, { customMetadata: { chatId: this.#membership.requireChat().chatId, mediaId } })).uploadId;
+    } catch (error) {
+      log.warn("could not start a multipart upload", describeError(error));
+      await this.abandonUpload(userId, mediaId, now);
+      return failureOf(new AppError("unavailable", 503, "the upload could not be started; try again", { retryable: true }));
+    }
+    return attempt(() => {
+      this.#media.multipartCreated(userId, mediaId, uploadId);
+      return { mediaId, partSize: upload.partSize, partCount: upload.partCount, expiresAt };
+    });
+  }
+
+  /** Where a part goes and how long it must be. */
+  multipartPart(userId: string, mediaId: string, partNumber: number): Outcome<PartTarget> {
+    return attempt(() => {
+      this.#membership.requireMember(userId);
+      return this.#media.partTarget(userId, mediaId, partNumber);
+    });
+  }
+
+  multipartPartStored(userId: string, mediaId: string, partNumber: number, etag: string, detected: { kind: DetectedMedia["kind"]; contentType: string } | null): Outcome<null> {
+    return attempt(() => {
+      this.#membership.requireMember(userId);
+      this.#media.partStored(userId, mediaId, partNumber, etag, detected);
+      return null;
+    });
+  }
+
+  /** The parts to assemble (400 while one is missing). */
+  multipartCompletion(userId: string, mediaId: string): Outcome<Completion & DetectedMedia> {
+    return attempt(() => {
+      this.#membership.requireMember(userId);
+      return this.#media.completion(userId, mediaId);
+    });
+  }
+
+  /**
+   * A file `userId` may download: attached to a message inside one of their membership
+   * periods (former members included), or their own upload not yet sent. Anyone else,
+   * whatever the reason, gets `not_found`.
+   */
+  readableMedia(userId: string, mediaId: string): Outcome<StoredMedia> {
+    return attempt(() => {
+      let periods;
+      try {
+        periods = this.#membership.periodsOf(userId);
+      } catch (error) {
+        if (error instanceof AppError && error.code === "not_a_member") throw new AppError("not_found", 404, "no such media", { retryable: false });
+        throw error;
+      }
+      return this.#media.readable(userId, mediaId, periods);
+    });
+  }
+
+  /** A file a signed link names (the link was checked by the Worker; its signer's access when signed). */
+  linkedMedia(mediaId: string): Outcome<StoredMedia> {
+    return attempt(() => {
+      this.#membership.requireChat();
+      return this.#media.linked(mediaId);
     });
   }
 
@@ -560,9 +690,9 @@ export class ChatRoom extends DurableObject<Env> {
 
   /** The deleted message's files leave storage (their R2 objects are deleted). */
   #releaseAttachments(targetSeq: number, now: number): void {
-    // Media wiring lands with the media registry: MediaRegistry.releaseMessage(targetSeq, now).
-    void targetSeq;
-    void now;
+    // The files turn `deleting` in this turn (no one can download them from here on);
+    // their R2 objects are deleted after it, a failure retried by the scheduler.
+    this.#media.releaseMessage(targetSeq, now).catch((error: unknown) => log.warn("could not release a deleted message's media", describeError(error)));
   }
 
   /** Puts an invitation in each invited account's list (a failure is logged: the admin may invite again). */
@@ -697,8 +827,15 @@ export class ChatRoom extends DurableObject<Env> {
       throw new AppError("blocked", 403, "one of you blocked the other: no messages until unblocked", { retryable: false });
     }
     if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq, sender, input.clientId);
-    const { event, duplicate } = this.#log.appendMessage(sender, input, now);
+    // A retry of a stored send gets its original ack, though its files are attached by now.
+    let attachments: Attachment[] | undefined;
+    if (input.attachments && !this.#log.findByClientId(sender.deviceId, input.clientId)) {
+      attachments = this.#media.resolve(sender.userId, input.attachments);
+    }
+    const { event, duplicate } = this.#log.appendMessage(sender, input, now, attachments);
     if (!duplicate) {
+      // In the same turn as the append: no other send can attach them in between.
+      if (attachments) this.#media.attach(attachments.map((attachment) => attachment.mediaId), event.seq);
       this.#sendRate.take(sender.userId, now);
       this.#accountLeases.take(sender.userId);
       stored.push(event);

@@ -5,6 +5,7 @@ import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { Sender } from "./event-log.ts";
 import type { SessionState } from "./sessions.ts";
+import { sendInput } from "./send-input.ts";
 
 /** What a command handler may ask of its room. */
 export interface RoomCommands {
@@ -24,9 +25,8 @@ export interface RoomCommands {
 
 /** One handler per chat socket frame type. */
 export const commands: CommandTable<RoomCommands, SessionState, ClientFrame> = {
-  send(room, _ws, session, { clientId, body, replyToSeq }, respond) {
-    const input = replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq };
-    room.enqueueSend({ userId: session.userId, deviceId: session.deviceId }, input, respond);
+  send(room, _ws, session, { clientId, body, attachments, replyToSeq }, respond) {
+    room.enqueueSend({ userId: session.userId, deviceId: session.deviceId }, sendInput({ clientId, body, attachments, replyToSeq }), respond);
   },
 
   sync(room, ws, session, _frame, respond) {

@@ -144,6 +144,18 @@ export const media = sqliteTable(
     /** When a pending upload is deleted; NULL once attached. */
     expiresAt: integer("expires_at"),
     attachedSeq: integer("attached_seq"),
+    /** The file name given at upload (a message's attachment may name it otherwise). */
+    name: text("name"),
+    /**
+     * A multipart upload in progress or done, as JSON (`MultipartState` in
+     * src/chat-room/media-registry.ts): R2's upload id, the part size and count, and
+     * each stored part's etag (at most `Limits.maxMultipartParts`). NULL for single uploads.
+     */
+    multipart: text("multipart"),
   },
-  (table) => [index("media_by_uploader").on(table.uploaderId, table.state), index("media_by_expiry").on(table.expiresAt)],
+  (table) => [
+    index("media_by_uploader").on(table.uploaderId, table.state),
+    index("media_by_expiry").on(table.expiresAt),
+    index("media_by_message").on(table.attachedSeq),
+  ],
 );

@@ -17,6 +17,16 @@ export const requireAuth = createMiddleware<AppEnv>(async (c, next) => {
   await next();
 });
 
+/**
+ * `requireAuth` for routes mounted beside a router that already checked the caller
+ * (the media routes under /api/chats, the avatar routes under /api/me and /api/users):
+ * the check runs once per request either way, and the routes stay safe on their own.
+ */
+export const requireAuthOnce = createMiddleware<AppEnv>(async (c, next) => {
+  if (!c.get("caller")) c.set("caller", await authenticate(c.env, c.req.raw.headers));
+  await next();
+});
+
 export async function authenticate(env: Env, headers: Headers): Promise<Caller> {
   const { userId, deviceId } = await authenticateSocket(env, headers);
   return { userId, deviceId };

@@ -1,6 +1,7 @@
 import { parsePhoneNumberFromString } from "libphonenumber-js/max";
 import { z } from "zod";
 import { Limits } from "./limits.ts";
+import { MediaId } from "./media.ts";
 import { longText, nameText, text } from "./text.ts";
 
 /**
@@ -67,6 +68,11 @@ export const Profile = z.object({
   userId: UserId,
   displayName: z.string(),
   about: z.string(),
+  /**
+   * The profile picture's id, present when there is one: it changes with every new
+   * picture, so a client may cache GET /api/users/:userId/avatar by it.
+   */
+  avatarId: MediaId.optional(),
   createdAt: z.number().int(),
 });
 export type Profile = z.infer<typeof Profile>;

@@ -100,6 +100,8 @@ export const Limits = {
   pendingUploadTtlMs: 24 * 3_600_000,
   /** Uploads one member may have waiting (not yet attached) in one chat. */
   maxPendingUploadsPerMember: 32,
+  /** Bytes of a profile picture (an image: JPEG, PNG, GIF, WebP, HEIC or AVIF). */
+  maxAvatarBytes: 5 * 1024 * 1024,
   /** The longest a signed media URL is valid (10 minutes). */
   maxSignedUrlTtlMs: 10 * 60_000,
   /** Messages one account may have hidden ("delete for me"), across its chats. */

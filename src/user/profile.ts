@@ -19,13 +19,22 @@ export class AccountProfile {
   me(): Me | null {
     const row = this.#db.select().from(schema.profile).get();
     if (!row) return null;
-    return { userId: row.userId, phone: row.phone, displayName: row.displayName, about: row.about, groupAdd: row.groupAdd, hideLastSeen: row.hideLastSeen, createdAt: row.createdAt };
+    return {
+      userId: row.userId,
+      phone: row.phone,
+      displayName: row.displayName,
+      about: row.about,
+      ...(row.avatarId ? { avatarId: row.avatarId } : {}),
+      groupAdd: row.groupAdd,
+      hideLastSeen: row.hideLastSeen,
+      createdAt: row.createdAt,
+    };
   }
 
   public(): Profile | null {
     const row = this.#db.select().from(schema.profile).get();
     if (!row) return null;
-    return { userId: row.userId, displayName: row.displayName, about: row.about, createdAt: row.createdAt };
+    return { userId: row.userId, displayName: row.displayName, about: row.about, ...(row.avatarId ? { avatarId: row.avatarId } : {}), createdAt: row.createdAt };
   }
 
   groupAdd(): GroupAddSetting | null {
@@ -35,6 +44,18 @@ export class AccountProfile {
   /** Whether the account hides its last seen time (false when there is no account). */
   hidesLastSeen(): boolean {
     return this.#db.select({ hide: schema.profile.hideLastSeen }).from(schema.profile).get()?.hide ?? false;
+  }
+
+  /** The profile picture's id, or null. */
+  avatarId(): string | null {
+    return this.#db.select({ avatarId: schema.profile.avatarId }).from(schema.profile).get()?.avatarId ?? null;
+  }
+
+  /** Sets (or with null removes) the profile picture; answers the one it replaces. */
+  setAvatar(avatarId: string | null): string | null {
+    const previous = this.avatarId();
+    this.#db.update(schema.profile).set({ avatarId }).run();
+    return previous;
   }
 
   update(patch: ProfilePatch): void {

@@ -19,6 +19,7 @@ import type {
 import { attempt } from "../lib/result.ts";
 import type { CommandTable, Respond } from "../sockets/frame-dispatch.ts";
 import type { ResumeSince, StreamSession } from "./device-streams.ts";
+import { sendInput } from "../chat-room/send-input.ts";
 
 /** What a device stream's frame handlers may ask of the account. */
 export interface StreamCommands {
@@ -54,9 +55,8 @@ export const streamCommands: CommandTable<StreamCommands, StreamSession, StreamC
     respond(attempt(() => account.sync(ws)));
   },
 
-  send(account, _ws, session, { chatId, clientId, body, replyToSeq }, respond) {
-    const input = replyToSeq === undefined ? { clientId, body } : { clientId, body, replyToSeq };
-    account.send(session, chatId, input, respond);
+  send(account, _ws, session, { chatId, clientId, body, attachments, replyToSeq }, respond) {
+    account.send(session, chatId, sendInput({ clientId, body, attachments, replyToSeq }), respond);
   },
 
   read(account, _ws, _session, { chatId, seq }, respond) {

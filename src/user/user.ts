@@ -238,6 +238,46 @@ export class User extends DurableObject<Env> {
     return this.me();
   }
 
+  // ---- Profile picture (the bytes are in R2: src/routes/avatars.ts) ----
+
+  /** Sets (null: removes) the account's picture; answers the id it replaces, for the Worker to delete. */
+  setAvatar(avatarId: string | null): { previous: string | null; me: Me } {
+    this.me(); // an account that does not exist is not created here
+    const previous = this.#profile.setAvatar(avatarId);
+    return { previous, me: this.me() };
+  }
+
+  /**
+   * RPC from the account `viewerId`, a member of `chatId`: this account's picture id
+   * when it may see it (the same check as presence: a member of that chat here, not
+   * blocking the viewer); null otherwise, or when there is none. Nothing is stored.
+   */
+  avatarFor(viewerId: string, chatId: string): string | null {
+    if (!this.#exists || !this.#isMemberOf(chatId) || this.#blocks.has(viewerId)) return null;
+    return this.#profile.avatarId();
+  }
+
+  /**
+   * GET /api/users/:userId/avatar?chatId=: the picture id of `userId`, who must share
+   * `chatId` with this account (each side checks its own list, as for presence).
+   * `not_found` otherwise, and when there is no picture.
+   */
+  async avatarOf(userId: string, chatId: string): Promise<Outcome<string>> {
+    const refused = () => failureOf(new AppError("not_found", 404, "no picture of that user in that chat", { retryable: false }));
+    if (!this.#exists) return refused();
+    if (userId === this.#ownId()) {
+      const own = this.#profile.avatarId();
+      return own ? { ok: true, value: own } : refused();
+    }
+    if (!this.#isMemberOf(chatId)) return refused();
+    const avatarId = await this.#userObject(userId).avatarFor(this.#ownId(), chatId);
+    return avatarId ? { ok: true, value: avatarId } : refused();
+  }
+
+  #isMemberOf(chatId: string): boolean {
+    return this.#chatIndex.get(chatId)?.membership === "member";
+  }
+
   /** A new login: a device and its first refresh token. */
   createDevice(name: string, now = Date.now()): Promise<IssuedDevice> {
     return this.#devices.create(this.me().userId, name, now);

@@ -1,4 +1,5 @@
 import { env, runInDurableObject } from "cloudflare:test";
+import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { mintId } from "../../src/lib/minted-id.ts";
@@ -99,6 +100,33 @@ describe("ids that look real but have no data write nothing", () => {
     );
     const stub = env.USER.get(env.USER.idFromName(userId));
     expect(await runInDurableObject(stub, (_instance, state) => ownTables(state))).toEqual([]);
+  });
+
+  it("media of a made-up or never-created chat, and a made-up media id, store nothing", async () => {
+    const alice = await login();
+    const bob = await login();
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(100).fill(7)]);
+    const headers = { authorization: `Bearer ${alice.credentials}`, "content-type": "image/png" };
+    const upload = (chatId: string) => exports.default.fetch(new Request(`http://chat.test/api/chats/${chatId}/media?name=a.png`, { method: "POST", body: png, headers }));
+    const starts = instanceStarts("ChatRoom");
+    await expectError(await upload(madeUp("g")), 404, "chat_not_found");
+    await expectError(await api(`/api/chats/${madeUp("d")}/media/m_AAAAAAAAAAAAAAAAAAAAAA`, { token: alice.credentials }), 404, "chat_not_found");
+    // a signed link is checked before any object is addressed
+    await expectError(await api(`/media/${madeUp("g")}/m_AAAAAAAAAAAAAAAAAAAAAA?expires=${Date.now() + 60_000}&sig=AAAA`), 403, "invalid_signature");
+    expect(instanceStarts("ChatRoom")).toBe(starts);
+
+    const neverCreated = await mintId(HMAC_SECRET, "g");
+    await expectError(await upload(neverCreated), 404, "chat_not_found");
+    const stub = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(neverCreated));
+    expect(await runInDurableObject(stub, (_instance, state) => ownTables(state))).toEqual([]);
+    expect((await env.MEDIA.list({ prefix: `chats/${neverCreated}/` })).objects).toEqual([]);
+
+    // a real chat asked about a media id it never had: nothing is written
+    const chatId = await createGroup(alice, [bob]);
+    await expectError(await api(`/api/chats/${chatId}/media/m_AAAAAAAAAAAAAAAAAAAAAA`, { token: bob.credentials }), 404, "not_found");
+    await expectError(await api(`/api/chats/${chatId}/media/m_AAAAAAAAAAAAAAAAAAAAAA/url`, { token: bob.credentials, method: "POST" }), 404, "not_found");
+    const room = env.CHAT_ROOM.get(env.CHAT_ROOM.idFromName(chatId));
+    expect(await runInDurableObject(room, (_instance, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM media").one().n)).toBe(0);
   });
 
   it("a created chat and a logged-in account do have their tables", async () => {
