@@ -624,23 +624,29 @@ export class ChatRoom extends DurableObject<Env> {
   /**
    * Deletes the message at `seq` for everyone, as `userId` (REST, and the device stream
    * through the account): see Deletes for who may. The `message.deleted` event reaches
-   * the chat's sockets, the streams and every member's list (its preview) at once.
+   * the chat's sockets, the streams and every member's list (its preview) at once. It
+   * answers once the message's files are deleted from R2 too (when R2 fails, the answer
+   * does not wait: the scheduler retries, and the files are unreadable already).
    */
-  deleteForEveryone(userId: string, seq: number, now = Date.now()): Outcome<DeletedForEveryone> {
+  async deleteForEveryone(userId: string, seq: number, now = Date.now()): Promise<Outcome<DeletedForEveryone>> {
     const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
     if (!outcome.ok) return outcome;
-    if (outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+    if (outcome.value.event) await this.#deleted(outcome.value.event, seq, now);
     return succeed(outcome.value.result);
   }
 
-  /** After a delete for everyone was stored: the files go, and everyone hears of it. */
-  #deleted(event: ChatEvent, targetSeq: number, now: number): void {
-    this.#releaseAttachments(targetSeq, now);
+  /**
+   * After a delete for everyone was stored: everyone hears of it in this turn; the
+   * returned promise settles when the files' R2 objects are deleted (or the retry is set).
+   */
+  #deleted(event: ChatEvent, targetSeq: number, now: number): Promise<void> {
+    const released = this.#releaseAttachments(targetSeq, now);
     this.#sessions.broadcast([event], () => this.ctx.storage.sync());
     this.#streams.committed();
     // The previews of every member's list change: no waiting for the interval.
     this.#fanOut.committed(now, true);
     this.#tellFormerMembers(targetSeq);
+    return released;
   }
 
   /**
@@ -674,7 +680,7 @@ export class ChatRoom extends DurableObject<Env> {
       const now = Date.now();
       const outcome = attempt(() => this.#deletes.forEveryone(userId, seq, now));
       respond(outcome.ok ? succeed(outcome.value.result) : outcome);
-      if (outcome.ok && outcome.value.event) this.#deleted(outcome.value.event, seq, now);
+      if (outcome.ok && outcome.value.event) void this.#deleted(outcome.value.event, seq, now);
       return;
     }
     const checked = this.checkVisibleMessage(userId, seq);
@@ -689,10 +695,10 @@ export class ChatRoom extends DurableObject<Env> {
   }
 
   /** The deleted message's files leave storage (their R2 objects are deleted). */
-  #releaseAttachments(targetSeq: number, now: number): void {
+  #releaseAttachments(targetSeq: number, now: number): Promise<void> {
     // The files turn `deleting` in this turn (no one can download them from here on);
     // their R2 objects are deleted after it, a failure retried by the scheduler.
-    this.#media.releaseMessage(targetSeq, now).catch((error: unknown) => log.warn("could not release a deleted message's media", describeError(error)));
+    return this.#media.releaseMessage(targetSeq, now).catch((error: unknown) => log.warn("could not release a deleted message's media", describeError(error)));
   }
 
   /** Puts an invitation in each invited account's list (a failure is logged: the admin may invite again). */

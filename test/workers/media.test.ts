@@ -305,6 +305,30 @@ describe("lifecycle", () => {
     await expectError(await sendWith(alice, chatId, "c2", [{ mediaId: pending.mediaId }]), 400, "invalid_attachment");
   });
 
+  it("deleting a message for everyone deletes its files from R2: bearer and signed link answer 404, other files stay", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const photo = await upload(alice, chatId, png(), "photo.png");
+    const report = await upload(alice, chatId, pdf(), "report.pdf");
+    const ack = await sent(await sendWith(alice, chatId, "c1", [{ mediaId: photo.mediaId }, { mediaId: report.mediaId }], "both"));
+    const kept = await upload(alice, chatId, png());
+    await sent(await sendWith(alice, chatId, "c2", [{ mediaId: kept.mediaId }]));
+    const link = await signedUrl(bob, chatId, photo.mediaId);
+    expect((await call(link.url)).status).toBe(200);
+
+    const deleted = await call(`/api/chats/${chatId}/messages/${ack.seq}?for=everyone`, { method: "DELETE", token: alice.credentials });
+    expect(deleted.status, await deleted.clone().text()).toBe(200);
+    // The answer comes once the objects are gone.
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([`chats/${chatId}/${kept.mediaId}`]);
+    expect(await mediaRows(chatId)).toEqual([{ media_id: kept.mediaId, state: "attached" }]);
+    await expectError(await download(bob, chatId, photo.mediaId), 404, "not_found");
+    await expectError(await download(alice, chatId, report.mediaId), 404, "not_found");
+    expect((await call(link.url)).status).toBe(404);
+    const tombstone = ((await history(bob, chatId)) as HistoryPage).events.find((event) => event.seq === ack.seq);
+    expect(tombstone).toEqual({ type: "message", seq: ack.seq, createdAt: ack.createdAt, messageId: ack.messageId, senderId: uid(alice), senderDeviceId: alice.device.deviceId, clientId: "c1", deletedSeq: ack.seq + 2 });
+    expect((await download(bob, chatId, kept.mediaId)).status).toBe(200);
+  });
+
   it("releaseMessage deletes a message's files; when R2 fails, the chat's alarm finishes the job", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
