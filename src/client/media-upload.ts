@@ -63,10 +63,12 @@ export async function uploadMedia(context: UploadContext, chatPath: string, data
 /** Reports progress only forward (a request sent again after a token refresh starts its count over). */
 class Progress {
   #reported = -1;
-  constructor(
-    readonly total: number,
-    readonly onProgress: (sent: number, total: number) => void,
-  ) {}
+  readonly total: number;
+  readonly onProgress: (sent: number, total: number) => void;
+  constructor(total: number, onProgress: (sent: number, total: number) => void) {
+    this.total = total;
+    this.onProgress = onProgress;
+  }
   report(sent: number): void {
     if (sent <= this.#reported) return;
     this.#reported = sent;
