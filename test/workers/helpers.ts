@@ -233,3 +233,12 @@ export async function accounts(count: number): Promise<string[]> {
   }
   return ids;
 }
+
+/** Tables an object created for itself (the runtime's own bookkeeping excluded). */
+export function ownTables(state: DurableObjectState): string[] {
+  return state.storage.sql
+    .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
+    .toArray()
+    .map((row) => row.name)
+    .filter((name) => !name.startsWith("__miniflare") && !name.startsWith("_cf_"));
+}

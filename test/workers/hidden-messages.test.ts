@@ -2,7 +2,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { mintId } from "../../src/lib/minted-id.ts";
 import { DeletedForMe, HiddenPage, type HiddenFrame, type SendResult } from "../../src/protocol/index.ts";
-import { api, apiClient, connect, createGroup, expectError, history, login, openStream, restSend, resumeStream, type Session, type TestSocket } from "./helpers.ts";
+import { api, apiClient, connect, createGroup, expectError, history, login, openStream, restSend, resumeStream, ownTables, type Session, type TestSocket } from "./helpers.ts";
 
 const HMAC_SECRET = "test-hmac-secret-0123456789abcdef012345678"; // vitest.config.ts
 
@@ -45,15 +45,6 @@ async function resumeWithHidden(session: Session, hiddenSince?: number): Promise
   expect(reply).toMatchObject({ ok: true });
   await socket!.until(() => socket!.frames.some((frame) => frame.type === "synced"), "synced");
   return socket!;
-}
-
-/** Tables an object created for itself (the runtime's own bookkeeping excluded). */
-function ownTables(state: DurableObjectState): string[] {
-  return state.storage.sql
-    .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
-    .toArray()
-    .map((row) => row.name)
-    .filter((name) => !name.startsWith("__miniflare") && !name.startsWith("_cf_"));
 }
 
 describe("delete for me", () => {

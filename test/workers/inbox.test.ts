@@ -4,7 +4,7 @@ import { ApiError } from "../../src/client/index.ts";
 import { mintId } from "../../src/lib/minted-id.ts";
 import { configFrom } from "../../src/lib/config.ts";
 import { ChatSummary, Limits } from "../../src/protocol/index.ts";
-import { api, apiClient, createDirect, createGroup, expectError, login, restSend, type Session } from "./helpers.ts";
+import { api, apiClient, createDirect, createGroup, expectError, login, ownTables, restSend, type Session } from "./helpers.ts";
 
 /** Entries arrive through the chat's fan-out (paced, asynchronous): poll for them. */
 const settled = { timeout: 5_000 };
@@ -31,15 +31,6 @@ async function send(session: Session, chatId: string, body: string): Promise<num
   const response = await restSend(session, chatId, crypto.randomUUID(), body);
   expect(response.status).toBe(201);
   return ((await response.json()) as { seq: number }).seq;
-}
-
-/** Tables an object created for itself (the runtime's own bookkeeping excluded). */
-function ownTables(state: DurableObjectState): string[] {
-  return state.storage.sql
-    .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
-    .toArray()
-    .map((row) => row.name)
-    .filter((name) => !name.startsWith("__miniflare") && !name.startsWith("_cf_"));
 }
 
 describe("unread counts", () => {

@@ -3,7 +3,7 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { instanceStarts } from "../../src/lib/instance-starts.ts";
 import { mintId } from "../../src/lib/minted-id.ts";
-import { api, createGroup, expectError, login, openSocket } from "./helpers.ts";
+import { api, createGroup, expectError, login, openSocket, ownTables } from "./helpers.ts";
 
 /**
  * A request about an id that does not exist creates no storage anywhere. Under the
@@ -13,15 +13,6 @@ import { api, createGroup, expectError, login, openSocket } from "./helpers.ts";
 
 const HMAC_SECRET = "test-hmac-secret-0123456789abcdef012345678"; // vitest.config.ts
 const madeUp = (prefix: string) => `${prefix}_${"A".repeat(8)}${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
-
-/** Tables an object created for itself (the runtime's own bookkeeping excluded). */
-function ownTables(state: DurableObjectState): string[] {
-  return state.storage.sql
-    .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
-    .toArray()
-    .map((row) => row.name)
-    .filter((name) => !name.startsWith("__miniflare") && !name.startsWith("_cf_"));
-}
 
 describe("made-up ids wake no object", () => {
   it("a made-up chat id is 404 chat_not_found on every route and socket, and no ChatRoom starts", async () => {
