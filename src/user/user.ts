@@ -78,7 +78,7 @@ export class User extends DurableObject<Env> {
    */
   readonly #streamContext: StreamCommands = {
     resume: (ws, session, cursors, since, respond) => {
-      this.#streams.resume(ws, session, cursors).then(
+      this.#streams.resume(ws, session, cursors, since).then(
         ({ result, announced }) => {
           respond({ ok: true, value: result });
           this.#streams.startCatchUp(ws, announced, since);
