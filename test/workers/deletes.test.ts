@@ -218,6 +218,25 @@ describe("delete for everyone", () => {
     await expectError(await restSend(bob, chatId, "c-reply", "what was it?", original.seq), 400, "invalid_reply");
   });
 
+  it("a retried send of a deleted message stored before request hashes were kept still gets its original ack", async () => {
+    const alice = await login();
+    const bob = await login();
+    const chatId = await createDirect(alice, bob);
+    const quoted = await send(bob, chatId, "quote me");
+    const original = await send(alice, chatId, "an old message", "c-legacy", quoted.seq);
+    // As stored before the request hash column existed.
+    await runInDurableObject(room(chatId), (_instance, state) => {
+      state.storage.sql.exec("UPDATE events SET request_hash = NULL WHERE seq = ?", original.seq);
+    });
+    await deleteForEveryone(alice, chatId, original.seq);
+    const retry = await restSend(alice, chatId, "c-legacy", "an old message", quoted.seq);
+    expect(retry.status).toBe(200);
+    expect(await retry.json()).toEqual({ ...original, duplicate: true });
+    // Other content under the same clientId is still a conflict.
+    await expectError(await restSend(alice, chatId, "c-legacy", "something else", quoted.seq), 409, "idempotency_conflict");
+    await expectError(await restSend(alice, chatId, "c-legacy", "an old message"), 409, "idempotency_conflict");
+  });
+
   it("works from a chat socket and from a device stream", async () => {
     const alice = await login();
     const bob = await login();
