@@ -1,7 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { mintId } from "../../src/lib/minted-id.ts";
-import { DeletedForMe, HiddenPage, type HiddenFrame, type SendResult } from "../../src/protocol/index.ts";
+import { ChatSummary, DeletedForMe, HiddenPage, type HiddenFrame, type SendResult } from "../../src/protocol/index.ts";
 import { DeviceStreams } from "../../src/user/device-streams.ts";
 import { api, apiClient, connect, createGroup, expectError, history, login, openStream, restSend, resumeStream, ownTables, type Session, type TestSocket } from "./helpers.ts";
 
@@ -153,6 +153,47 @@ describe("delete for me", () => {
     } finally {
       DeviceStreams.hiddenPageSize = pageSize;
     }
+  });
+
+  it("the account's chat list stops previewing a latest message it hid, on every device, and keeps it so", async () => {
+    const alice = await login();
+    const laptop = await login(alice.phone, "laptop");
+    const bob = await login();
+    const carol = await login();
+    const chatId = await createGroup(alice, [bob]);
+    const secret = await send(bob, chatId, "secret");
+    const entryOf = async (session: Session) => (await apiClient(session).chats({ limit: 200 })).chats.find((chat) => chat.chatId === chatId);
+    await expect.poll(async () => (await entryOf(alice))?.lastMessage?.body).toBe("secret");
+    const { socket: laptopStream } = await resumeStream(laptop.credentials);
+
+    await hide(alice, chatId, secret.seq);
+    const preview = { seq: secret.seq, senderId: bob.user.userId, createdAt: expect.any(Number), hidden: true };
+    const chatFrame = await laptopStream.until(
+      () => laptopStream.frames.find((frame) => frame.type === "chat" && frame.chat.chatId === chatId && frame.chat.lastMessage?.hidden),
+      "the entry with its preview hidden",
+    );
+    expect(chatFrame.type === "chat" && chatFrame.chat.lastMessage).toStrictEqual(preview);
+    expect((await entryOf(alice))?.lastMessage).toStrictEqual(preview);
+    // Only the account that hid it: Bob's list still previews it.
+    expect((await entryOf(bob))?.lastMessage).toMatchObject({ seq: secret.seq, body: "secret" });
+
+    // Updates from the chat carrying the same latest message keep it hidden: a read, a new member.
+    const read = await api(`/api/chats/${chatId}/read`, { token: alice.credentials, body: { seq: secret.seq } });
+    expect(read.status).toBe(200);
+    expect(ChatSummary.parse(await read.json()).lastMessage).toStrictEqual(preview);
+    const headBefore = (await entryOf(alice))!.headSeq;
+    expect((await api(`/api/chats/${chatId}/members`, { token: alice.credentials, body: { userIds: [carol.user.userId] } })).status).toBe(201);
+    await expect.poll(async () => (await entryOf(alice))!.headSeq).toBeGreaterThan(headBefore);
+    expect((await entryOf(alice))?.lastMessage).toStrictEqual(preview);
+    // No entry the laptop got since the hide shows the message's text.
+    const since = laptopStream.frames.slice(laptopStream.frames.indexOf(chatFrame));
+    const previews = since.flatMap((frame) => (frame.type === "chat" && frame.chat.chatId === chatId ? [frame.chat.lastMessage] : []));
+    expect(previews.length).toBeGreaterThan(1);
+    for (const shown of previews) expect(shown).toStrictEqual(preview);
+
+    // The next message is previewed as usual.
+    const next = await send(bob, chatId, "not hidden");
+    await expect.poll(async () => (await entryOf(alice))?.lastMessage).toStrictEqual({ seq: next.seq, senderId: bob.user.userId, createdAt: expect.any(Number), body: "not hidden" });
   });
 
   it("GET /api/me/hidden pages the entries in hiddenNo order", async () => {
