@@ -67,7 +67,7 @@ import { ReceiptPushes } from "./receipt-pushes.ts";
 import { TypingThrottle } from "./typing.ts";
 import { userTag } from "../sockets/attachments.ts";
 import { undeliveredTo, type Undelivered } from "./undelivered.ts";
-import { Deletes } from "./deletes.ts";
+import { Deletes, FormerPreviewNotices } from "./deletes.ts";
 
 export type CreateChatInput = {
   chatId: string;
@@ -86,8 +86,11 @@ const MAX_SENDS_PER_COMMIT = 64;
 
 type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond<SendResult> };
 
-/** The object's deadlines (one alarm): see Scheduler. "media": pending uploads' expiry and R2 deletes. */
-type Deadline = "fan-out" | "media";
+/**
+ * The object's deadlines (one alarm): see Scheduler. "media": pending uploads' expiry and
+ * R2 deletes; "former-previews": notices of a delete to former members that failed.
+ */
+type Deadline = "fan-out" | "media" | "former-previews";
 
 /**
  * One object per chat (`idFromName(chatId)`): the source of truth for the chat's
@@ -131,6 +134,7 @@ export class ChatRoom extends DurableObject<Env> {
   readonly #receipts: Receipts;
   readonly #typing = new TypingThrottle();
   readonly #deletes: Deletes;
+  readonly #formerPreviews: FormerPreviewNotices;
   /** The chat's files (src/chat-room/media-registry.ts). */
   readonly #media: MediaRegistry;
   readonly #receiptPushes = new ReceiptPushes((userId, frame) => this.#memberAccount(userId).receiptsChanged(frame));
@@ -192,6 +196,12 @@ export class ChatRoom extends DurableObject<Env> {
     this.#scheduler = new Scheduler<Deadline>(ctx.storage, {
       "fan-out": (now) => this.#fanOut.retry(now),
       media: (now) => this.#media.run(now),
+      "former-previews": () => this.#formerPreviews.retry(),
+    });
+    this.#formerPreviews = new FormerPreviewNotices({
+      storage: ctx.storage,
+      tell: (userId, seq) => this.#memberAccount(userId).messageDeleted(this.#membership.requireChat().chatId, seq),
+      retryNoLaterThan: (at) => this.#scheduler.noLaterThan("former-previews", at),
     });
     this.#media = new MediaRegistry({ db: this.#db, bucket: env.MEDIA, schedule: (at) => this.#scheduler.noLaterThan("media", at) });
     // Heartbeats are answered by the runtime itself: an idle chat never wakes for them.
@@ -651,15 +661,11 @@ export class ChatRoom extends DurableObject<Env> {
 
   /**
    * Former members who saw the message no longer hear of the chat, but their list may
-   * still preview it: their accounts drop its content if so (best effort, logged).
+   * still preview it: their accounts drop its content if so. A notice that fails is
+   * retried from the scheduler (see FormerPreviewNotices).
    */
   #tellFormerMembers(targetSeq: number): void {
-    const chatId = this.#membership.requireChat().chatId;
-    for (const userId of this.#membership.formerMembersWhoSaw(targetSeq, Limits.maxGroupMembers)) {
-      this.#memberAccount(userId)
-        .messageDeleted(chatId, targetSeq)
-        .catch((error: unknown) => log.warn("could not tell a former member's list of a delete", describeError(error)));
-    }
+    this.#formerPreviews.send(this.#membership.formerMembersWhoSaw(targetSeq, Limits.maxGroupMembers), targetSeq);
   }
 
   /**

@@ -40,10 +40,16 @@ const SELECT_MESSAGE_AT = `SELECT seq, ${column("actorId")} AS "senderId", ${col
   FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 /**
  * A message deleted for everyone keeps its row (seq, sender, time, clientId and request
- * hash, so a retried send still gets its original ack) and loses its content.
+ * hash, so a retried send still gets its original ack) and loses its content. A row
+ * stored before request hashes were kept gets one here, from the content it loses (the
+ * second parameter; its own hash stays when it has one).
  */
-const TOMBSTONE = `UPDATE events SET ${column("body")} = NULL, ${column("attachments")} = NULL, ${column("replyToSeq")} = NULL, ${column("deletedSeq")} = ?
+const TOMBSTONE = `UPDATE events SET ${column("body")} = NULL, ${column("attachments")} = NULL, ${column("replyToSeq")} = NULL, ${column("deletedSeq")} = ?,
+  ${column("requestHash")} = COALESCE(${column("requestHash")}, ?)
   WHERE seq = ? AND ${column("messageNo")} IS NOT NULL AND ${column("deletedSeq")} IS NULL`;
+/** The content of a message stored without a request hash (before hashes were kept), which a retry was compared with. */
+const SELECT_UNHASHED_CONTENT = `SELECT ${column("body")} AS "body", ${column("replyToSeq")} AS "replyToSeq" FROM events
+  WHERE seq = ? AND ${column("messageNo")} IS NOT NULL AND ${column("requestHash")} IS NULL`;
 const SELECT_SENDER_AT = `SELECT ${column("actorId")} AS "senderId" FROM events WHERE seq = ? AND ${column("messageNo")} IS NOT NULL`;
 const SELECT_AFTER = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`;
 const SELECT_BEFORE = `SELECT ${PAGE_COLUMNS} FROM events WHERE seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`;
@@ -223,7 +229,11 @@ export class EventLog {
    * which every chat-list entry previews). False when it is not a message or already one.
    */
   tombstone(targetSeq: number, deletedSeq: number): boolean {
-    const { rowsWritten } = this.#sql.exec(TOMBSTONE, deletedSeq, targetSeq);
+    // A row without a request hash was told from a conflict by its content: its hash
+    // keeps that answer once the content is gone.
+    const unhashed = this.#sql.exec<{ body: string | null; replyToSeq: number | null }>(SELECT_UNHASHED_CONTENT, targetSeq).toArray()[0];
+    const hash = unhashed ? requestHash({ body: unhashed.body ?? undefined, replyToSeq: unhashed.replyToSeq ?? undefined }) : null;
+    const { rowsWritten } = this.#sql.exec(TOMBSTONE, deletedSeq, hash, targetSeq);
     if (rowsWritten === 0) return false;
     const last = this.#lastMessage;
     if (last?.seq === targetSeq) this.#lastMessage = { ...last, body: null, attachments: null, deletedSeq };

@@ -207,12 +207,14 @@ export class CursorStore {
 
   /**
    * Records hidden messages (from `hidden` frames, a delete-for-me answer, or
-   * `api.hiddenMessages` pages); returns those not recorded before. `jumps`: the
-   * entries are everything after `hiddenNo` (a resume's answer, a REST page read from
-   * it), so gaps in their numbers are not missing entries.
+   * `api.hiddenMessages` pages); returns those not recorded before. `after`: the
+   * entries are every entry after that hiddenNo up to their last (a resume's page, a
+   * REST page read from `after`), so when it is not past `hiddenNo` gaps in their
+   * numbers are not missing entries; `jumps`: the same, read from `hiddenNo`. Without
+   * either, `hiddenNo` moves only through consecutive numbers.
    */
-  hide(entries: readonly HiddenMessage[], options: { jumps?: boolean } = {}): HiddenMessage[] {
-    return this.#hidden.apply(entries, options.jumps);
+  hide(entries: readonly HiddenMessage[], options: { jumps?: boolean; after?: number } = {}): HiddenMessage[] {
+    return this.#hidden.apply(entries, options.jumps ? 0 : options.after);
   }
 
   /** Whether the account hid the message at `seq` of `chatId`. */

@@ -236,8 +236,9 @@ export class DeviceStream {
   /** `chat` frames still to come that announce what the resume reply counted. */
   #announcing = 0;
   /**
-   * Whether `hidden` frames now answer the resume's `hiddenSince` (everything after it,
-   * so a jump in their numbers is no gap); until the page with `more: false`, or `synced`.
+   * Whether the resume's `hiddenSince` is still being answered: until its page with
+   * `more: false`, or `synced`. Only its pages (frames with `after`) may move the hidden
+   * cursor over a jump in the numbers; a live frame moves it only to the next number.
    */
   #hiddenResuming = false;
   /** Requests on the current socket waiting for their reply, by frame id. */
@@ -515,19 +516,21 @@ export class DeviceStream {
         return;
       case "typing":
         return this.#typingIn.notice(frame);
-      case "hidden":
-        this.#hidden(frame.entries, this.#hiddenResuming);
-        if (!frame.more) this.#hiddenResuming = false;
+      case "hidden": {
+        const page = this.#hiddenResuming && frame.after !== undefined;
+        this.#hidden(frame.entries, page ? frame.after : undefined);
+        if (page && !frame.more) this.#hiddenResuming = false;
         return;
+      }
       case "error":
         return this.#emit("error", frame.error);
     }
   }
 
   /** Hidden messages reached the device: recorded, and the new ones announced. */
-  #hidden(entries: readonly HiddenMessage[], jumps: boolean): void {
+  #hidden(entries: readonly HiddenMessage[], after: number | undefined): void {
     if (this.#status === "closed") return;
-    const fresh = this.#cursors.hide(entries, { jumps });
+    const fresh = this.#cursors.hide(entries, after === undefined ? {} : { after });
     if (fresh.length > 0) this.#emit("hidden", fresh);
   }
 

@@ -50,15 +50,18 @@ export class HiddenMessages {
   }
 
   /**
-   * Applies entries; returns those that were not hidden before. `jumps`: the entries are
-   * everything after the cursor (a resume's answer), so a gap in their numbers is not
-   * a missing entry and the cursor follows them.
+   * Applies entries; returns those that were not hidden before. `after`: the entries are
+   * every entry after that hiddenNo up to their last (a page of a resume's answer, or a
+   * REST page), so when it is not past the cursor a gap in their numbers is not a
+   * missing entry and the cursor follows them. Without it (a live entry) the cursor
+   * moves only through consecutive numbers.
    */
-  apply(entries: readonly HiddenMessage[], jumps = false): HiddenMessage[] {
+  apply(entries: readonly HiddenMessage[], after?: number): HiddenMessage[] {
     const sorted = [...entries].sort((a, b) => a.hiddenNo - b.hiddenNo);
     const fresh: HiddenMessage[] = [];
     const touched = new Set<string>();
     let cursor = this.#cursor ?? 0;
+    const jumps = after !== undefined && after <= cursor;
     for (const entry of sorted) {
       if (entry.hiddenNo === cursor + 1 || (jumps && entry.hiddenNo > cursor)) cursor = entry.hiddenNo;
       let chat = this.#chats.get(entry.chatId);

@@ -69,6 +69,11 @@ export const LastMessage = z.object({
   attachments: z.array(MediaKind).optional(),
   /** The message was deleted for everyone: the list shows it as deleted. */
   deleted: z.literal(true).optional(),
+  /**
+   * This account deleted the message for itself ("delete for me"): the entry keeps no
+   * content of it (no `body`, no `attachments`), on every device of the account.
+   */
+  hidden: z.literal(true).optional(),
   createdAt: z.number().int(),
 });
 export type LastMessage = z.infer<typeof LastMessage>;

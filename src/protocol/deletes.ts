@@ -57,13 +57,19 @@ export type DeleteResult = z.infer<typeof DeleteResult>;
 
 /**
  * Device stream, server -> client: messages the account hid, in `hiddenNo` order. Sent
- * live to every stream of the account when a device hides one, and after `resume` for
- * those after the device's `hiddenSince` (pages, `more: true` until the last).
+ * live to every stream of the account when a device hides one (no `after`), and after
+ * `resume` for those after the device's `hiddenSince`: pages, `more: true` until the
+ * last, one per `sync`, each with `after`, the hiddenNo it continues from (the page
+ * holds every entry after it up to its last). No live frame reaches a stream before
+ * its last page: the pages hold what was hidden meanwhile. Only a page with `after`
+ * may move a device's hidden cursor over a gap; a live entry moves it only when it is
+ * the next number.
  */
 export const HiddenFrame = z.object({
   type: z.literal("hidden"),
   entries: z.array(HiddenMessage).max(Limits.maxHiddenPageSize),
   more: z.boolean(),
+  after: z.number().int().nonnegative().optional(),
 });
 export type HiddenFrame = z.infer<typeof HiddenFrame>;
 

@@ -28,6 +28,8 @@ export class ChatIndex {
   readonly #byId;
   readonly #streamEntries;
   readonly #receiptsMoved;
+  /** Whether the account hid a message for itself (the unique index of `hidden_messages`). */
+  readonly #hiddenAt;
   /** The latest `receiptsAt` given (loaded once): every change gets a later one, whatever the clocks. */
   #receiptsClock: number | null = null;
 
@@ -107,6 +109,12 @@ export class ChatIndex {
       .returning({ chatId: chats.chatId, deliveredUpTo: chats.deliveredUpTo, seenUpTo: chats.seenUpTo, at: chats.receiptsAt })
       .prepare();
     this.#byId = db.select().from(chats).where(eq(chats.chatId, sql.placeholder("chatId"))).prepare();
+    const { hiddenMessages } = schema;
+    this.#hiddenAt = db
+      .select({ hiddenNo: hiddenMessages.hiddenNo })
+      .from(hiddenMessages)
+      .where(and(eq(hiddenMessages.chatId, sql.placeholder("chatId")), eq(hiddenMessages.seq, sql.placeholder("seq"))))
+      .prepare();
     this.#streamEntries = db
       .select({
         chatId: chats.chatId,
@@ -122,6 +130,8 @@ export class ChatIndex {
 
   /** Merges a chat's update; answers the entry when it changed, null when the update was stale. */
   update(update: ChatIndexUpdate, now: number): ChatSummary | null {
+    // A latest message the account hid for itself keeps no content here (see `previewHidden`).
+    const hidden = update.lastMessage !== undefined && this.#isHidden(update.chatId, update.lastMessage.seq);
     const row = this.#upsert.get({
       chatId: update.chatId,
       kind: update.kind,
@@ -136,15 +146,41 @@ export class ChatIndex {
       unreadCount: update.unreadCount,
       lastMessageSeq: update.lastMessage?.seq ?? null,
       lastMessageSenderId: update.lastMessage?.senderId ?? null,
-      lastMessageBody: update.lastMessage?.body ?? null,
+      lastMessageBody: hidden ? null : (update.lastMessage?.body ?? null),
       lastMessageCreatedAt: update.lastMessage?.createdAt ?? null,
-      lastMessageAttachments: update.lastMessage?.attachments ? JSON.stringify(update.lastMessage.attachments) : null,
+      lastMessageAttachments: !hidden && update.lastMessage?.attachments ? JSON.stringify(update.lastMessage.attachments) : null,
       lastMessageDeleted: update.lastMessage?.deleted === true,
       deliveredUpTo: update.deliveredUpTo,
       seenUpTo: update.seenUpTo,
       receiptsAt: this.#nextReceiptsAt(now),
     });
-    return row ? toSummary(row) : null;
+    return row ? this.#toSummary(row) : null;
+  }
+
+  /**
+   * The account hid the message at `seq` for itself: if the entry previews it, the
+   * preview keeps no content of it and says it is hidden (updates from the chat carrying
+   * the same message keep it so, see `update`). Answers the entry when it previews it.
+   */
+  previewHidden(chatId: string, seq: number): ChatSummary | null {
+    const { chats } = schema;
+    const row = this.#db
+      .update(chats)
+      .set({ lastMessageBody: null, lastMessageAttachments: null })
+      .where(and(eq(chats.chatId, chatId), eq(chats.lastMessageSeq, seq)))
+      .returning()
+      .get();
+    return row ? this.#toSummary(row) : null;
+  }
+
+  #isHidden(chatId: string, seq: number): boolean {
+    return this.#hiddenAt.get({ chatId, seq }) !== undefined;
+  }
+
+  /** An entry as the account's devices see it: a latest message the account hid is marked so. */
+  #toSummary(row: ChatRow): ChatSummary {
+    const hidden = row.lastMessageSeq !== null && this.#isHidden(row.chatId, row.lastMessageSeq);
+    return toSummary(row, hidden);
   }
 
   /**
@@ -197,12 +233,12 @@ export class ChatIndex {
       .where(and(eq(chats.chatId, chatId), eq(chats.lastMessageSeq, seq), eq(chats.lastMessageDeleted, false)))
       .returning()
       .get();
-    return row ? toSummary(row) : null;
+    return row ? this.#toSummary(row) : null;
   }
 
   get(chatId: string): ChatSummary | null {
     const row = this.#byId.get({ chatId });
-    return row ? toSummary(row) : null;
+    return row ? this.#toSummary(row) : null;
   }
 
   /**
@@ -225,7 +261,7 @@ export class ChatIndex {
     if (patch.mutedUntil !== undefined) set.mutedUntil = patch.mutedUntil;
     if (patch.archived !== undefined) set.archived = patch.archived;
     const row = this.#db.update(chats).set(set).where(eq(chats.chatId, chatId)).returning().get();
-    return toSummary(row!);
+    return this.#toSummary(row!);
   }
 
   /**
@@ -277,7 +313,7 @@ export class ChatIndex {
         .limit(wanted)
         .all();
       for (const row of rows) {
-        const summary = toSummary(row);
+        const summary = this.#toSummary(row);
         const size = utf8ByteLength(JSON.stringify(summary)) + 1; // and its comma
         if (page.length === query.limit || (page.length > 0 && bytes + size > Limits.maxPageBytes)) return withCursor(page);
         page.push(summary);
@@ -309,7 +345,7 @@ function withCursor(page: ChatSummary[]): ChatList {
   return { chats: page, nextCursor: `${last.lastActivityAt}.${last.chatId}` };
 }
 
-function toSummary(row: ChatRow): ChatSummary {
+function toSummary(row: ChatRow, hidden: boolean): ChatSummary {
   const summary: ChatSummary = {
     chatId: row.chatId,
     kind: row.kind,
@@ -330,7 +366,8 @@ function toSummary(row: ChatRow): ChatSummary {
   if (row.lastMessageSeq !== null && row.lastMessageSenderId !== null && row.lastMessageCreatedAt !== null) {
     const last: LastMessage = { seq: row.lastMessageSeq, senderId: row.lastMessageSenderId, createdAt: row.lastMessageCreatedAt };
     if (row.lastMessageDeleted) last.deleted = true;
-    else {
+    if (hidden) last.hidden = true;
+    if (!row.lastMessageDeleted && !hidden) {
       if (row.lastMessageBody !== null) last.body = row.lastMessageBody;
       if (row.lastMessageAttachments !== null) last.attachments = JSON.parse(row.lastMessageAttachments) as MediaKind[];
     }

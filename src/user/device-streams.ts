@@ -87,6 +87,12 @@ type SocketProgress = {
   planning: boolean;
   /** A batch is waiting for the device's byte budget. */
   paced: boolean;
+  /**
+   * The resume's hidden catch-up still to send: the hiddenNo its next page continues
+   * from (null: none, or all sent). Until it is sent, no live `hidden` frame goes to the
+   * socket: its pages, read when sent, hold every entry made meanwhile.
+   */
+  hidden: number | null;
 };
 
 /**
@@ -99,6 +105,8 @@ type SocketProgress = {
  * after the read is then pushed (never both, never neither).
  */
 export class DeviceStreams extends SocketAttachments<StreamSession> {
+  /** Entries per page of a resume's hidden catch-up (tests set a smaller one). */
+  static hiddenPageSize: number = Limits.maxHiddenPageSize;
   readonly #chats: StreamChats;
   /**
    * Per chat the account is subscribed to: the highest seq pushed here or read at a
@@ -130,7 +138,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   #progressOf(ws: WebSocket): SocketProgress {
     let progress = this.#progress.get(ws);
     if (!progress) {
-      progress = { behind: new Map(), sent: new Map(), sending: false, planning: false, paced: false };
+      progress = { behind: new Map(), sent: new Map(), sending: false, planning: false, paced: false, hidden: null };
       this.#progress.set(ws, progress);
     }
     return progress;
@@ -145,6 +153,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     ws: WebSocket,
     session: StreamSession,
     cursors: Record<string, number>,
+    since: ResumeSince = { receipts: undefined, hidden: undefined },
     now = Date.now(),
   ): Promise<{ result: ResumeResult; announced: Map<string, number> }> {
     if (session.phase !== "new") throw new AppError("validation_failed", 400, "a stream resumes once; reconnect to resume again", { retryable: false });
@@ -154,6 +163,8 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     this.save(ws, { ...session, phase: "catching_up" });
     const progress = this.#progressOf(ws);
     progress.planning = true;
+    // From now on live `hidden` frames are held back from this socket: its catch-up pages bring them.
+    progress.hidden = since.hidden ?? null;
     const entries = this.#chats.entries();
     const listed = new Set(entries.map((chat) => chat.chatId));
     const unknownChats = Object.keys(cursors).filter((chatId) => !listed.has(chatId));
@@ -236,26 +247,32 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     for (const [chatId, liveFrom] of announced) this.#announce(ws, chatId, liveFrom);
     // Receipts that moved while the device was away (they are watermarks: the latest says it all).
     if (since.receipts !== undefined) for (const frame of this.#chats.receiptsSince(since.receipts)) sendFrame(ws, frame);
-    if (since.hidden !== undefined) this.#sendHidden(ws, since.hidden);
     const progress = this.#progress.get(ws);
     if (progress) progress.planning = false;
     void this.#sendBatch(ws);
   }
 
   /**
-   * The messages the account hid after `after`, in pages (`more: true` on all but the
-   * last), before any event of the catch-up: a device hides them before it shows them.
-   * One page is read at a time; nothing is sent when there is nothing new.
+   * One page of the resume's hidden catch-up (the messages the account hid after the
+   * device's `hiddenSince`), read now, before any event of the catch-up: a device hides
+   * them before it shows them. The frame says where it continues from (`after`), so the
+   * device may move its cursor over it. Returns the bytes sent, and whether more pages
+   * follow (each after the device's next `sync`).
    */
-  #sendHidden(ws: WebSocket, after: number): void {
-    for (let cursor = after; ; ) {
-      const page = this.#chats.hiddenAfter(cursor, Limits.maxHiddenPageSize);
-      const last = page.entries.at(-1);
-      if (!last) return;
-      sendFrame(ws, { type: "hidden", entries: page.entries, more: page.hasMore });
-      if (!page.hasMore) return;
-      cursor = last.hiddenNo;
+  #sendHiddenPage(ws: WebSocket, progress: SocketProgress): { bytes: number; more: boolean } {
+    const after = progress.hidden;
+    if (after === null) return { bytes: 0, more: false };
+    const page = this.#chats.hiddenAfter(after, DeviceStreams.hiddenPageSize);
+    const last = page.entries.at(-1);
+    if (!last) {
+      progress.hidden = null;
+      return { bytes: 0, more: false };
     }
+    const frame: HiddenFrame = { type: "hidden", entries: page.entries, more: page.hasMore, after };
+    const text = JSON.stringify(frame);
+    sendText(ws, text);
+    progress.hidden = page.hasMore ? last.hiddenNo : null;
+    return { bytes: text.length, more: page.hasMore };
   }
 
   #announce(ws: WebSocket, chatId: string, liveFrom = 0): void {
@@ -266,9 +283,10 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   /** The client processed a batch: the next one. */
   sync(ws: WebSocket): StreamSyncResult {
     const progress = this.#progress.get(ws);
-    if (!progress || progress.behind.size === 0) return { behind: 0 };
+    const behind = progress ? behindOf(progress) : 0;
+    if (behind === 0) return { behind: 0 };
     queueMicrotask(() => void this.#sendBatch(ws));
-    return { behind: progress.behind.size };
+    return { behind };
   }
 
   /**
@@ -311,7 +329,12 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
    * hidden: the account's own list, numbered by it) to every resumed socket.
    */
   sendToResumed(frame: ReceiptsFrame | TypingNotice | HiddenFrame): void {
-    for (const [ws, session] of this.entries()) if (session.phase !== "new") sendFrame(ws, frame);
+    for (const [ws, session] of this.entries()) {
+      if (session.phase === "new") continue;
+      // A socket whose hidden catch-up is not all sent gets the entry in its pages instead.
+      if (frame.type === "hidden" && (this.#progress.get(ws)?.hidden ?? null) !== null) continue;
+      sendFrame(ws, frame);
+    }
   }
 
   /**
@@ -351,7 +374,7 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     const session = this.get(ws);
     if (!progress || !session || progress.sending || progress.planning || progress.paced) return;
     const waitMs = this.#catchUpBytes.waitMs(session.deviceId, now);
-    if (waitMs > 0 && progress.behind.size > 0) {
+    if (waitMs > 0 && behindOf(progress) > 0) {
       progress.paced = true;
       setTimeout(() => {
         progress.paced = false;
@@ -361,8 +384,10 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
     }
     progress.sending = true;
     try {
-      let bytes = 0;
-      while (bytes < BATCH_BYTES) {
+      // The hidden catch-up first, one page per batch.
+      const hidden = this.#sendHiddenPage(ws, progress);
+      let bytes = hidden.bytes;
+      while (bytes < BATCH_BYTES && !hidden.more) {
         const next = progress.behind.entries().next();
         if (next.done) break;
         const [chatId, behind] = next.value;
@@ -389,7 +414,8 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
       this.#catchUpBytes.take(session.deviceId, Date.now(), bytes);
       const current = this.get(ws);
       if (!current) return;
-      if (progress.behind.size > 0) sendFrame(ws, { type: "catching_up", behind: progress.behind.size });
+      const behind = behindOf(progress);
+      if (behind > 0) sendFrame(ws, { type: "catching_up", behind });
       else if (current.phase === "catching_up") {
         this.save(ws, { ...current, phase: "live" });
         sendFrame(ws, { type: "synced" });
@@ -412,6 +438,11 @@ export class DeviceStreams extends SocketAttachments<StreamSession> {
   #noteHead(chatId: string, page: StreamPage): void {
     if (page.streamed) this.#heads.set(chatId, Math.max(this.#heads.get(chatId) ?? 0, page.headSeq));
   }
+}
+
+/** What a socket is still behind on: its chats, and its hidden catch-up (counted as one). */
+function behindOf(progress: SocketProgress): number {
+  return progress.behind.size + (progress.hidden === null ? 0 : 1);
 }
 
 /** Runs `tasks` with at most `limit` at once; rejects with the first failure once all have settled. */

@@ -78,7 +78,7 @@ export class User extends DurableObject<Env> {
    */
   readonly #streamContext: StreamCommands = {
     resume: (ws, session, cursors, since, respond) => {
-      this.#streams.resume(ws, session, cursors).then(
+      this.#streams.resume(ws, session, cursors, since).then(
         ({ result, announced }) => {
           respond({ ok: true, value: result });
           this.#streams.startCatchUp(ws, announced, since);
@@ -525,7 +525,12 @@ export class User extends DurableObject<Env> {
     if (!this.#exists || !this.#chatIndex.get(chatId)) return notYourChat();
     return attempt(() => {
       const { entry, duplicate } = this.#hidden.hide(chatId, seq, now, cap);
-      if (!duplicate) this.#streams.sendToResumed({ type: "hidden", entries: [entry], more: false });
+      if (!duplicate) {
+        this.#streams.sendToResumed({ type: "hidden", entries: [entry], more: false });
+        // The chat list's preview of that message keeps no content of it, on every device.
+        const summary = this.#chatIndex.previewHidden(chatId, seq);
+        if (summary) this.#inboxChanged(summary);
+      }
       return { ...entry, for: "me" as const, duplicate };
     });
   }

@@ -233,8 +233,8 @@ describe("messages hidden for the account (delete for me)", () => {
   it("follows the resume's pages whatever their numbers, but keeps its cursor before a gap in live frames", async () => {
     const { socket, cursors, stream, seen } = await openStream({ cursors: cursorsAt({ [CHAT]: 9 }), live: false });
     // The resume's answer: everything after hiddenSince 0, in pages.
-    socket.receive({ type: "hidden", entries: [hidden(1, CHAT, 1), hidden(3, CHAT, 2)], more: true });
-    socket.receive({ type: "hidden", entries: [hidden(4, CHAT, 5)], more: false });
+    socket.receive({ type: "hidden", entries: [hidden(1, CHAT, 1), hidden(3, CHAT, 2)], more: true, after: 0 });
+    socket.receive({ type: "hidden", entries: [hidden(4, CHAT, 5)], more: false, after: 3 });
     socket.receive({ type: "synced" });
     expect(cursors.hiddenNo).toBe(4);
     // Live: number 6 without 5 is hidden at once, but 5 is still to come.
@@ -245,6 +245,41 @@ describe("messages hidden for the account (delete for me)", () => {
     stream.reconnect();
     await until(() => StreamSocket.instances.length === 2 && StreamSocket.latest().framesOf("resume").length > 0, "the new resume");
     expect(StreamSocket.latest().lastFrame("resume")).toMatchObject({ hiddenSince: 4 });
+  });
+
+  it("a live hidden frame during a resume does not move the cursor past entries the device never got", async () => {
+    const cursors = cursorsAt({ [CHAT]: 9 });
+    cursors.hide([1, 2, 3, 4, 5].map((hiddenNo) => hidden(hiddenNo, CHAT, hiddenNo)));
+    expect(cursors.hiddenNo).toBe(5);
+    const stream = new DeviceStream({ api: new FakeApi() as unknown as ApiClient, cursors, WebSocket: StreamSocket });
+    closers.push(stream);
+    stream.connect();
+    await until(() => StreamSocket.instances.length === 1 && StreamSocket.latest().framesOf("resume").length > 0, "the resume");
+    const socket = StreamSocket.latest<StreamSocket>();
+    expect(socket.lastFrame("resume")).toMatchObject({ hiddenSince: 5 });
+    // Entries 6-8 were made while the device was away; 9 is made now and pushed live,
+    // before the resume is answered, and the socket drops before the resume's pages.
+    socket.receive({ type: "hidden", entries: [hidden(9, CHAT, 9)], more: false });
+    expect(cursors.isHidden(CHAT, 9)).toBe(true);
+    expect(cursors.hiddenNo).toBe(5);
+    socket.drop(1006);
+
+    await until(() => StreamSocket.instances.length === 2 && StreamSocket.latest().framesOf("resume").length > 0, "the new resume");
+    const next = StreamSocket.latest<StreamSocket>();
+    expect(next.lastFrame("resume")).toMatchObject({ hiddenSince: 5 });
+    next.reply(next.lastFrame("resume").id, { behind: 0, announced: 0, unknownChats: [] });
+    next.receive({ type: "hidden", entries: [6, 7, 8, 9].map((hiddenNo) => hidden(hiddenNo, CHAT, hiddenNo)), more: false, after: 5 });
+    next.receive({ type: "synced" });
+    for (const seq of [6, 7, 8, 9]) expect(cursors.isHidden(CHAT, seq)).toBe(true);
+    expect(cursors.hiddenNo).toBe(9);
+  });
+
+  it("a page of the resume moves the cursor only from where it continues", async () => {
+    const { socket, cursors } = await openStream({ cursors: cursorsAt({ [CHAT]: 9 }), live: false });
+    // A page continuing from 4 while the device is at 0: entries 1-4 are not in it.
+    socket.receive({ type: "hidden", entries: [hidden(5, CHAT, 5), hidden(7, CHAT, 7)], more: false, after: 4 });
+    expect(cursors.isHidden(CHAT, 7)).toBe(true);
+    expect(cursors.hiddenNo).toBe(0);
   });
 
   it("asks for every hidden message after a restart when the app's storage keeps none (a storage written before hidden messages)", async () => {

@@ -1,6 +1,7 @@
-import { env, runInDurableObject } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { configFrom } from "../../src/lib/config.ts";
+import { User } from "../../src/user/user.ts";
 import { ChatSummary, DeletedForEveryone, type ChatEvent, type SendResult } from "../../src/protocol/index.ts";
 import {
   api,
@@ -139,6 +140,48 @@ describe("delete for everyone", () => {
     expect(await entry(carol, chatId)).toMatchObject({ membership: "left", headSeq: deletedSeq - 1 });
   });
 
+  it("a former member's preview is cleared even when their account fails the first notice: the chat's alarm retries it", async () => {
+    const alice = await login();
+    const carol = await login();
+    const chatId = await createGroup(alice, [carol]);
+    const last = await send(alice, chatId, "soon gone");
+    expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
+    await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body: "soon gone" } });
+
+    // Carol's account fails the chat's first notice of this delete.
+    const original = User.prototype.messageDeleted;
+    let failed = 0;
+    User.prototype.messageDeleted = function (this: User, notifiedChatId: string, seq: number) {
+      if (notifiedChatId === chatId && failed === 0) {
+        failed++;
+        throw new Error("account unavailable");
+      }
+      return original.call(this, notifiedChatId, seq);
+    };
+    try {
+      await deleteForEveryone(alice, chatId, last.seq);
+      await expect.poll(() => failed).toBe(1);
+      expect((await entry(carol, chatId))?.lastMessage).toMatchObject({ body: "soon gone" });
+      // The chat's alarm runs its deadlines (the fan-out's first, then the retry).
+      await expect
+        .poll(
+          async () => {
+            await runDurableObjectAlarm(room(chatId));
+            return (await entry(carol, chatId))?.lastMessage;
+          },
+          { timeout: 5000 },
+        )
+        .toStrictEqual({ seq: last.seq, senderId: alice.user.userId, createdAt: last.createdAt, deleted: true });
+      expect(failed).toBe(1);
+      // Nothing is left waiting once the notice went through.
+      await runInDurableObject(room(chatId), (_instance, state) => {
+        expect([...state.storage.kv.list({ prefix: "former-preview:" })]).toEqual([]);
+      });
+    } finally {
+      User.prototype.messageDeleted = original;
+    }
+  });
+
   it("deleting twice is harmless: the same answer, duplicate, and no new event", async () => {
     const alice = await login();
     const bob = await login();
@@ -216,6 +259,25 @@ describe("delete for everyone", () => {
     expect(retry.status).toBe(200);
     expect(await retry.json()).toEqual({ ...original, duplicate: true });
     await expectError(await restSend(bob, chatId, "c-reply", "what was it?", original.seq), 400, "invalid_reply");
+  });
+
+  it("a retried send of a deleted message stored before request hashes were kept still gets its original ack", async () => {
+    const alice = await login();
+    const bob = await login();
+    const chatId = await createDirect(alice, bob);
+    const quoted = await send(bob, chatId, "quote me");
+    const original = await send(alice, chatId, "an old message", "c-legacy", quoted.seq);
+    // As stored before the request hash column existed.
+    await runInDurableObject(room(chatId), (_instance, state) => {
+      state.storage.sql.exec("UPDATE events SET request_hash = NULL WHERE seq = ?", original.seq);
+    });
+    await deleteForEveryone(alice, chatId, original.seq);
+    const retry = await restSend(alice, chatId, "c-legacy", "an old message", quoted.seq);
+    expect(retry.status).toBe(200);
+    expect(await retry.json()).toEqual({ ...original, duplicate: true });
+    // Other content under the same clientId is still a conflict.
+    await expectError(await restSend(alice, chatId, "c-legacy", "something else", quoted.seq), 409, "idempotency_conflict");
+    await expectError(await restSend(alice, chatId, "c-legacy", "an old message"), 409, "idempotency_conflict");
   });
 
   it("works from a chat socket and from a device stream", async () => {

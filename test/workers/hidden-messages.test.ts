@@ -1,7 +1,8 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { mintId } from "../../src/lib/minted-id.ts";
-import { DeletedForMe, HiddenPage, type HiddenFrame, type SendResult } from "../../src/protocol/index.ts";
+import { ChatSummary, DeletedForMe, HiddenPage, type HiddenFrame, type SendResult } from "../../src/protocol/index.ts";
+import { DeviceStreams } from "../../src/user/device-streams.ts";
 import { api, apiClient, connect, createGroup, expectError, history, login, openStream, restSend, resumeStream, ownTables, type Session, type TestSocket } from "./helpers.ts";
 
 const HMAC_SECRET = "test-hmac-secret-0123456789abcdef012345678"; // vitest.config.ts
@@ -93,7 +94,7 @@ describe("delete for me", () => {
     const tablet = await login(alice.phone, "tablet");
 
     const resumed = await resumeWithHidden(tablet, 1);
-    expect(hiddenFrames(resumed)).toEqual([{ type: "hidden", entries: entries.slice(1), more: false }]);
+    expect(hiddenFrames(resumed)).toEqual([{ type: "hidden", entries: entries.slice(1), more: false, after: 1 }]);
     const order = resumed.frames.map((frame) => frame.type);
     expect(order.indexOf("hidden")).toBeLessThan(order.indexOf("synced"));
     expect(order.indexOf("hidden")).toBeGreaterThan(order.indexOf("reply"));
@@ -101,7 +102,98 @@ describe("delete for me", () => {
     // Up to date, or not asking: nothing is sent.
     expect(hiddenFrames(await resumeWithHidden(tablet, 3))).toEqual([]);
     expect(hiddenFrames(await resumeWithHidden(tablet))).toEqual([]);
-    expect(hiddenFrames(await resumeWithHidden(tablet, 0))).toEqual([{ type: "hidden", entries, more: false }]);
+    expect(hiddenFrames(await resumeWithHidden(tablet, 0))).toEqual([{ type: "hidden", entries, more: false, after: 0 }]);
+  });
+
+  it("sends a resume's hidden pages one per sync, and no live hidden frame before them", async () => {
+    const alice = await login();
+    const tablet = await login(alice.phone, "tablet");
+    const bob = await login();
+    const chatId = await createGroup(alice, [bob]);
+    const seqs: number[] = [];
+    for (const body of ["one", "two", "three", "four", "five"]) seqs.push((await send(bob, chatId, body)).seq);
+    for (const seq of seqs.slice(0, 3)) await hide(alice, chatId, seq);
+    const pageSize = DeviceStreams.hiddenPageSize;
+    DeviceStreams.hiddenPageSize = 1;
+    try {
+      const { socket } = await openStream(tablet.credentials);
+      const stream = socket!;
+      await stream.until(() => stream.frames.find((frame) => frame.type === "stream.ready"), "stream.ready");
+      // A hide made while the resume is being answered.
+      const resumed = ask(stream, { type: "resume", cursors: {}, hiddenSince: 0 });
+      await hide(alice, chatId, seqs[3]!);
+      expect(await resumed).toMatchObject({ ok: true });
+      // One page, then the stream waits for the device's sync; a hide made between two
+      // pages comes in a page, not before one.
+      const catchingUp = () => stream.frames.filter((frame) => frame.type === "catching_up").length;
+      for (let pages = 1; pages <= 4; pages++) {
+        await stream.until(() => catchingUp() >= pages, `catching_up ${pages}`);
+        expect(hiddenFrames(stream)).toHaveLength(pages);
+        if (pages === 1) await hide(alice, chatId, seqs[4]!);
+        expect(await ask(stream, { type: "sync" })).toMatchObject({ ok: true });
+      }
+      await stream.until(() => stream.frames.some((frame) => frame.type === "synced"), "synced");
+      const frames = hiddenFrames(stream);
+      expect(frames.map((frame) => [frame.after, frame.entries.map((entry) => entry.hiddenNo), frame.more])).toEqual([
+        [0, [1], true],
+        [1, [2], true],
+        [2, [3], true],
+        [3, [4], true],
+        [4, [5], false],
+      ]);
+      // Every hidden frame before `synced`, and the reply to resume before any of them.
+      const order = stream.frames.map((frame) => frame.type);
+      expect(order.lastIndexOf("hidden")).toBeLessThan(order.indexOf("synced"));
+      expect(order.indexOf("hidden")).toBeGreaterThan(order.indexOf("reply"));
+      // Live from here: the next hide comes at once, with no `after`.
+      const six = await send(bob, chatId, "six");
+      const entry = await hide(alice, chatId, six.seq);
+      await stream.until(() => hiddenFrames(stream).length === 6, "the live frame");
+      expect(hiddenFrames(stream)[5]).toEqual({ type: "hidden", entries: [{ hiddenNo: 6, chatId, seq: six.seq, hiddenAt: entry.hiddenAt }], more: false });
+    } finally {
+      DeviceStreams.hiddenPageSize = pageSize;
+    }
+  });
+
+  it("the account's chat list stops previewing a latest message it hid, on every device, and keeps it so", async () => {
+    const alice = await login();
+    const laptop = await login(alice.phone, "laptop");
+    const bob = await login();
+    const carol = await login();
+    const chatId = await createGroup(alice, [bob]);
+    const secret = await send(bob, chatId, "secret");
+    const entryOf = async (session: Session) => (await apiClient(session).chats({ limit: 200 })).chats.find((chat) => chat.chatId === chatId);
+    await expect.poll(async () => (await entryOf(alice))?.lastMessage?.body).toBe("secret");
+    const { socket: laptopStream } = await resumeStream(laptop.credentials);
+
+    await hide(alice, chatId, secret.seq);
+    const preview = { seq: secret.seq, senderId: bob.user.userId, createdAt: expect.any(Number), hidden: true };
+    const chatFrame = await laptopStream.until(
+      () => laptopStream.frames.find((frame) => frame.type === "chat" && frame.chat.chatId === chatId && frame.chat.lastMessage?.hidden),
+      "the entry with its preview hidden",
+    );
+    expect(chatFrame.type === "chat" && chatFrame.chat.lastMessage).toStrictEqual(preview);
+    expect((await entryOf(alice))?.lastMessage).toStrictEqual(preview);
+    // Only the account that hid it: Bob's list still previews it.
+    expect((await entryOf(bob))?.lastMessage).toMatchObject({ seq: secret.seq, body: "secret" });
+
+    // Updates from the chat carrying the same latest message keep it hidden: a read, a new member.
+    const read = await api(`/api/chats/${chatId}/read`, { token: alice.credentials, body: { seq: secret.seq } });
+    expect(read.status).toBe(200);
+    expect(ChatSummary.parse(await read.json()).lastMessage).toStrictEqual(preview);
+    const headBefore = (await entryOf(alice))!.headSeq;
+    expect((await api(`/api/chats/${chatId}/members`, { token: alice.credentials, body: { userIds: [carol.user.userId] } })).status).toBe(201);
+    await expect.poll(async () => (await entryOf(alice))!.headSeq).toBeGreaterThan(headBefore);
+    expect((await entryOf(alice))?.lastMessage).toStrictEqual(preview);
+    // No entry the laptop got since the hide shows the message's text.
+    const since = laptopStream.frames.slice(laptopStream.frames.indexOf(chatFrame));
+    const previews = since.flatMap((frame) => (frame.type === "chat" && frame.chat.chatId === chatId ? [frame.chat.lastMessage] : []));
+    expect(previews.length).toBeGreaterThan(1);
+    for (const shown of previews) expect(shown).toStrictEqual(preview);
+
+    // The next message is previewed as usual.
+    const next = await send(bob, chatId, "not hidden");
+    await expect.poll(async () => (await entryOf(alice))?.lastMessage).toStrictEqual({ seq: next.seq, senderId: bob.user.userId, createdAt: expect.any(Number), body: "not hidden" });
   });
 
   it("GET /api/me/hidden pages the entries in hiddenNo order", async () => {
