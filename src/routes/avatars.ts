@@ -28,11 +28,11 @@ export const ownAvatarRoutes = new Hono<AppEnv>()
     const detected = requireAllowedType(head, undefined, (type) => type.kind === "image");
     const avatarId = randomId("m");
     const key = avatarKey(userId, avatarId);
-    const { body, failed } = exactLength(stream, size);
+    const { body, mismatch } = exactLength(stream, size);
     try {
       await c.env.MEDIA.put(key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { userId, avatarId } });
     } catch (error) {
-      throw writeError(failed(), error);
+      throw writeError(await mismatch(), error);
     }
     let changed: { previous: string | null; me: Me };
     try {

@@ -68,11 +68,11 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     try {
       const { head, stream } = await peek(requestBody(c.req.raw));
       const detected = requireAllowedType(head, name);
-      const { body, failed } = exactLength(stream, size);
+      const { body, mismatch } = exactLength(stream, size);
       try {
         await c.env.MEDIA.put(r2Key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { chatId, mediaId } });
       } catch (error) {
-        throw writeError(failed(), error);
+        throw writeError(await mismatch(), error);
       }
       written = true;
       const result: UploadResult = unwrap(await room.uploadStored(userId, mediaId, { ...detected, size }));
@@ -119,12 +119,12 @@ export const chatMediaRoutes = new Hono<AppEnv>()
       }
       stream = peeked.stream;
     }
-    const { body, failed } = exactLength(stream, target.size);
+    const { body, mismatch } = exactLength(stream, target.size);
     let part: R2UploadedPart;
     try {
       part = await c.env.MEDIA.resumeMultipartUpload(target.r2Key, target.uploadId).uploadPart(partNumber, body);
     } catch (error) {
-      throw writeError(failed(), error);
+      throw writeError(await mismatch(), error);
     }
     unwrap(await room.multipartPartStored(userId, mediaId, partNumber, part.etag, detected));
     const uploaded: UploadedPart = { partNumber, size: target.size };

@@ -136,6 +136,26 @@ describe("uploads and downloads", () => {
     expect(await mediaRows(chatId)).toEqual([]);
   });
 
+  it("a body shorter than its Content-Length is always 400, not retryable, and nothing is kept", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const shortBody = (bytes: number) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(png(bytes));
+          controller.close();
+        },
+      });
+    for (let i = 0; i < 8; i++) {
+      const response = await uploadTo(alice, chatId, shortBody(1000 + i * 500), "short.png", { "content-length": String(1000 + i * 500 + 1) });
+      expect(response.status, await response.clone().text()).toBe(400);
+      const body = (await response.json()) as { error: { code: string; retryable: boolean } };
+      expect(body.error).toMatchObject({ code: "validation_failed", retryable: false });
+    }
+    expect(await mediaRows(chatId)).toEqual([]);
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
+  });
+
   it("a declared size over the limit is 413 before a byte of the body is read", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
