@@ -1,7 +1,9 @@
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { drizzle } from "drizzle-orm/durable-sqlite";
 import { MediaRegistry, UPLOADING_TTL_MS } from "../../src/chat-room/media-registry.ts";
+import { configFrom, MAX_MULTIPART_UPLOAD_BYTES } from "../../src/lib/config.ts";
 import { randomId } from "../../src/lib/crypto.ts";
+import { partSizeFor } from "../../src/routes/media.ts";
 import * as schema from "../../src/db/chat-room-schema.ts";
 import { Scheduler } from "../../src/lib/scheduler.ts";
 import { describe, expect, it } from "vitest";
@@ -490,6 +492,17 @@ describe("lifecycle", () => {
 });
 
 describe("multipart uploads", () => {
+  it("MEDIA_MAX_MULTIPART_BYTES is capped so that every part of the largest upload fits in one Workers request", () => {
+    const base = { JWT_SECRET: "j".repeat(32), HMAC_SECRET: "h".repeat(32) };
+    expect(configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(MAX_MULTIPART_UPLOAD_BYTES) }).media.maxMultipartBytes).toBe(MAX_MULTIPART_UPLOAD_BYTES);
+    expect(() => configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(MAX_MULTIPART_UPLOAD_BYTES + 1) })).toThrow(/MEDIA_MAX_MULTIPART_BYTES/);
+    expect(() => configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(5 * 1024 ** 4) })).toThrow(/MEDIA_MAX_MULTIPART_BYTES/);
+    const partSize = partSizeFor(MAX_MULTIPART_UPLOAD_BYTES);
+    expect(partSize).toBe(95 * 1024 * 1024);
+    expect(partSize).toBeLessThan(100_000_000); // the Workers request body limit
+    expect(Math.ceil(MAX_MULTIPART_UPLOAD_BYTES / partSize)).toBeLessThanOrEqual(10_000);
+  });
+
   it("a completion retried after R2 assembled the file answers 201 with the same result; a finished upload cannot be aborted", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
