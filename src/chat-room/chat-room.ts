@@ -39,7 +39,7 @@ import {
   type MultipartUpload,
   type UploadResult,
 } from "../protocol/index.ts";
-import { MediaRegistry, type Completion, type DetectedMedia, type PartTarget, type Reservation, type StoredMedia } from "./media-registry.ts";
+import { MediaRegistry, type DetectedMedia, type PartTarget, type Reservation, type StoredMedia } from "./media-registry.ts";
 import { commands, type RoomCommands } from "./commands.ts";
 import type { Respond } from "../sockets/frame-dispatch.ts";
 import { SendBatch } from "./send-batch.ts";
@@ -414,18 +414,21 @@ export class ChatRoom extends DurableObject<Env> {
   }
 
   /** The upload's bytes are stored (type detected from its first bytes): it may be attached. */
-  uploadStored(userId: string, mediaId: string, detected: DetectedMedia): Outcome<UploadResult> {
+  uploadStored(userId: string, mediaId: string, detected: DetectedMedia, now = Date.now()): Outcome<UploadResult> {
     return attempt(() => {
       this.#membership.requireChat();
-      return this.#media.stored(userId, mediaId, detected);
+      return this.#media.stored(userId, mediaId, detected, now);
     });
   }
 
-  /** An upload refused or failed: whatever R2 holds of it is deleted. */
-  async abandonUpload(userId: string, mediaId: string, now = Date.now()): Promise<Outcome<null>> {
+  /**
+   * An upload refused or failed: whatever R2 holds of it is deleted. `multipartOnly`:
+   * a client's abort of a multipart upload still taking parts (anything else is `not_found`).
+   */
+  async abandonUpload(userId: string, mediaId: string, now = Date.now(), options: { multipartOnly?: boolean } = {}): Promise<Outcome<null>> {
     const abandoned = attempt(() => {
       this.#membership.requireChat();
-      this.#media.abandon(userId, mediaId, now);
+      this.#media.abandon(userId, mediaId, now, options);
       return null;
     });
     if (abandoned.ok) {
@@ -479,11 +482,11 @@ export class ChatRoom extends DurableObject<Env> {
     });
   }
 
-  /** The parts to assemble (400 while one is missing). */
-  multipartCompletion(userId: string, mediaId: string): Outcome<Completion & DetectedMedia> {
+  /** The parts to assemble (400 while one is missing), the row marked `completing`; or, done already, its result. */
+  multipartCompletion(userId: string, mediaId: string, now = Date.now()): Outcome<ReturnType<MediaRegistry["completion"]>> {
     return attempt(() => {
       this.#membership.requireMember(userId);
-      return this.#media.completion(userId, mediaId);
+      return this.#media.completion(userId, mediaId, now);
     });
   }
 

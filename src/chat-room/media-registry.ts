@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, isNotNull, lte, min } from "drizzle-orm";
+import { and, asc, count, eq, gt, inArray, isNotNull, lte, min } from "drizzle-orm";
 import type { DrizzleSqliteDODatabase } from "drizzle-orm/durable-sqlite";
 import * as schema from "../db/chat-room-schema.ts";
 import { AppError } from "../lib/app-error.ts";
@@ -16,8 +16,8 @@ export type MultipartState = {
   parts: Record<string, string>;
 };
 
-/** What the Worker needs to write a part. */
-export type PartTarget = { r2Key: string; uploadId: string; size: number };
+/** What the Worker needs to write a part (`name`: the one given at start, to tell Office files from ZIPs). */
+export type PartTarget = { r2Key: string; uploadId: string; size: number; name: string | null };
 /** What the Worker needs to finish a multipart upload. */
 export type Completion = { r2Key: string; uploadId: string; parts: R2UploadedPart[] };
 /** A file as a download serves it. */
@@ -31,6 +31,27 @@ type MediaRow = typeof schema.media.$inferSelect;
 const PURGE_BATCH = 100;
 /** A failed R2 delete is tried again this much later (the scheduler also retries a handler that throws). */
 const PURGE_RETRY_MS = 30_000;
+/**
+ * A single upload's reservation (`uploading`) expires this soon (15 minutes) unless its
+ * bytes are stored, when it gets the full `Limits.pendingUploadTtlMs`: an upload whose
+ * Worker was cancelled (the client went away) holds a pending slot for minutes, not a day.
+ */
+export const UPLOADING_TTL_MS = 15 * 60_000;
+/**
+ * A multipart upload being completed (`completing`) is kept at least this long (1 hour)
+ * from when completion starts: neither its expiry nor an abandon purges it while R2
+ * assembles it, and a completion that never finishes is purged after it.
+ */
+export const COMPLETING_TTL_MS = 60 * 60_000;
+
+/** States of an upload not yet attached (they count toward the pending cap, and expire). */
+const PENDING_STATES: MediaRow["state"][] = ["uploading", "completing", "ready"];
+
+/** Whether R2 refused an abort because the multipart upload is gone (aborted or completed already). */
+export function isNoSuchUpload(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  return /no ?such ?upload|10024|upload does not exist/i.test(message);
+}
 
 /** The R2 key of a chat's file: opaque, never derived from a name the client chose. */
 export const mediaKey = (chatId: string, mediaId: string) => `chats/${chatId}/${mediaId}`;
@@ -41,7 +62,7 @@ const invalidAttachment = (mediaId: string, why: string) =>
 
 /**
  * The chat's files (table `media`): an upload is reserved (`uploading`) before its bytes
- * stream to R2, `ready` once stored, `attached` to exactly one message, and `deleting`
+ * stream to R2 (a multipart upload is `completing` while R2 assembles it), `ready` once stored, `attached` to exactly one message, and `deleting`
  * when it expired unattached or its message was deleted, until its R2 object is gone.
  * Every state change is synchronous SQL; only deleting R2 objects awaits, and a failure
  * there leaves the row `deleting` for the scheduler's next pass.
@@ -61,7 +82,9 @@ export class MediaRegistry {
   /**
    * Registers an upload before its bytes are written: at most
    * `Limits.maxPendingUploadsPerMember` pending per member (429 `too_many_uploads`).
-   * A reservation whose upload never finishes expires like any pending upload.
+   * A reservation whose upload never finishes expires: a single upload after
+   * `UPLOADING_TTL_MS`, a multipart one after `Limits.pendingUploadTtlMs`. Reservations
+   * past their expiry (the alarm has not purged them yet) do not count.
    */
   reserve(
     uploaderId: string,
@@ -74,7 +97,7 @@ export class MediaRegistry {
     const pending = this.#db
       .select({ n: count() })
       .from(media)
-      .where(and(eq(media.uploaderId, uploaderId), inArray(media.state, ["uploading", "ready"])))
+      .where(and(eq(media.uploaderId, uploaderId), inArray(media.state, PENDING_STATES), gt(media.expiresAt, now)))
       .get()!.n;
     if (pending >= Limits.maxPendingUploadsPerMember) {
       throw new AppError(
@@ -85,7 +108,7 @@ export class MediaRegistry {
       );
     }
     const r2Key = mediaKey(chatId, mediaId);
-    const expiresAt = now + Limits.pendingUploadTtlMs;
+    const expiresAt = now + (upload.multipart ? Limits.pendingUploadTtlMs : UPLOADING_TTL_MS);
     this.#db
       .insert(media)
       .values({
@@ -104,24 +127,37 @@ export class MediaRegistry {
     return { r2Key, expiresAt };
   }
 
-  /** The upload's bytes are in R2: it is ready to be attached. */
-  stored(uploaderId: string, mediaId: string, detected: DetectedMedia): UploadResult {
-    const row = this.#ownUpload(uploaderId, mediaId, "uploading");
+  /**
+   * The upload's bytes are in R2: it is ready to be attached, and waits
+   * `Limits.pendingUploadTtlMs` from now for a message.
+   */
+  stored(uploaderId: string, mediaId: string, detected: DetectedMedia, now: number): UploadResult {
+    const row = this.#db.select().from(schema.media).where(eq(schema.media.mediaId, mediaId)).get();
+    if (!row || row.uploaderId !== uploaderId) throw notFound();
+    // A single upload is `uploading`; a multipart one `completing` (a retried completion may find it `ready`).
+    if (row.multipart && row.state === "ready") return resultOf(row);
+    if (row.state !== (row.multipart ? "completing" : "uploading")) throw notFound();
+    const expiresAt = now + Limits.pendingUploadTtlMs;
     this.#db
       .update(schema.media)
-      .set({ state: "ready", kind: detected.kind, contentType: detected.contentType, size: detected.size })
+      .set({ state: "ready", kind: detected.kind, contentType: detected.contentType, size: detected.size, expiresAt })
       .where(eq(schema.media.mediaId, mediaId))
       .run();
-    return { mediaId, kind: detected.kind, contentType: detected.contentType, size: detected.size, expiresAt: row.expiresAt! };
+    this.#schedule(expiresAt);
+    return { mediaId, kind: detected.kind, contentType: detected.contentType, size: detected.size, expiresAt };
   }
 
   /**
-   * An upload that will not finish (refused type, failed write, multipart aborted): its
-   * row goes `deleting`, so whatever R2 holds for it is removed by the next purge.
+   * An upload that will not finish (refused type, failed write): its row goes
+   * `deleting`, so whatever R2 holds for it is removed by the next purge.
+   * `multipartOnly`: DELETE …/multipart/:mediaId, which only aborts a multipart upload
+   * still taking parts (a finished one is a file now, 404 here; one being completed too).
    */
-  abandon(uploaderId: string, mediaId: string, now: number): void {
+  abandon(uploaderId: string, mediaId: string, now: number, options: { multipartOnly?: boolean } = {}): void {
     const row = this.#db.select().from(schema.media).where(eq(schema.media.mediaId, mediaId)).get();
-    if (!row || row.uploaderId !== uploaderId || (row.state !== "uploading" && row.state !== "ready")) throw notFound();
+    if (!row || row.uploaderId !== uploaderId) throw notFound();
+    const abandonable = options.multipartOnly ? row.multipart !== null && row.state === "uploading" : row.state === "uploading" || row.state === "ready";
+    if (!abandonable) throw notFound();
     this.#db.update(schema.media).set({ state: "deleting", expiresAt: null }).where(eq(schema.media.mediaId, mediaId)).run();
     this.#schedule(now);
   }
@@ -145,7 +181,7 @@ export class MediaRegistry {
       throw new AppError("validation_failed", 400, `this upload has ${state.partCount} parts`, { retryable: false });
     }
     const size = partNumber < state.partCount ? state.partSize : row.size - state.partSize * (state.partCount - 1);
-    return { r2Key: row.r2Key, uploadId: state.uploadId, size };
+    return { r2Key: row.r2Key, uploadId: state.uploadId, size, name: row.name };
   }
 
   /** A part is stored; part 1 also says what the file is (from its first bytes). */
@@ -160,9 +196,17 @@ export class MediaRegistry {
       .run();
   }
 
-  /** Every part, for R2 to assemble; 400 while one is missing. */
-  completion(uploaderId: string, mediaId: string): Completion & DetectedMedia {
-    const row = this.#ownUpload(uploaderId, mediaId, "uploading");
+  /**
+   * Every part, for R2 to assemble; 400 while one is missing. The row goes `completing`
+   * first (kept `COMPLETING_TTL_MS` at least): no abandon, and no expiry, purges it while
+   * R2 assembles the object. A retried completion finds it `completing` again, or
+   * `ready` when it finished: then its result, `done`, is all there is to answer.
+   */
+  completion(uploaderId: string, mediaId: string, now: number): (Completion & DetectedMedia & { done?: undefined }) | { done: UploadResult } {
+    const row = this.#db.select().from(schema.media).where(eq(schema.media.mediaId, mediaId)).get();
+    if (!row || row.uploaderId !== uploaderId || !row.multipart) throw notFound();
+    if (row.state === "ready") return { done: resultOf(row) };
+    if (row.state !== "uploading" && row.state !== "completing") throw notFound();
     const state = multipartOf(row);
     const missing: number[] = [];
     for (let part = 1; part <= state.partCount; part++) if (!state.parts[String(part)]) missing.push(part);
@@ -170,6 +214,9 @@ export class MediaRegistry {
       throw new AppError("validation_failed", 400, `parts missing: ${missing.slice(0, 20).join(", ")}`, { retryable: false });
     }
     const parts = Object.entries(state.parts).map(([partNumber, etag]) => ({ partNumber: Number(partNumber), etag }));
+    const expiresAt = Math.max(row.expiresAt ?? 0, now + COMPLETING_TTL_MS);
+    this.#db.update(schema.media).set({ state: "completing", expiresAt }).where(eq(schema.media.mediaId, mediaId)).run();
+    this.#schedule(expiresAt);
     return { r2Key: row.r2Key, uploadId: state.uploadId, parts, kind: row.kind, contentType: row.contentType, size: row.size };
   }
 
@@ -288,7 +335,7 @@ export class MediaRegistry {
     this.#db
       .update(media)
       .set({ state: "deleting", expiresAt: null })
-      .where(and(inArray(media.state, ["uploading", "ready"]), lte(media.expiresAt, now)))
+      .where(and(inArray(media.state, PENDING_STATES), lte(media.expiresAt, now)))
       .run();
     const more = await this.#purge();
     if (more) this.#schedule(now);
@@ -296,25 +343,39 @@ export class MediaRegistry {
     if (next !== null && next !== undefined) this.#schedule(next);
   }
 
-  /** Deletes one batch of `deleting` files from R2, then their rows; true when more remain. Throws when R2 fails. */
+  /**
+   * Deletes one batch of `deleting` files from R2, then their rows; true when more remain.
+   * Throws when R2 fails: a row whose multipart upload could not be aborted (for any
+   * reason but the upload being gone already) stays `deleting`, for the retry.
+   */
   async #purge(): Promise<boolean> {
     const { media } = schema;
     const rows = this.#db.select().from(media).where(eq(media.state, "deleting")).orderBy(asc(media.mediaId)).limit(PURGE_BATCH).all();
     if (rows.length === 0) return false;
     // Unfinished multipart uploads hold their parts apart from the object.
-    await Promise.all(
-      rows.flatMap((row) => {
+    const aborts = await Promise.all(
+      rows.map(async (row) => {
         const uploadId = row.multipart ? (JSON.parse(row.multipart) as MultipartState).uploadId : null;
-        if (!uploadId) return [];
-        return [this.#bucket.resumeMultipartUpload(row.r2Key, uploadId).abort().catch(() => undefined)];
+        if (!uploadId) return null;
+        try {
+          await this.#bucket.resumeMultipartUpload(row.r2Key, uploadId).abort();
+          return null;
+        } catch (error) {
+          return isNoSuchUpload(error) ? null : error;
+        }
       }),
     );
-    await this.#bucket.delete(rows.map((row) => row.r2Key));
-    // After the await: only rows still deleting (nothing moves a row out of that state).
-    this.#db
-      .delete(media)
-      .where(and(inArray(media.mediaId, rows.map((row) => row.mediaId)), eq(media.state, "deleting")))
-      .run();
+    const purgeable = rows.filter((_row, i) => aborts[i] === null);
+    if (purgeable.length > 0) {
+      await this.#bucket.delete(purgeable.map((row) => row.r2Key));
+      // After the await: only rows still deleting (nothing moves a row out of that state).
+      this.#db
+        .delete(media)
+        .where(and(inArray(media.mediaId, purgeable.map((row) => row.mediaId)), eq(media.state, "deleting")))
+        .run();
+    }
+    const failed = aborts.find((error) => error !== null);
+    if (failed !== undefined) throw failed;
     return rows.length === PURGE_BATCH;
   }
 
@@ -323,6 +384,11 @@ export class MediaRegistry {
     if (!row || row.uploaderId !== uploaderId || row.state !== state) throw notFound();
     return row;
   }
+}
+
+/** What an upload's stored row answers (a retried completion gets the same). */
+function resultOf(row: MediaRow): UploadResult {
+  return { mediaId: row.mediaId, kind: row.kind!, contentType: row.contentType!, size: row.size, expiresAt: row.expiresAt! };
 }
 
 function multipartOf(row: MediaRow): MultipartState {

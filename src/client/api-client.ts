@@ -300,14 +300,20 @@ export class ApiClient {
 
   removeAvatar = () => this.#call("DELETE", "/api/me/avatar", null);
 
-  /** Where a user's profile picture is (fetched with the token: see `downloadAvatar`). */
-  avatarUrl(userId: string): string {
-    return `${this.baseUrl}/api/users/${encodeURIComponent(userId)}/avatar`;
+  /**
+   * Where a user's profile picture is (fetched with the token: see `downloadAvatar`).
+   * `chatId`: a chat shared with that user, required for anyone's picture but one's own.
+   */
+  avatarUrl(userId: string, chatId?: string): string {
+    return `${this.baseUrl}${avatarPath(userId, chatId)}`;
   }
 
-  /** A user's profile picture, or null when they have none. */
-  async downloadAvatar(userId: string): Promise<Response | null> {
-    const response = await this.request("GET", `/api/users/${encodeURIComponent(userId)}/avatar`);
+  /**
+   * A user's profile picture, or null when they have none (or share no `chatId` with the
+   * caller). `chatId` is required for anyone's picture but one's own (400 without it).
+   */
+  async downloadAvatar(userId: string, chatId?: string): Promise<Response | null> {
+    const response = await this.request("GET", avatarPath(userId, chatId));
     if (response.status === 404) return null;
     if (!response.ok) throw await errorOf(response);
     return response;
@@ -401,6 +407,11 @@ function tokenExpiry(token: string): number {
   } catch {
     return 0;
   }
+}
+
+/** The path of a user's picture, with the shared chat when one is named. */
+function avatarPath(userId: string, chatId: string | undefined): string {
+  return `/api/users/${encodeURIComponent(userId)}/avatar${queryString({ chatId })}`;
 }
 
 /** `?a=1&b=2` from the defined values, or "" when there are none. */

@@ -125,7 +125,8 @@ export const events = sqliteTable(
 
 /**
  * Files uploaded to this chat (their bytes are in R2 under `r2Key`). An upload is
- * `uploading` from when the Worker starts streaming it, `ready` once stored, and
+ * `uploading` from when the Worker starts streaming it (`completing` while R2 assembles
+ * a multipart upload), `ready` once stored, and
  * `attached` when exactly one message (`attachedSeq`) carries it. Until attached it
  * expires at `expiresAt`; `deleting` rows wait for their R2 object to be deleted (the
  * message was deleted for everyone, or the upload expired), then go.
@@ -135,7 +136,7 @@ export const media = sqliteTable(
   {
     mediaId: text("media_id").primaryKey(),
     uploaderId: text("uploader_id").notNull(),
-    state: text("state", { enum: ["uploading", "ready", "attached", "deleting"] }).notNull(),
+    state: text("state", { enum: ["uploading", "completing", "ready", "attached", "deleting"] }).notNull(),
     r2Key: text("r2_key").notNull(),
     kind: text("kind", { enum: ["image", "video", "audio", "document"] }),
     contentType: text("content_type"),

@@ -10,6 +10,14 @@ import { log } from "./log.ts";
 const intVar = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
+/**
+ * The largest multipart upload a deployment may allow: R2's 10,000 parts of at most
+ * 95 MiB each (`partSizeFor` in src/routes/media.ts grows the 8 MiB part by whole MiB
+ * past 78 GiB), so that every part fits in the 100 MB a Workers request may carry.
+ * 996,147,200,000 bytes (about 928 GiB).
+ */
+export const MAX_MULTIPART_UPLOAD_BYTES = 10_000 * 95 * 1024 * 1024;
+
 const EnvSettings = z.object({
   DEV_MODE: z
     .enum(["true", "false", ""])
@@ -39,7 +47,7 @@ const EnvSettings = z.object({
   NOTIFY_AFTER_MS: intVar(10_000, 0, 3_600_000),
   MEDIA_URL_SECRET: z.string().optional(),
   MEDIA_MAX_BYTES: intVar(25 * 1024 * 1024, 1024, 100 * 1024 * 1024),
-  MEDIA_MAX_MULTIPART_BYTES: intVar(2 * 1024 * 1024 * 1024, 1024, 5 * 1024 ** 4),
+  MEDIA_MAX_MULTIPART_BYTES: intVar(2 * 1024 * 1024 * 1024, 1024, MAX_MULTIPART_UPLOAD_BYTES),
   DELETE_WINDOW_MS: intVar(48 * 3_600_000, 0, 365 * 24 * 3_600_000),
 });
 

@@ -19,7 +19,12 @@ const ascii = (bytes: Uint8Array, offset: number, text: string): boolean => {
 
 const startsWith = (bytes: Uint8Array, prefix: number[]): boolean => bytes.length >= prefix.length && prefix.every((byte, i) => bytes[i] === byte);
 
-/** ISO base media files (`....ftyp<brand>`): the major brand tells image, audio and video apart. */
+/**
+ * ISO base media files (`....ftyp<brand>`): the major brand tells image, audio and video
+ * apart. Only these brands are accepted: `ftyp` at byte 4 alone says little (any file can
+ * start so), and an unknown brand is refused (415) rather than guessed as video.
+ */
+const MP4: DetectedType = { kind: "video", contentType: "video/mp4" };
 const FTYP_BRANDS: Record<string, DetectedType> = {
   heic: { kind: "image", contentType: "image/heic" },
   heix: { kind: "image", contentType: "image/heic" },
@@ -30,9 +35,46 @@ const FTYP_BRANDS: Record<string, DetectedType> = {
   "M4A ": { kind: "audio", contentType: "audio/mp4" },
   "M4B ": { kind: "audio", contentType: "audio/mp4" },
   "qt  ": { kind: "video", contentType: "video/quicktime" },
+  isom: MP4,
+  iso2: MP4,
+  iso3: MP4,
+  iso4: MP4,
+  iso5: MP4,
+  iso6: MP4,
+  mp41: MP4,
+  mp42: MP4,
+  avc1: MP4,
+  dash: MP4,
+  "M4V ": MP4,
+  "3gp4": { kind: "video", contentType: "video/3gpp" },
+  "3gp5": { kind: "video", contentType: "video/3gpp" },
+  "3gp6": { kind: "video", contentType: "video/3gpp" },
+  "3g2a": { kind: "video", contentType: "video/3gpp2" },
 };
-/** Any other brand of an ftyp box is an MP4 video (isom, mp41, mp42, avc1, dash, 3gp4…). */
-const MP4: DetectedType = { kind: "video", contentType: "video/mp4" };
+
+/**
+ * Whether `head` starts with an MPEG audio frame header: 11 sync bits, a version other
+ * than reserved (01), a layer other than reserved (00), a bitrate index other than free
+ * (0) or bad (15), a sample rate index other than reserved (3). FF FE and FF FF (byte
+ * order marks, padding) are refused although their bits would pass.
+ */
+function isMpegFrame(head: Uint8Array): boolean {
+  if (head.length < 3 || head[0] !== 0xff) return false;
+  const second = head[1]!;
+  const third = head[2]!;
+  if (second === 0xfe || second === 0xff) return false;
+  if ((second & 0xe0) !== 0xe0) return false;
+  if ((second & 0x18) === 0x08 || (second & 0x06) === 0x00) return false;
+  const bitrate = third >> 4;
+  const sampleRate = (third >> 2) & 0x03;
+  return bitrate !== 0 && bitrate !== 15 && sampleRate !== 3;
+}
+
+/** Whether `head` starts with an AAC ADTS header: 12 sync bits, layer 00, a sampling frequency index below 13. */
+function isAdtsFrame(head: Uint8Array): boolean {
+  if (head.length < 3 || head[0] !== 0xff) return false;
+  return (head[1]! & 0xf6) === 0xf0 && ((head[2]! >> 2) & 0x0f) < 13;
+}
 
 /** ZIP-based Office documents, told apart by the name's extension only (their first bytes are a plain ZIP). */
 const ZIP_BY_EXTENSION: Record<string, string> = {
@@ -66,7 +108,7 @@ export function detectContentType(head: Uint8Array, name?: string): DetectedType
   // ISO base media: HEIC/AVIF images, M4A audio, MP4 and QuickTime video
   if (ascii(head, 4, "ftyp") && head.length >= 12) {
     const brand = String.fromCharCode(...head.subarray(8, 12));
-    return FTYP_BRANDS[brand] ?? MP4;
+    return Object.hasOwn(FTYP_BRANDS, brand) ? FTYP_BRANDS[brand]! : null;
   }
   // video
   if (startsWith(head, [0x1a, 0x45, 0xdf, 0xa3])) return { kind: "video", contentType: "video/webm" };
@@ -74,13 +116,8 @@ export function detectContentType(head: Uint8Array, name?: string): DetectedType
   if (ascii(head, 0, "ID3")) return { kind: "audio", contentType: "audio/mpeg" };
   if (ascii(head, 0, "OggS")) return { kind: "audio", contentType: "audio/ogg" };
   if (ascii(head, 0, "RIFF") && ascii(head, 8, "WAVE")) return { kind: "audio", contentType: "audio/wav" };
-  if (head.length >= 2 && head[0] === 0xff) {
-    const second = head[1]!;
-    // AAC ADTS: 12 sync bits, then layer 00.
-    if ((second & 0xf6) === 0xf0) return { kind: "audio", contentType: "audio/aac" };
-    // An MPEG audio frame: 11 sync bits, a version other than reserved (01), a layer other than reserved (00).
-    if ((second & 0xe0) === 0xe0 && (second & 0x18) !== 0x08 && (second & 0x06) !== 0x00) return { kind: "audio", contentType: "audio/mpeg" };
-  }
+  if (isAdtsFrame(head)) return { kind: "audio", contentType: "audio/aac" };
+  if (isMpegFrame(head)) return { kind: "audio", contentType: "audio/mpeg" };
   // documents
   if (ascii(head, 0, "%PDF-")) return { kind: "document", contentType: "application/pdf" };
   if (startsWith(head, [0x50, 0x4b, 0x03, 0x04])) {

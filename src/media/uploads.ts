@@ -80,16 +80,37 @@ export function requireAllowedType(head: Uint8Array, name: string | undefined, a
 
 /**
  * `stream` as a body of exactly `length` bytes, for R2 (which needs the length up front).
- * `failed()` says whether the body was not that long, once the write has settled.
+ * After a failed write, `mismatch()` says whether the body was not that long: the bytes
+ * are counted on their way in, and the pipe is stopped and awaited before the answer, so
+ * a short or long body is always a 400 and an R2 failure always a 503 (never decided by
+ * which of the two errors settles first).
  */
-export function exactLength(stream: ReadableStream<Uint8Array>, length: number): { body: ReadableStream<Uint8Array>; failed: () => boolean } {
+export function exactLength(stream: ReadableStream<Uint8Array>, length: number): { body: ReadableStream<Uint8Array>; mismatch: () => Promise<boolean> } {
   const fixed = new FixedLengthStream(length);
-  let mismatch = false;
-  stream.pipeTo(fixed.writable).catch((error: unknown) => {
-    mismatch = true;
-    log.info("an upload body did not match its Content-Length", describeError(error));
+  let seen = 0;
+  let ended = false;
+  const counter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      seen += chunk.byteLength;
+      controller.enqueue(chunk);
+    },
+    flush() {
+      ended = true;
+    },
   });
-  return { body: fixed.readable as ReadableStream<Uint8Array>, failed: () => mismatch };
+  const stop = new AbortController();
+  const piped = stream.pipeThrough(counter, { signal: stop.signal }).pipeTo(fixed.writable, { signal: stop.signal });
+  piped.catch(() => undefined);
+  return {
+    body: fixed.readable as ReadableStream<Uint8Array>,
+    mismatch: async () => {
+      stop.abort(new Error("the write failed"));
+      await Promise.allSettled([piped]);
+      const wrong = seen > length || (ended && seen !== length);
+      if (wrong) log.info("an upload body did not match its Content-Length", { declared: length, seen });
+      return wrong;
+    },
+  };
 }
 
 /** The error for a write that failed: the body's length was wrong (400), or R2 failed (503). */

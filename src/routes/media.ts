@@ -68,11 +68,11 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     try {
       const { head, stream } = await peek(requestBody(c.req.raw));
       const detected = requireAllowedType(head, name);
-      const { body, failed } = exactLength(stream, size);
+      const { body, mismatch } = exactLength(stream, size);
       try {
         await c.env.MEDIA.put(r2Key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { chatId, mediaId } });
       } catch (error) {
-        throw writeError(failed(), error);
+        throw writeError(await mismatch(), error);
       }
       written = true;
       const result: UploadResult = unwrap(await room.uploadStored(userId, mediaId, { ...detected, size }));
@@ -111,7 +111,7 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     if (partNumber === 1) {
       const peeked = await peek(stream);
       try {
-        detected = requireAllowedType(peeked.head, undefined);
+        detected = requireAllowedType(peeked.head, target.name ?? undefined);
       } catch (error) {
         // The file is not one that may be shared: the whole upload goes.
         await abandon(c.env, room, userId, mediaId, null);
@@ -119,12 +119,12 @@ export const chatMediaRoutes = new Hono<AppEnv>()
       }
       stream = peeked.stream;
     }
-    const { body, failed } = exactLength(stream, target.size);
+    const { body, mismatch } = exactLength(stream, target.size);
     let part: R2UploadedPart;
     try {
       part = await c.env.MEDIA.resumeMultipartUpload(target.r2Key, target.uploadId).uploadPart(partNumber, body);
     } catch (error) {
-      throw writeError(failed(), error);
+      throw writeError(await mismatch(), error);
     }
     unwrap(await room.multipartPartStored(userId, mediaId, partNumber, part.etag, detected));
     const uploaded: UploadedPart = { partNumber, size: target.size };
@@ -135,12 +135,17 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     const mediaId = parseWith(MediaId, c.req.param("mediaId"));
     const { userId } = c.get("caller");
     const room = chatRoomObject(c.env, chatId);
+    // The row goes `completing` first: neither an abandon nor the expiry purges it meanwhile.
     const completion = unwrap(await room.multipartCompletion(userId, mediaId));
+    if (completion.done) return c.json(completion.done satisfies UploadResult, 201);
     try {
       await c.env.MEDIA.resumeMultipartUpload(completion.r2Key, completion.uploadId).complete(completion.parts);
     } catch (error) {
-      log.warn("could not complete a multipart upload", describeError(error));
-      throw new AppError("unavailable", 503, "the upload could not be completed; try again", { retryable: true });
+      // A retry after R2 completed it (and storing the result failed): the object is there.
+      if (!(await assembled(c.env.MEDIA, completion.r2Key, completion.size))) {
+        log.warn("could not complete a multipart upload", describeError(error));
+        throw new AppError("unavailable", 503, "the upload could not be completed; try again", { retryable: true });
+      }
     }
     const { kind, contentType, size } = completion;
     const result: UploadResult = unwrap(await room.uploadStored(userId, mediaId, { kind, contentType, size }));
@@ -149,7 +154,8 @@ export const chatMediaRoutes = new Hono<AppEnv>()
   .delete("/multipart/:mediaId", async (c) => {
     const chatId = await chatIdParam(c.env, c.req.param("chatId"));
     const mediaId = parseWith(MediaId, c.req.param("mediaId"));
-    unwrap(await chatRoomObject(c.env, chatId).abandonUpload(c.get("caller").userId, mediaId));
+    // Only an upload still taking parts: a finished one is a file now (deleted by its expiry or its message).
+    unwrap(await chatRoomObject(c.env, chatId).abandonUpload(c.get("caller").userId, mediaId, undefined, { multipartOnly: true }));
     return c.body(null, 204);
   })
   .get("/:mediaId", async (c) => {
@@ -166,6 +172,15 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     const signed: SignedMediaUrl = await signMediaUrl(secret, chatId, mediaId, Date.now());
     return c.json(signed);
   });
+
+/** Whether R2 holds the assembled object of a multipart upload, `size` bytes long. */
+async function assembled(bucket: R2Bucket, r2Key: string, size: number): Promise<boolean> {
+  try {
+    return (await bucket.head(r2Key))?.size === size;
+  } catch {
+    return false;
+  }
+}
 
 function requestBody(request: Request): ReadableStream<Uint8Array> {
   if (!request.body) throw new AppError("validation_failed", 400, "the file is empty", { retryable: false });

@@ -10,7 +10,7 @@ import { parseWith, queryParams } from "../lib/validate.ts";
 import { contentDisposition } from "../media/downloads.ts";
 import { requireAuthOnce } from "../middleware/auth.ts";
 import { ChatId, UserId } from "../protocol/index.ts";
-import { avatarKey } from "./avatars.ts";
+import { avatarKey } from "../user/avatar-pictures.ts";
 
 const AvatarQuery = z.strictObject({ chatId: ChatId.optional() });
 

@@ -15,6 +15,7 @@ import type { DeletedForMe, HiddenPage, HiddenQuery, ReceiptsFrame, TypingNotice
 import { ChatIndex } from "./chat-index.ts";
 import { Devices, type IssuedDevice, type Rotation } from "./devices.ts";
 import { AccountProfile } from "./profile.ts";
+import { AvatarPictures } from "./avatar-pictures.ts";
 import { Scheduler } from "../lib/scheduler.ts";
 import { Limits } from "../protocol/index.ts";
 import { Blocks } from "./blocks.ts";
@@ -59,7 +60,9 @@ export class User extends DurableObject<Env> {
   /** Messages the account deleted for itself. */
   readonly #hidden: HiddenMessages;
   /** The object's deadlines behind its one alarm. */
-  readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep" | "offline-notifications">;
+  readonly #scheduler: Scheduler<"invitation-expiry" | "presence-sweep" | "offline-notifications" | "avatar-cleanup">;
+  /** The profile picture objects in R2 (pending, replaced), so none is left behind. */
+  readonly #pictures: AvatarPictures;
   readonly #notifications: OfflineNotifications;
   /** The account's send bucket, shared by all its chats (in memory, like every rate limit). */
   #sendBudget: TokenBuckets | null = null;
@@ -146,6 +149,14 @@ export class User extends DurableObject<Env> {
       "invitation-expiry": (now) => this.#expireInvitations(now),
       "presence-sweep": (now) => this.#presence.sweep(now),
       "offline-notifications": (now) => this.#notifications.run(now),
+      "avatar-cleanup": (now) => (this.#exists ? this.#pictures.clean(now) : undefined),
+    });
+    this.#pictures = new AvatarPictures({
+      storage: ctx.storage,
+      profile: this.#profile,
+      bucket: env.MEDIA,
+      userId: () => this.#ownId(),
+      schedule: (at) => this.#scheduler.noLaterThan("avatar-cleanup", at),
     });
     this.#notifications = new OfflineNotifications({
       storage: ctx.storage,
@@ -240,10 +251,22 @@ export class User extends DurableObject<Env> {
 
   // ---- Profile picture (the bytes are in R2: src/routes/avatars.ts) ----
 
-  /** Sets (null: removes) the account's picture; answers the id it replaces, for the Worker to delete. */
-  setAvatar(avatarId: string | null): { previous: string | null; me: Me } {
+  /**
+   * Before the Worker writes a new picture's object: records its id, so the object is
+   * deleted after `PENDING_AVATAR_MS` unless `setAvatar` takes it (src/user/avatar-pictures.ts).
+   */
+  reserveAvatar(avatarId: string, now = Date.now()): void {
     this.me(); // an account that does not exist is not created here
-    const previous = this.#profile.setAvatar(avatarId);
+    this.#pictures.reserve(avatarId, now);
+  }
+
+  /**
+   * Sets (null: removes) the account's picture (a reserved one); answers the id it
+   * replaces, whose object this object deletes (retried by its alarm while R2 fails).
+   */
+  async setAvatar(avatarId: string | null, now = Date.now()): Promise<{ previous: string | null; me: Me }> {
+    this.me(); // an account that does not exist is not created here
+    const previous = await this.#pictures.set(avatarId, now);
     return { previous, me: this.me() };
   }
 

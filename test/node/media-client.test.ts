@@ -365,10 +365,12 @@ describe("media links, downloads and avatars", () => {
     await expect(api.downloadMedia(CHAT, MEDIA, { range: { start: 500 } })).rejects.toMatchObject({ code: "range_not_satisfiable" });
   });
 
-  it("sets, reads and removes the profile picture", async () => {
+  it("sets, reads and removes the profile picture; another user's is read with a shared chat", async () => {
+    const OWN = "u_OOOOOOOOOOOOOOOOOOOOOO";
     let avatar: Buffer | null = null;
     route = (request, response) => {
-      const path = pathOf(request);
+      const url = new URL(request.url, baseUrl);
+      const path = url.pathname;
       if (request.method === "PUT" && path === "/api/me/avatar") {
         avatar = request.body;
         return json(response, 200, { avatarId: "av1" });
@@ -377,7 +379,11 @@ describe("media links, downloads and avatars", () => {
         avatar = null;
         return void response.writeHead(204).end();
       }
-      if (request.method === "GET" && path === `/api/users/${USER}/avatar`) {
+      if (request.method === "GET" && (path === `/api/users/${USER}/avatar` || path === `/api/users/${OWN}/avatar`)) {
+        // As the server: anyone's picture but one's own needs a chat shared with them.
+        const chatId = url.searchParams.get("chatId");
+        if (path.includes(USER) && chatId === null) return json(response, 400, { error: { code: "validation_failed", message: "chatId: name a chat you share with this user", retryable: false } });
+        if (chatId !== null && chatId !== CHAT) return json(response, 404, { error: { code: "not_found", message: "no picture", retryable: false } });
         if (!avatar) return json(response, 404, { error: { code: "not_found", message: "no avatar", retryable: false } });
         return void response.writeHead(200, { "content-type": "image/png" }).end(avatar);
       }
@@ -387,10 +393,15 @@ describe("media links, downloads and avatars", () => {
     expect(await api.setAvatar(picture, { contentType: "image/png" })).toEqual({ avatarId: "av1" });
     expect(recorded[0]!.headers["content-length"]).toBe("2048");
     expect(recorded[0]!.headers["content-type"]).toBe("image/png");
-    const downloaded = await api.downloadAvatar(USER);
+    const downloaded = await api.downloadAvatar(USER, CHAT);
     expect(Buffer.compare(Buffer.from(await downloaded!.arrayBuffer()), Buffer.from(picture))).toBe(0);
-    expect(api.avatarUrl(USER)).toBe(`${baseUrl}/api/users/${USER}/avatar`);
+    expect(recorded.at(-1)!.url).toBe(`/api/users/${USER}/avatar?chatId=${CHAT}`);
+    const own = await api.downloadAvatar(OWN);
+    expect(Buffer.compare(Buffer.from(await own!.arrayBuffer()), Buffer.from(picture))).toBe(0);
+    await expect(api.downloadAvatar(USER)).rejects.toMatchObject({ code: "validation_failed" });
+    expect(api.avatarUrl(USER, CHAT)).toBe(`${baseUrl}/api/users/${USER}/avatar?chatId=${CHAT}`);
+    expect(api.avatarUrl(OWN)).toBe(`${baseUrl}/api/users/${OWN}/avatar`);
     await api.removeAvatar();
-    expect(await api.downloadAvatar(USER)).toBeNull();
+    expect(await api.downloadAvatar(USER, CHAT)).toBeNull();
   });
 });

@@ -1,4 +1,11 @@
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { drizzle } from "drizzle-orm/durable-sqlite";
 import { describe, expect, it } from "vitest";
+import * as schema from "../../src/db/user-schema.ts";
+import { randomId } from "../../src/lib/crypto.ts";
+import { Scheduler } from "../../src/lib/scheduler.ts";
+import { AvatarPictures, PENDING_AVATAR_MS } from "../../src/user/avatar-pictures.ts";
+import { AccountProfile } from "../../src/user/profile.ts";
 import { Limits, Me, UserLookupResponse } from "../../src/protocol/index.ts";
 import { api, createDirect, expectError, login, type Session } from "./helpers.ts";
 import { bytesOf, call, fileOf, png, sameBytes, storedKeys } from "./media-support.ts";
@@ -65,5 +72,68 @@ describe("profile pictures", () => {
     await expectError(await call("/api/me/avatar", { method: "PUT", token: alice.credentials, body: chunked }), 411, "length_required");
     expect(await avatarIdOf(alice)).toBe(undefined);
     expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([]);
+  });
+
+  it("a replaced picture whose R2 delete fails is deleted later by the account's alarm", async () => {
+    const alice = await login();
+    expect((await putAvatar(alice, png(1000))).status).toBe(200);
+    const old = (await avatarIdOf(alice))!;
+    const account = env.USER.get(env.USER.idFromName(uid(alice)));
+
+    // The account's own picture code on its own storage, with R2 failing, its retry stored as the "avatar-cleanup" deadline.
+    const failing = { ...env.MEDIA, delete: () => Promise.reject(new Error("R2 is unavailable")) } as unknown as R2Bucket;
+    const previous = await runInDurableObject(account, async (_instance, state) => {
+      const deadlines = new Scheduler<"avatar-cleanup">(state.storage, { "avatar-cleanup": () => undefined });
+      const pictures = new AvatarPictures({
+        storage: state.storage,
+        profile: new AccountProfile(drizzle(state.storage, { schema })),
+        bucket: failing,
+        userId: () => uid(alice),
+        schedule: (at) => deadlines.noLaterThan("avatar-cleanup", Math.min(at, Date.now())),
+      });
+      return pictures.set(null, Date.now());
+    });
+    expect(previous).toBe(old);
+    expect(await avatarIdOf(alice)).toBe(undefined);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([`avatars/${uid(alice)}/${old}`]);
+
+    // The account's alarm retries, after a restart too.
+    await abortAllDurableObjects();
+    expect(await runDurableObjectAlarm(env.USER.get(env.USER.idFromName(uid(alice))))).toBe(true);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([]);
+  });
+
+  it("a picture written but never taken by the profile (the Worker died) is deleted after its deadline; the profile's is kept", async () => {
+    const alice = await login();
+    expect((await putAvatar(alice, png(1000))).status).toBe(200);
+    const current = (await avatarIdOf(alice))!;
+    const account = env.USER.get(env.USER.idFromName(uid(alice)));
+    const orphan = randomId("m");
+    // Reserved and written PENDING_AVATAR_MS ago; the profile never took it.
+    await account.reserveAvatar(orphan, Date.now() - PENDING_AVATAR_MS - 1);
+    await env.MEDIA.put(`avatars/${uid(alice)}/${orphan}`, png(100));
+    // Too late for the profile now: its object may be going.
+    const refused = await account.setAvatar(orphan).then(
+      () => "taken",
+      (error: unknown) => (error as Error).message,
+    );
+    expect(refused).toMatch(/too long/);
+    expect(await avatarIdOf(alice)).toBe(current);
+
+    expect(await runDurableObjectAlarm(account)).toBe(true);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([`avatars/${uid(alice)}/${current}`]);
+    expect((await call(`/api/users/${uid(alice)}/avatar`, { token: alice.credentials })).status).toBe(200);
+  });
+
+  it("a picture reserved recently is kept until the profile takes it", async () => {
+    const alice = await login();
+    const account = env.USER.get(env.USER.idFromName(uid(alice)));
+    const pending = randomId("m");
+    await account.reserveAvatar(pending);
+    await env.MEDIA.put(`avatars/${uid(alice)}/${pending}`, png(100));
+    await runDurableObjectAlarm(account);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([`avatars/${uid(alice)}/${pending}`]);
+    expect((await account.setAvatar(pending)).me.avatarId).toBe(pending);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([`avatars/${uid(alice)}/${pending}`]);
   });
 });

@@ -14,10 +14,13 @@ describe("types are decided by magic bytes against an allow-list", () => {
     ["HEIC", ftyp("heic"), undefined, "image", "image/heic"],
     ["AVIF", ftyp("avif"), undefined, "image", "image/avif"],
     ["MP4", ftyp("isom"), undefined, "video", "video/mp4"],
+    ["MP4 (mp42)", ftyp("mp42"), undefined, "video", "video/mp4"],
+    ["3GP", ftyp("3gp5"), undefined, "video", "video/3gpp"],
     ["QuickTime", ftyp("qt  "), undefined, "video", "video/quicktime"],
     ["WebM", bytes([0x1a, 0x45, 0xdf, 0xa3]), undefined, "video", "video/webm"],
     ["MP3 with ID3", bytes("ID3", [4, 0]), undefined, "audio", "audio/mpeg"],
     ["MP3 frame", bytes([0xff, 0xfb, 0x90, 0x64]), undefined, "audio", "audio/mpeg"],
+    ["MPEG-2 layer III frame", bytes([0xff, 0xf3, 0x48, 0xc4]), undefined, "audio", "audio/mpeg"],
     ["Ogg/Opus", bytes("OggS", [0]), undefined, "audio", "audio/ogg"],
     ["M4A", ftyp("M4A "), undefined, "audio", "audio/mp4"],
     ["WAV", bytes("RIFF", [1, 2, 3, 4], "WAVEfmt "), undefined, "audio", "audio/wav"],
@@ -42,6 +45,13 @@ describe("types are decided by magic bytes against an allow-list", () => {
     ["plain text", bytes("hello world")],
     ["shell script", bytes("#!/bin/sh\n")],
     ["empty", new Uint8Array(0)],
+    ["HTML in UTF-16LE (FF FE byte order mark)", new Uint8Array([0xff, 0xfe, ...[..."<html><script>"].flatMap((c) => [c.charCodeAt(0), 0])])],
+    ["FF FF padding", bytes([0xff, 0xff, 0x90, 0x64])],
+    ["an MPEG sync with a reserved sample rate (FF FB 4D 5A)", bytes([0xff, 0xfb, 0x4d, 0x5a])],
+    ["an MPEG sync with a bad bitrate index", bytes([0xff, 0xfb, 0xf0, 0x00])],
+    ["an MPEG sync with a free bitrate index", bytes([0xff, 0xfb, 0x00, 0x00])],
+    ["ftyp with an unknown brand", ftyp("evil")],
+    ["ftyp with a brand named like an Object property", ftyp("__pr")],
   ])("%s is refused", (_label, head) => {
     expect(detectContentType(head, "innocent.png")).toBe(null);
   });

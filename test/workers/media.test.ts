@@ -1,6 +1,9 @@
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { drizzle } from "drizzle-orm/durable-sqlite";
-import { MediaRegistry } from "../../src/chat-room/media-registry.ts";
+import { MediaRegistry, UPLOADING_TTL_MS } from "../../src/chat-room/media-registry.ts";
+import { configFrom, MAX_MULTIPART_UPLOAD_BYTES } from "../../src/lib/config.ts";
+import { randomId } from "../../src/lib/crypto.ts";
+import { partSizeFor } from "../../src/routes/media.ts";
 import * as schema from "../../src/db/chat-room-schema.ts";
 import { Scheduler } from "../../src/lib/scheduler.ts";
 import { describe, expect, it } from "vitest";
@@ -134,6 +137,26 @@ describe("uploads and downloads", () => {
     const response = await uploadTo(alice, chatId, chunked);
     await expectError(response, 411, "length_required");
     expect(await mediaRows(chatId)).toEqual([]);
+  });
+
+  it("a body shorter than its Content-Length is always 400, not retryable, and nothing is kept", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const shortBody = (bytes: number) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(png(bytes));
+          controller.close();
+        },
+      });
+    for (let i = 0; i < 8; i++) {
+      const response = await uploadTo(alice, chatId, shortBody(1000 + i * 500), "short.png", { "content-length": String(1000 + i * 500 + 1) });
+      expect(response.status, await response.clone().text()).toBe(400);
+      const body = (await response.json()) as { error: { code: string; retryable: boolean } };
+      expect(body.error).toMatchObject({ code: "validation_failed", retryable: false });
+    }
+    expect(await mediaRows(chatId)).toEqual([]);
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
   });
 
   it("a declared size over the limit is 413 before a byte of the body is read", async () => {
@@ -280,7 +303,59 @@ describe("attachments", () => {
   });
 });
 
+/** The chat's expiry purge (its "media" deadline's handler) on its own storage, now. */
+function purgeExpired(chatId: string): Promise<void> {
+  return runInDurableObject(chatObject(chatId), async (_instance, state) => {
+    const registry = new MediaRegistry({ db: drizzle(state.storage, { schema }), bucket: env.MEDIA, schedule: () => undefined });
+    await registry.run(Date.now());
+  });
+}
+
+/** Starts a multipart upload; answers it. */
+async function startMultipart(session: Session, chatId: string, size: number, name?: string): Promise<MultipartUpload> {
+  const response = await call(`/api/chats/${chatId}/media/multipart`, {
+    method: "POST",
+    token: session.credentials,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ size, ...(name === undefined ? {} : { name }) }),
+  });
+  expect(response.status, await response.clone().text()).toBe(201);
+  return MultipartUpload.parse(await response.json());
+}
+
+function putPart(session: Session, chatId: string, mediaId: string, partNumber: number, body: Uint8Array) {
+  return call(`/api/chats/${chatId}/media/multipart/${mediaId}/parts/${partNumber}`, { method: "PUT", token: session.credentials, body });
+}
+
+function complete(session: Session, chatId: string, mediaId: string) {
+  return call(`/api/chats/${chatId}/media/multipart/${mediaId}/complete`, { method: "POST", token: session.credentials });
+}
+
 describe("lifecycle", () => {
+  it("a reservation whose upload never finished (the client went away) frees its slot after 15 minutes, not a day", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    // The Worker reserved, then was cancelled before storing or abandoning: the rows stay `uploading`.
+    for (let i = 0; i < Limits.maxPendingUploadsPerMember; i++) {
+      const reserved = await chatObject(chatId).reserveUpload(uid(alice), randomId("m"), { size: 1000 });
+      if (!reserved.ok) throw new Error("not reserved");
+      expect(reserved.value.expiresAt).toBeLessThanOrEqual(Date.now() + UPLOADING_TTL_MS);
+    }
+    await expectError(await uploadTo(alice, chatId, png(64)), 429, "too_many_uploads");
+    // 15 minutes later (the rows' expiry moved back instead of the clock forward): stale rows no longer count…
+    await runInDurableObject(chatObject(chatId), (_instance, state) => {
+      state.storage.sql.exec("UPDATE media SET expires_at = ? WHERE state = 'uploading'", Date.now() - 1);
+    });
+    const admitted = await upload(alice, chatId, png(64));
+    // …and the expiry purge deletes them.
+    await purgeExpired(chatId);
+    expect(await mediaRows(chatId)).toEqual([{ media_id: admitted.mediaId, state: "ready" }]);
+    // A stored upload waits the full day for a message.
+    const stored = await upload(alice, chatId, png(64));
+    expect(stored.expiresAt - Date.now()).toBeGreaterThan(Limits.pendingUploadTtlMs - 60_000);
+  });
+
+
   it("a pending upload expires through the chat's alarm, and its R2 object is deleted", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
@@ -375,6 +450,37 @@ describe("lifecycle", () => {
     await expectError(await download(bob, chatId, other.mediaId), 404, "not_found");
   });
 
+  it("a multipart upload whose R2 abort fails stays deleting, and the chat's alarm aborts it later", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const started = await startMultipart(alice, chatId, 1000);
+    expect((await putPart(alice, chatId, started.mediaId, 1, png(1000))).status).toBe(200);
+
+    const failing = {
+      ...env.MEDIA,
+      resumeMultipartUpload: () => ({ abort: () => Promise.reject(new Error("R2 is unavailable")) }),
+      delete: () => Promise.reject(new Error("nothing is deleted before the parts are aborted")),
+    } as unknown as R2Bucket;
+    const purged = await runInDurableObject(chatObject(chatId), async (_instance, state) => {
+      const deadlines = new Scheduler<"media">(state.storage, { media: () => undefined });
+      const schedule = (at: number) => deadlines.noLaterThan("media", Math.min(at, Date.now()));
+      const registry = new MediaRegistry({ db: drizzle(state.storage, { schema }), bucket: failing, schedule });
+      registry.abandon(uid(alice), started.mediaId, Date.now());
+      return registry.run(Date.now()).then(
+        () => "purged",
+        (error: unknown) => (error as Error).message,
+      );
+    });
+    expect(purged).toBe("R2 is unavailable");
+    // Kept for the retry: the parts are still in R2.
+    expect(await mediaRows(chatId)).toEqual([{ media_id: started.mediaId, state: "deleting" }]);
+    // The chat's alarm (its "media" deadline) retries, after a restart too.
+    await abortAllDurableObjects();
+    expect(await runDurableObjectAlarm(chatObject(chatId))).toBe(true);
+    expect(await mediaRows(chatId)).toEqual([]);
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
+  });
+
   it(`at most ${Limits.maxPendingUploadsPerMember} uploads wait per member: the next is 429 too_many_uploads`, async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
@@ -386,6 +492,70 @@ describe("lifecycle", () => {
 });
 
 describe("multipart uploads", () => {
+  it("MEDIA_MAX_MULTIPART_BYTES is capped so that every part of the largest upload fits in one Workers request", () => {
+    const base = { JWT_SECRET: "j".repeat(32), HMAC_SECRET: "h".repeat(32) };
+    expect(configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(MAX_MULTIPART_UPLOAD_BYTES) }).media.maxMultipartBytes).toBe(MAX_MULTIPART_UPLOAD_BYTES);
+    expect(() => configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(MAX_MULTIPART_UPLOAD_BYTES + 1) })).toThrow(/MEDIA_MAX_MULTIPART_BYTES/);
+    expect(() => configFrom({ ...base, MEDIA_MAX_MULTIPART_BYTES: String(5 * 1024 ** 4) })).toThrow(/MEDIA_MAX_MULTIPART_BYTES/);
+    const partSize = partSizeFor(MAX_MULTIPART_UPLOAD_BYTES);
+    expect(partSize).toBe(95 * 1024 * 1024);
+    expect(partSize).toBeLessThan(100_000_000); // the Workers request body limit
+    expect(Math.ceil(MAX_MULTIPART_UPLOAD_BYTES / partSize)).toBeLessThanOrEqual(10_000);
+  });
+
+  it("a completion retried after R2 assembled the file answers 201 with the same result; a finished upload cannot be aborted", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const file = png(1000);
+    const started = await startMultipart(alice, chatId, file.length, "pic.png");
+    expect((await putPart(alice, chatId, started.mediaId, 1, file)).status).toBe(200);
+
+    // A first completion: R2 assembled the object, then the Worker died before the chat stored the result.
+    const first = await chatObject(chatId).multipartCompletion(uid(alice), started.mediaId);
+    if (!first.ok || first.value.done) throw new Error("no completion");
+    await env.MEDIA.resumeMultipartUpload(first.value.r2Key, first.value.uploadId).complete(first.value.parts);
+    // Meanwhile an abort does not purge it.
+    await expectError(await call(`/api/chats/${chatId}/media/multipart/${started.mediaId}`, { method: "DELETE", token: alice.credentials }), 404, "not_found");
+    expect(await mediaRows(chatId)).toEqual([{ media_id: started.mediaId, state: "completing" }]);
+
+    const retried = await complete(alice, chatId, started.mediaId);
+    expect(retried.status, await retried.clone().text()).toBe(201);
+    const result = UploadResult.parse(await retried.json());
+    expect(result).toMatchObject({ mediaId: started.mediaId, kind: "image", contentType: "image/png", size: file.length });
+    // Once more (the answer was lost): the same result.
+    const again = await complete(alice, chatId, started.mediaId);
+    expect(again.status).toBe(201);
+    expect(UploadResult.parse(await again.json())).toEqual(result);
+
+    // A finished upload is a file: DELETE …/multipart/:mediaId is 404 and it stays.
+    await expectError(await call(`/api/chats/${chatId}/media/multipart/${started.mediaId}`, { method: "DELETE", token: alice.credentials }), 404, "not_found");
+    expect(sameBytes(await bytesOf(await download(alice, chatId, started.mediaId)), file)).toBe(true);
+
+    // Unsent, it expires: its object goes (its upload is gone from R2 already).
+    await runInDurableObject(chatObject(chatId), (_instance, state) => {
+      state.storage.sql.exec("UPDATE media SET expires_at = ? WHERE media_id = ?", Date.now() - 1, started.mediaId);
+    });
+    await purgeExpired(chatId);
+    expect(await mediaRows(chatId)).toEqual([]);
+    expect(await storedKeys(`chats/${chatId}/`)).toEqual([]);
+  });
+
+  it("a .docx sent in parts is typed by the name given at start", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const file = fileOf([0x50, 0x4b, 0x03, 0x04], 2000);
+    const started = await startMultipart(alice, chatId, file.length, "report.docx");
+    expect((await putPart(alice, chatId, started.mediaId, 1, file)).status).toBe(200);
+    const completed = await complete(alice, chatId, started.mediaId);
+    expect(completed.status, await completed.clone().text()).toBe(201);
+    expect(UploadResult.parse(await completed.json())).toMatchObject({
+      kind: "document",
+      contentType: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    });
+    const response = await download(alice, chatId, started.mediaId);
+    expect(response.headers.get("content-type")).toBe("application/vnd.openxmlformats-officedocument.wordprocessingml.document");
+  });
+
   it("a file of two parts round-trips", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
