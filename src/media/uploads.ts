@@ -28,10 +28,13 @@ export function declaredLength(headers: Headers, maxBytes: number): number {
   return length;
 }
 
-/** A body whose first bytes were read: `head` holds them, `stream` yields the whole body again. */
-export type PeekedBody = { head: Uint8Array; stream: ReadableStream<Uint8Array> };
+/**
+ * A body whose first bytes were read: `head` holds them, `rest` is the body from there
+ * (null when the head was all of it). Nothing beyond the head is read until it is piped.
+ */
+export type PeekedBody = { head: Uint8Array; rest: ReadableStream<Uint8Array> | null };
 
-/** Reads just enough of `body` to sniff its type; nothing else is read until `stream` is. */
+/** Reads just enough of `body` to sniff its type. */
 export async function peek(body: ReadableStream<Uint8Array>, bytes = SNIFF_BYTES): Promise<PeekedBody> {
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
@@ -46,27 +49,14 @@ export async function peek(body: ReadableStream<Uint8Array>, bytes = SNIFF_BYTES
     chunks.push(next.value);
     length += next.value.byteLength;
   }
+  reader.releaseLock();
   const head = new Uint8Array(length);
   let offset = 0;
   for (const chunk of chunks) {
     head.set(chunk, offset);
     offset += chunk.byteLength;
   }
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      if (head.byteLength > 0) controller.enqueue(head);
-      if (done) controller.close();
-    },
-    async pull(controller) {
-      const next = await reader.read();
-      if (next.done) controller.close();
-      else controller.enqueue(next.value);
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
-  return { head, stream };
+  return { head, rest: done ? null : body };
 }
 
 /** The type of a peeked body, or 415 `unsupported_media_type` (see content-types.ts). */
@@ -79,38 +69,47 @@ export function requireAllowedType(head: Uint8Array, name: string | undefined, a
 }
 
 /**
- * `stream` as a body of exactly `length` bytes, for R2 (which needs the length up front).
- * After a failed write, `mismatch()` says whether the body was not that long: the bytes
- * are counted on their way in, and the pipe is stopped and awaited before the answer, so
- * a short or long body is always a 400 and an R2 failure always a 503 (never decided by
- * which of the two errors settles first).
+ * The upload as a body of exactly `length` bytes, for R2 (which needs the length up
+ * front). The peeked head is written first, then the rest is piped by the runtime
+ * itself: no JavaScript runs per chunk, which keeps an upload's CPU time to about a third
+ * of a stream pumped in JavaScript (measured by the benchmark's media scenario).
+ *
+ * After a failed write, `mismatch(error)` says whether the body was at fault: a body
+ * shorter or longer than declared makes the FixedLengthStream refuse it, which either fails
+ * the pipe before R2's put reports anything or is the very error the put reports; when R2
+ * fails on its own, its put fails first with its own error. The pipe is awaited first.
  */
-export function exactLength(stream: ReadableStream<Uint8Array>, length: number): { body: ReadableStream<Uint8Array>; mismatch: () => Promise<boolean> } {
+export function exactLength(source: ReadableStream<Uint8Array> | PeekedBody, length: number): { body: ReadableStream<Uint8Array>; mismatch: (putError: unknown) => Promise<boolean> } {
   const fixed = new FixedLengthStream(length);
-  let seen = 0;
-  let ended = false;
-  const counter = new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      seen += chunk.byteLength;
-      controller.enqueue(chunk);
-    },
-    flush() {
-      ended = true;
-    },
+  let putFailed = false;
+  let bodyAtFault = false;
+  const piped = pipeInto(source, fixed.writable).catch((error: unknown) => {
+    // Failing before the put reported its failure: the body caused it.
+    if (!putFailed) bodyAtFault = true;
+    log.info("an upload body could not be piped into storage", describeError(error));
   });
-  const stop = new AbortController();
-  const piped = stream.pipeThrough(counter, { signal: stop.signal }).pipeTo(fixed.writable, { signal: stop.signal });
-  piped.catch(() => undefined);
   return {
     body: fixed.readable as ReadableStream<Uint8Array>,
-    mismatch: async () => {
-      stop.abort(new Error("the write failed"));
-      await Promise.allSettled([piped]);
-      const wrong = seen > length || (ended && seen !== length);
-      if (wrong) log.info("an upload body did not match its Content-Length", { declared: length, seen });
-      return wrong;
+    mismatch: async (putError: unknown) => {
+      putFailed = true;
+      await piped;
+      return bodyAtFault || isLengthError(putError);
     },
   };
+}
+
+/** The runtime's own refusal of a body that is not the declared length (a TypeError naming FixedLengthStream). */
+function isLengthError(error: unknown): boolean {
+  return error instanceof TypeError && error.message.includes("FixedLengthStream");
+}
+
+async function pipeInto(source: ReadableStream<Uint8Array> | PeekedBody, writable: WritableStream<Uint8Array>): Promise<void> {
+  if (source instanceof ReadableStream) return source.pipeTo(writable);
+  const writer = writable.getWriter();
+  if (source.head.byteLength > 0) await writer.write(source.head);
+  if (!source.rest) return writer.close();
+  writer.releaseLock();
+  return source.rest.pipeTo(writable);
 }
 
 /** The error for a write that failed: the body's length was wrong (400), or R2 failed (503). */

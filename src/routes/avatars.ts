@@ -23,18 +23,18 @@ export const ownAvatarRoutes = new Hono<AppEnv>()
     const size = declaredLength(c.req.raw.headers, Limits.maxAvatarBytes);
     const { userId } = c.get("caller");
     if (!c.req.raw.body) throw new AppError("validation_failed", 400, "the picture is empty", { retryable: false });
-    const { head, stream } = await peek(c.req.raw.body as ReadableStream<Uint8Array>);
-    const detected = requireAllowedType(head, undefined, (type) => type.kind === "image");
+    const peeked = await peek(c.req.raw.body as ReadableStream<Uint8Array>);
+    const detected = requireAllowedType(peeked.head, undefined, (type) => type.kind === "image");
     const avatarId = randomId("m");
     const key = avatarKey(userId, avatarId);
     const account = userObject(c.env, userId);
     // Recorded before the write: if this Worker dies before the profile takes it, the account deletes it.
     await account.reserveAvatar(avatarId);
-    const { body, mismatch } = exactLength(stream, size);
+    const { body, mismatch } = exactLength(peeked, size);
     try {
       await c.env.MEDIA.put(key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { userId, avatarId } });
     } catch (error) {
-      throw writeError(await mismatch(), error);
+      throw writeError(await mismatch(error), error);
     }
     // The account deletes the replaced picture. If this call fails, the new one is not
     // deleted here (the profile may have taken it): its record does, unless the profile did.

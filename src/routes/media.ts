@@ -11,7 +11,7 @@ import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
 import { mediaResponse } from "../media/downloads.ts";
 import { requireUrlSecret, signMediaUrl } from "../media/signed-urls.ts";
 import { requireAuthOnce } from "../middleware/auth.ts";
-import { declaredLength, exactLength, peek, requireAllowedType, writeError } from "../media/uploads.ts";
+import { declaredLength, exactLength, peek, requireAllowedType, writeError, type PeekedBody } from "../media/uploads.ts";
 import {
   MediaId,
   MediaName,
@@ -66,13 +66,13 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     const { r2Key } = unwrap(await room.reserveUpload(userId, mediaId, { size, name }));
     let written = false;
     try {
-      const { head, stream } = await peek(requestBody(c.req.raw));
-      const detected = requireAllowedType(head, name);
-      const { body, mismatch } = exactLength(stream, size);
+      const peeked = await peek(requestBody(c.req.raw));
+      const detected = requireAllowedType(peeked.head, name);
+      const { body, mismatch } = exactLength(peeked, size);
       try {
         await c.env.MEDIA.put(r2Key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { chatId, mediaId } });
       } catch (error) {
-        throw writeError(await mismatch(), error);
+        throw writeError(await mismatch(error), error);
       }
       written = true;
       const result: UploadResult = unwrap(await room.uploadStored(userId, mediaId, { ...detected, size }));
@@ -106,10 +106,10 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     if (declared !== target.size) {
       throw new AppError("validation_failed", 400, `part ${partNumber} must be exactly ${target.size} bytes`, { retryable: false });
     }
-    let stream = requestBody(c.req.raw);
+    let source: ReadableStream<Uint8Array> | PeekedBody = requestBody(c.req.raw);
     let detected = null;
     if (partNumber === 1) {
-      const peeked = await peek(stream);
+      const peeked = await peek(source as ReadableStream<Uint8Array>);
       try {
         detected = requireAllowedType(peeked.head, target.name ?? undefined);
       } catch (error) {
@@ -117,14 +117,14 @@ export const chatMediaRoutes = new Hono<AppEnv>()
         await abandon(c.env, room, userId, mediaId, null);
         throw error;
       }
-      stream = peeked.stream;
+      source = peeked;
     }
-    const { body, mismatch } = exactLength(stream, target.size);
+    const { body, mismatch } = exactLength(source, target.size);
     let part: R2UploadedPart;
     try {
       part = await c.env.MEDIA.resumeMultipartUpload(target.r2Key, target.uploadId).uploadPart(partNumber, body);
     } catch (error) {
-      throw writeError(await mismatch(), error);
+      throw writeError(await mismatch(error), error);
     }
     unwrap(await room.multipartPartStored(userId, mediaId, partNumber, part.etag, detected));
     const uploaded: UploadedPart = { partNumber, size: target.size };
