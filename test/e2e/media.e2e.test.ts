@@ -321,15 +321,15 @@ describe("media through wrangler dev, with the SDK", () => {
     expect(await stranger.json()).toMatchObject({ error: { code: "not_found" } });
   });
 
-  // ApiClient.downloadAvatar(userId) cannot name the shared chat that the server asks of
-  // anyone but the picture's owner (section 17.5): for a peer it is refused as
-  // `validation_failed` instead of giving the picture.
-  it.fails("the SDK's downloadAvatar gives a chat peer's picture", async () => {
-    const { alice, bob } = await pair();
+  it("the SDK's downloadAvatar gives a chat peer's picture, naming the chat they share", async () => {
+    const { alice, bob, chatId } = await pair();
+    const carol = await device("carol");
     const picture = png(4096);
     await alice.api.setAvatar(picture);
-    const response = await bob.api.downloadAvatar(alice.userId);
+    const response = await bob.api.downloadAvatar(alice.userId, chatId);
     expect(response).not.toBeNull();
     expectSameBytes(await bytesOf(response!), picture);
+    // A stranger naming that chat gets nothing.
+    expect(await carol.api.downloadAvatar(alice.userId, chatId)).toBeNull();
   });
 });
