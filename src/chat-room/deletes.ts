@@ -120,6 +120,9 @@ export class FormerPreviewNotices {
       } else log.warn("too many notices to former members waiting: this one is not retried", { seq });
       void this.#try(seq, userId, 0);
     }
+    // Set in the delete's turn: if the object is reset before the calls answer, the
+    // stored notices are sent again (one already answered is no longer stored).
+    this.#options.retryNoLaterThan(Date.now() + NOTICE_RETRY_MS);
   }
 
   /** The scheduler's deadline: every notice waiting is sent again. */

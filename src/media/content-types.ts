@@ -8,8 +8,8 @@ import type { MediaKind } from "../protocol/index.ts";
  */
 export type DetectedType = { kind: MediaKind; contentType: string };
 
-/** How many leading bytes detection needs (the ftyp brand ends at byte 12). */
-export const SNIFF_BYTES = 16;
+/** How many leading bytes detection reads (an `ftyp` box's compatible brands follow byte 16). */
+export const SNIFF_BYTES = 64;
 
 const ascii = (bytes: Uint8Array, offset: number, text: string): boolean => {
   if (bytes.length < offset + text.length) return false;
@@ -95,6 +95,22 @@ function extensionOf(name: string | undefined): string {
 }
 
 /**
+ * An ISO base media file's type from its `ftyp` box: the major brand when it is on the
+ * list, else the first listed compatible brand (cameras write their own major brand, such
+ * as Sony's `XAVC`, and list `mp42` or `iso2` as compatible). Null when none is listed.
+ */
+function ftypType(head: Uint8Array): DetectedType | null {
+  const boxSize = ((head[0]! << 24) | (head[1]! << 16) | (head[2]! << 8) | head[3]!) >>> 0;
+  const end = Math.min(head.length, boxSize);
+  // Bytes 8-11: the major brand; 12-15: its version; from 16: compatible brands.
+  for (let offset = 8; offset + 4 <= end; offset += offset === 8 ? 8 : 4) {
+    const brand = String.fromCharCode(...head.subarray(offset, offset + 4));
+    if (Object.hasOwn(FTYP_BRANDS, brand)) return FTYP_BRANDS[brand]!;
+  }
+  return null;
+}
+
+/**
  * The type of a file from its first bytes (`SNIFF_BYTES` of them, fewer for a smaller
  * file); null when it is not on the allow-list. `name` only picks among document types
  * that share their magic bytes.
@@ -107,8 +123,7 @@ export function detectContentType(head: Uint8Array, name?: string): DetectedType
   if (ascii(head, 0, "RIFF") && ascii(head, 8, "WEBP")) return { kind: "image", contentType: "image/webp" };
   // ISO base media: HEIC/AVIF images, M4A audio, MP4 and QuickTime video
   if (ascii(head, 4, "ftyp") && head.length >= 12) {
-    const brand = String.fromCharCode(...head.subarray(8, 12));
-    return Object.hasOwn(FTYP_BRANDS, brand) ? FTYP_BRANDS[brand]! : null;
+    return ftypType(head);
   }
   // video
   if (startsWith(head, [0x1a, 0x45, 0xdf, 0xa3])) return { kind: "video", contentType: "video/webm" };

@@ -56,6 +56,10 @@ export class AvatarPictures {
     if (avatarId !== null) {
       const deadline = storage.kv.get<number>(KEY_PREFIX + avatarId);
       if (deadline === undefined || deadline <= now) {
+        // Its record may be gone already (the cleanup ran while it was still being written):
+        // it is recorded again, due now, so the object written late is deleted too.
+        storage.kv.put(KEY_PREFIX + avatarId, now);
+        this.#deps.schedule(now);
         throw new AppError("unavailable", 503, "the picture took too long to store; send it again", { retryable: true });
       }
       storage.kv.delete(KEY_PREFIX + avatarId);

@@ -125,6 +125,27 @@ describe("profile pictures", () => {
     expect((await call(`/api/users/${uid(alice)}/avatar`, { token: alice.credentials })).status).toBe(200);
   });
 
+  it("a picture still being written when its deadline's cleanup ran is deleted once it arrives and is refused", async () => {
+    const alice = await login();
+    const account = env.USER.get(env.USER.idFromName(uid(alice)));
+    const slow = randomId("m");
+    await account.reserveAvatar(slow, Date.now() - PENDING_AVATAR_MS - 1);
+    // The cleanup runs while the bytes are still on their way: nothing to delete yet, its record goes.
+    await runDurableObjectAlarm(account);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([]);
+    // The slow upload lands, and the profile refuses it.
+    await env.MEDIA.put(`avatars/${uid(alice)}/${slow}`, png(100));
+    const refused = await account.setAvatar(slow).then(
+      () => "taken",
+      (error: unknown) => (error as Error).message,
+    );
+    expect(refused).toMatch(/too long/);
+    // Refusing it recorded it again: the account's alarm deletes the late object.
+    expect(await runDurableObjectAlarm(account)).toBe(true);
+    expect(await storedKeys(`avatars/${uid(alice)}/`)).toEqual([]);
+    expect(await avatarIdOf(alice)).toBeUndefined();
+  });
+
   it("a picture reserved recently is kept until the profile takes it", async () => {
     const alice = await login();
     const account = env.USER.get(env.USER.idFromName(uid(alice)));

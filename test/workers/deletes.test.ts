@@ -1,4 +1,4 @@
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { configFrom } from "../../src/lib/config.ts";
 import { User } from "../../src/user/user.ts";
@@ -177,6 +177,41 @@ describe("delete for everyone", () => {
       await runInDurableObject(room(chatId), (_instance, state) => {
         expect([...state.storage.kv.list({ prefix: "former-preview:" })]).toEqual([]);
       });
+    } finally {
+      User.prototype.messageDeleted = original;
+    }
+  });
+
+  it("a former member's preview is cleared even when the chat is reset before the notice is answered", async () => {
+    const alice = await login();
+    const carol = await login();
+    const chatId = await createGroup(alice, [carol]);
+    const last = await send(alice, chatId, "gone with the reset");
+    expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
+    await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body: "gone with the reset" } });
+
+    // Carol's account never answers the first notice; meanwhile the chat's object is reset.
+    const original = User.prototype.messageDeleted;
+    let calls = 0;
+    User.prototype.messageDeleted = function (this: User, notifiedChatId: string, seq: number) {
+      if (notifiedChatId === chatId && calls++ === 0) return new Promise<void>(() => undefined);
+      return original.call(this, notifiedChatId, seq);
+    };
+    try {
+      await deleteForEveryone(alice, chatId, last.seq);
+      await expect.poll(() => calls).toBe(1);
+      await abortAllDurableObjects();
+      expect((await entry(carol, chatId))?.lastMessage).toMatchObject({ body: "gone with the reset" });
+      // The notice was stored with its retry in the delete's turn: the chat's alarm sends it again.
+      await expect
+        .poll(
+          async () => {
+            await runDurableObjectAlarm(room(chatId));
+            return (await entry(carol, chatId))?.lastMessage;
+          },
+          { timeout: 5000 },
+        )
+        .toStrictEqual({ seq: last.seq, senderId: alice.user.userId, createdAt: last.createdAt, deleted: true });
     } finally {
       User.prototype.messageDeleted = original;
     }

@@ -17,6 +17,8 @@ describe("types are decided by magic bytes against an allow-list", () => {
     ["MP4 (mp42)", ftyp("mp42"), undefined, "video", "video/mp4"],
     ["3GP", ftyp("3gp5"), undefined, "video", "video/3gpp"],
     ["QuickTime", ftyp("qt  "), undefined, "video", "video/quicktime"],
+    // A camera's own major brand, with the usual ones listed as compatible (a 24-byte box).
+    ["MP4 by a compatible brand (Sony XAVC)", bytes([0, 0, 0, 0x18], "ftyp", "XAVC", "\u0000\u0000\u0000\u0000", "mp42", "iso2"), undefined, "video", "video/mp4"],
     ["WebM", bytes([0x1a, 0x45, 0xdf, 0xa3]), undefined, "video", "video/webm"],
     ["MP3 with ID3", bytes("ID3", [4, 0]), undefined, "audio", "audio/mpeg"],
     ["MP3 frame", bytes([0xff, 0xfb, 0x90, 0x64]), undefined, "audio", "audio/mpeg"],
@@ -51,6 +53,9 @@ describe("types are decided by magic bytes against an allow-list", () => {
     ["an MPEG sync with a bad bitrate index", bytes([0xff, 0xfb, 0xf0, 0x00])],
     ["an MPEG sync with a free bitrate index", bytes([0xff, 0xfb, 0x00, 0x00])],
     ["ftyp with an unknown brand", ftyp("evil")],
+    ["ftyp whose compatible brands are all unknown", bytes([0, 0, 0, 0x18], "ftyp", "evil", "\u0000\u0000\u0000\u0000", "bad1", "bad2")],
+    // A known brand past the end of the box is not one of its compatible brands.
+    ["ftyp with a known brand after its box", bytes([0, 0, 0, 0x10], "ftyp", "evil", "\u0000\u0000\u0000\u0000", "mp42")],
     ["ftyp with a brand named like an Object property", ftyp("__pr")],
   ])("%s is refused", (_label, head) => {
     expect(detectContentType(head, "innocent.png")).toBe(null);
