@@ -64,6 +64,23 @@ async function ask(socket: TestSocket, frame: Record<string, unknown>) {
   return socket.reply(id);
 }
 
+/** Carol saw `body` as alice's group's last message, then left: her list still previews it. */
+async function formerMemberPreviewing(body: string) {
+  const alice = await login();
+  const carol = await login();
+  const chatId = await createGroup(alice, [carol]);
+  const last = await send(alice, chatId, body);
+  expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
+  await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body } });
+  return { alice, carol, chatId, last };
+}
+
+/** Runs the chat's alarm (its earliest deadline), then reads the member's preview. */
+async function previewAfterChatAlarm(member: Session, chatId: string) {
+  await runDurableObjectAlarm(room(chatId));
+  return (await entry(member, chatId))?.lastMessage;
+}
+
 describe("delete for everyone", () => {
   it("by its sender: every member sees it go, live and from any cursor, and its content leaves storage", async () => {
     const alice = await login();
@@ -141,12 +158,7 @@ describe("delete for everyone", () => {
   });
 
   it("a former member's preview is cleared even when their account fails the first notice: the chat's alarm retries it", async () => {
-    const alice = await login();
-    const carol = await login();
-    const chatId = await createGroup(alice, [carol]);
-    const last = await send(alice, chatId, "soon gone");
-    expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
-    await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body: "soon gone" } });
+    const { alice, carol, chatId, last } = await formerMemberPreviewing("soon gone");
 
     // Carol's account fails the chat's first notice of this delete.
     const original = User.prototype.messageDeleted;
@@ -163,15 +175,12 @@ describe("delete for everyone", () => {
       await expect.poll(() => failed).toBe(1);
       expect((await entry(carol, chatId))?.lastMessage).toMatchObject({ body: "soon gone" });
       // The chat's alarm runs its deadlines (the fan-out's first, then the retry).
-      await expect
-        .poll(
-          async () => {
-            await runDurableObjectAlarm(room(chatId));
-            return (await entry(carol, chatId))?.lastMessage;
-          },
-          { timeout: 5000 },
-        )
-        .toStrictEqual({ seq: last.seq, senderId: alice.user.userId, createdAt: last.createdAt, deleted: true });
+      await expect.poll(() => previewAfterChatAlarm(carol, chatId), { timeout: 5000 }).toStrictEqual({
+        seq: last.seq,
+        senderId: alice.user.userId,
+        createdAt: last.createdAt,
+        deleted: true,
+      });
       expect(failed).toBe(1);
       // Nothing is left waiting once the notice went through.
       await runInDurableObject(room(chatId), (_instance, state) => {
@@ -183,12 +192,7 @@ describe("delete for everyone", () => {
   });
 
   it("a former member's preview is cleared even when the chat is reset before the notice is answered", async () => {
-    const alice = await login();
-    const carol = await login();
-    const chatId = await createGroup(alice, [carol]);
-    const last = await send(alice, chatId, "gone with the reset");
-    expect((await api(`/api/chats/${chatId}/leave`, { token: carol.credentials, method: "POST" })).status).toBe(200);
-    await expect.poll(() => entry(carol, chatId)).toMatchObject({ membership: "left", lastMessage: { seq: last.seq, body: "gone with the reset" } });
+    const { alice, carol, chatId, last } = await formerMemberPreviewing("gone with the reset");
 
     // Carol's account never answers the first notice; meanwhile the chat's object is reset.
     const original = User.prototype.messageDeleted;
@@ -203,15 +207,12 @@ describe("delete for everyone", () => {
       await abortAllDurableObjects();
       expect((await entry(carol, chatId))?.lastMessage).toMatchObject({ body: "gone with the reset" });
       // The notice was stored with its retry in the delete's turn: the chat's alarm sends it again.
-      await expect
-        .poll(
-          async () => {
-            await runDurableObjectAlarm(room(chatId));
-            return (await entry(carol, chatId))?.lastMessage;
-          },
-          { timeout: 5000 },
-        )
-        .toStrictEqual({ seq: last.seq, senderId: alice.user.userId, createdAt: last.createdAt, deleted: true });
+      await expect.poll(() => previewAfterChatAlarm(carol, chatId), { timeout: 5000 }).toStrictEqual({
+        seq: last.seq,
+        senderId: alice.user.userId,
+        createdAt: last.createdAt,
+        deleted: true,
+      });
     } finally {
       User.prototype.messageDeleted = original;
     }
