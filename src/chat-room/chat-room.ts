@@ -88,7 +88,7 @@ type PendingSend = { sender: Sender; input: SendMessageRequest; respond: Respond
 
 /**
  * The object's deadlines (one alarm): see Scheduler. "media": pending uploads' expiry and
- * R2 deletes; "former-previews": notices of a delete to former members that failed.
+ * R2 deletes; "former-previews": notices of a delete to former members, until answered.
  */
 type Deadline = "fan-out" | "media" | "former-previews";
 
