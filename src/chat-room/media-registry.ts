@@ -184,9 +184,13 @@ export class MediaRegistry {
     return { r2Key: row.r2Key, uploadId: state.uploadId, size, name: row.name };
   }
 
-  /** A part is stored; part 1 also says what the file is (from its first bytes). */
+  /**
+   * A part is stored; part 1 also says what the file is (from its first bytes). Also
+   * while completing: a part sent again before the completion began may finish after
+   * it, and its new etag is what R2 will want from the next completion.
+   */
   partStored(uploaderId: string, mediaId: string, partNumber: number, etag: string, detected: { kind: MediaKind; contentType: string } | null): void {
-    const row = this.#ownUpload(uploaderId, mediaId, "uploading");
+    const row = this.#ownUpload(uploaderId, mediaId, "uploading", "completing");
     const state = multipartOf(row);
     state.parts[String(partNumber)] = etag;
     this.#db
@@ -379,9 +383,9 @@ export class MediaRegistry {
     return rows.length === PURGE_BATCH;
   }
 
-  #ownUpload(uploaderId: string, mediaId: string, state: MediaRow["state"]): MediaRow {
+  #ownUpload(uploaderId: string, mediaId: string, ...states: MediaRow["state"][]): MediaRow {
     const row = this.#db.select().from(schema.media).where(eq(schema.media.mediaId, mediaId)).get();
-    if (!row || row.uploaderId !== uploaderId || row.state !== state) throw notFound();
+    if (!row || row.uploaderId !== uploaderId || !states.includes(row.state)) throw notFound();
     return row;
   }
 }

@@ -556,6 +556,31 @@ describe("multipart uploads", () => {
     expect(response.headers.get("content-type")).toBe("application/vnd.openxmlformats-officedocument.wordprocessingml.document");
   });
 
+  it("a part sent again that finishes while the upload is completing keeps its new etag for the next completion", async () => {
+    const [alice, bob] = await Promise.all([login(), login()]);
+    const chatId = await createDirect(alice, bob);
+    const size = 8 * 1024 * 1024 + 10;
+    const startResponse = await call(`/api/chats/${chatId}/media/multipart`, {
+      method: "POST",
+      token: alice.credentials,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ size, name: "clip.mp4" }),
+    });
+    const { mediaId } = MultipartUpload.parse(await startResponse.json());
+    const room = chatObject(chatId);
+    const video = { kind: "video" as const, contentType: "video/mp4" };
+    expect(await room.multipartPartStored(uid(alice), mediaId, 1, "etag-1", video)).toEqual({ ok: true, value: null });
+    expect(await room.multipartPartStored(uid(alice), mediaId, 2, "etag-2", null)).toEqual({ ok: true, value: null });
+    const first = await room.multipartCompletion(uid(alice), mediaId);
+    expect(first.ok && !first.value.done && first.value.parts).toEqual([{ partNumber: 1, etag: "etag-1" }, { partNumber: 2, etag: "etag-2" }]);
+    // Part 2 was sent again before the completion began; it lands now, during it.
+    expect(await room.multipartPartStored(uid(alice), mediaId, 2, "etag-2-again", null)).toEqual({ ok: true, value: null });
+    const retried = await room.multipartCompletion(uid(alice), mediaId);
+    expect(retried.ok && !retried.value.done && retried.value.parts).toEqual([{ partNumber: 1, etag: "etag-1" }, { partNumber: 2, etag: "etag-2-again" }]);
+    // Someone else's part report is still refused.
+    expect(await room.multipartPartStored(uid(bob), mediaId, 2, "etag-x", null)).toMatchObject({ ok: false, status: 404 });
+  });
+
   it("a file of two parts round-trips", async () => {
     const [alice, bob] = await Promise.all([login(), login()]);
     const chatId = await createDirect(alice, bob);
