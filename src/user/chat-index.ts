@@ -154,7 +154,8 @@ export class ChatIndex {
       seenUpTo: update.seenUpTo,
       receiptsAt: this.#nextReceiptsAt(now),
     });
-    return row ? this.#toSummary(row) : null;
+    // The row previews the update's latest message (or a newer one a race stored, looked up).
+    return row ? this.#toSummary(row, row.lastMessageSeq === (update.lastMessage?.seq ?? null) ? hidden : undefined) : null;
   }
 
   /**
@@ -177,10 +178,12 @@ export class ChatIndex {
     return this.#hiddenAt.get({ chatId, seq }) !== undefined;
   }
 
-  /** An entry as the account's devices see it: a latest message the account hid is marked so. */
-  #toSummary(row: ChatRow): ChatSummary {
-    const hidden = row.lastMessageSeq !== null && this.#isHidden(row.chatId, row.lastMessageSeq);
-    return toSummary(row, hidden);
+  /**
+   * An entry as the account's devices see it: a latest message the account hid is marked
+   * so (`hidden`, when the caller already looked it up).
+   */
+  #toSummary(row: ChatRow, hidden?: boolean): ChatSummary {
+    return toSummary(row, hidden ?? (row.lastMessageSeq !== null && this.#isHidden(row.chatId, row.lastMessageSeq)));
   }
 
   /**
