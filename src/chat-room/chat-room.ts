@@ -35,7 +35,6 @@ import {
   type DeleteScope,
   type DeletedForEveryone,
   type DeletedForMe,
-  type Attachment,
   type MultipartUpload,
   type UploadResult,
 } from "../protocol/index.ts";
@@ -832,21 +831,17 @@ export class ChatRoom extends DurableObject<Env> {
     if (chat.kind === "broadcast" && member.role !== "admin") {
       throw new AppError("admins_only", 403, "only admins post in a broadcast chat", { retryable: false });
     }
+    // Whether this is a retry of a stored send (looked up once, only when a check needs it):
+    // a retry gets its original ack whatever changed since (rate, block, deleted reply, attached files).
+    let retry: boolean | undefined;
+    const isRetry = (): boolean => (retry ??= this.#log.findByClientId(sender.deviceId, input.clientId) !== null);
     const waitMs = Math.max(this.#sendRate.waitMs(sender.userId, now), this.#accountLeases.waitMs(sender.userId, now));
-    if (waitMs > 0) {
-      // A retry of a stored message is answered even when the sender is over its rate.
-      const original = this.#log.findByClientId(sender.deviceId, input.clientId);
-      if (!original) throw new AppError("rate_limited", 429, "sending too fast", { retryAfterMs: waitMs });
-    }
-    if (chat.kind === "direct" && this.#membership.blocked && !this.#log.findByClientId(sender.deviceId, input.clientId)) {
+    if (waitMs > 0 && !isRetry()) throw new AppError("rate_limited", 429, "sending too fast", { retryAfterMs: waitMs });
+    if (chat.kind === "direct" && this.#membership.blocked && !isRetry()) {
       throw new AppError("blocked", 403, "one of you blocked the other: no messages until unblocked", { retryable: false });
     }
-    if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq, sender, input.clientId);
-    // A retry of a stored send gets its original ack, though its files are attached by now.
-    let attachments: Attachment[] | undefined;
-    if (input.attachments && !this.#log.findByClientId(sender.deviceId, input.clientId)) {
-      attachments = this.#media.resolve(sender.userId, input.attachments);
-    }
+    if (input.replyToSeq !== undefined) this.#checkReplyTarget(input.replyToSeq, member.joinedSeq, isRetry);
+    const attachments = input.attachments && !isRetry() ? this.#media.resolve(sender.userId, input.attachments) : undefined;
     const { event, duplicate } = this.#log.appendMessage(sender, input, now, attachments);
     if (!duplicate) {
       // In the same turn as the append: no other send can attach them in between.
@@ -858,13 +853,13 @@ export class ChatRoom extends DurableObject<Env> {
     return { seq: event.seq, messageId: event.messageId, createdAt: event.createdAt, duplicate };
   }
 
-  #checkReplyTarget(replyToSeq: number, visibleFrom: number, sender: Sender, clientId: string): void {
+  #checkReplyTarget(replyToSeq: number, visibleFrom: number, isRetry: () => boolean): void {
     const target = replyToSeq >= visibleFrom ? this.#log.messageAt(replyToSeq) : null;
     if (!target) {
       throw new AppError("invalid_reply", 400, `replyToSeq ${replyToSeq} is not a message of this chat`, { retryable: false });
     }
     // A deleted message cannot be quoted; a retry of a reply stored before the delete still gets its ack.
-    if (target.deletedSeq !== null && !this.#log.findByClientId(sender.deviceId, clientId)) {
+    if (target.deletedSeq !== null && !isRetry()) {
       throw new AppError("invalid_reply", 400, `the message at replyToSeq ${replyToSeq} was deleted`, { retryable: false });
     }
   }
