@@ -79,7 +79,7 @@ export function requireAllowedType(head: Uint8Array, name: string | undefined, a
  * the pipe before R2's put reports anything or is the very error the put reports; when R2
  * fails on its own, its put fails first with its own error. The pipe is awaited first.
  */
-export function exactLength(source: ReadableStream<Uint8Array> | PeekedBody, length: number): { body: ReadableStream<Uint8Array>; mismatch: (putError: unknown) => Promise<boolean> } {
+function exactLength(source: ReadableStream<Uint8Array> | PeekedBody, length: number): { body: ReadableStream<Uint8Array>; mismatch: (putError: unknown) => Promise<boolean> } {
   const fixed = new FixedLengthStream(length);
   let putFailed = false;
   let bodyAtFault = false;
@@ -112,8 +112,28 @@ async function pipeInto(source: ReadableStream<Uint8Array> | PeekedBody, writabl
   return source.rest.pipeTo(writable);
 }
 
+/**
+ * Hands `write` (an R2 put or part upload) the upload as a body of exactly `length`
+ * bytes, and answers what it answers; a failed write is a 400 when the body was not that
+ * long, a 503 (retryable) when storage failed.
+ */
+export async function writeExactly<T>(source: ReadableStream<Uint8Array> | PeekedBody, length: number, write: (body: ReadableStream<Uint8Array>) => Promise<T>): Promise<T> {
+  const { body, mismatch } = exactLength(source, length);
+  try {
+    return await write(body);
+  } catch (error) {
+    throw writeError(await mismatch(error), error);
+  }
+}
+
+/** A request's body, or 400 when it has none. */
+export function requestBody(request: Request): ReadableStream<Uint8Array> {
+  if (!request.body) throw new AppError("validation_failed", 400, "the file is empty", { retryable: false });
+  return request.body as ReadableStream<Uint8Array>;
+}
+
 /** The error for a write that failed: the body's length was wrong (400), or R2 failed (503). */
-export function writeError(lengthMismatch: boolean, error: unknown): AppError {
+function writeError(lengthMismatch: boolean, error: unknown): AppError {
   if (lengthMismatch) return new AppError("validation_failed", 400, "the body was not as long as its Content-Length", { retryable: false });
   log.warn("could not store an upload", describeError(error));
   return new AppError("unavailable", 503, "the file could not be stored; try again", { retryable: true });

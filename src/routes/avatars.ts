@@ -1,9 +1,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
-import { AppError } from "../lib/app-error.ts";
 import { randomId } from "../lib/crypto.ts";
 import { userObject } from "../lib/stubs.ts";
-import { declaredLength, exactLength, peek, requireAllowedType, writeError } from "../media/uploads.ts";
+import { declaredLength, peek, requestBody, requireAllowedType, writeExactly } from "../media/uploads.ts";
 import { Limits, type Me } from "../protocol/index.ts";
 import { requireAuthOnce } from "../middleware/auth.ts";
 import { avatarKey } from "../user/avatar-pictures.ts";
@@ -22,20 +21,16 @@ export const ownAvatarRoutes = new Hono<AppEnv>()
   .put("/", async (c) => {
     const size = declaredLength(c.req.raw.headers, Limits.maxAvatarBytes);
     const { userId } = c.get("caller");
-    if (!c.req.raw.body) throw new AppError("validation_failed", 400, "the picture is empty", { retryable: false });
-    const peeked = await peek(c.req.raw.body as ReadableStream<Uint8Array>);
+    const peeked = await peek(requestBody(c.req.raw));
     const detected = requireAllowedType(peeked.head, undefined, (type) => type.kind === "image");
     const avatarId = randomId("m");
     const key = avatarKey(userId, avatarId);
     const account = userObject(c.env, userId);
     // Recorded before the write: if this Worker dies before the profile takes it, the account deletes it.
     await account.reserveAvatar(avatarId);
-    const { body, mismatch } = exactLength(peeked, size);
-    try {
-      await c.env.MEDIA.put(key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { userId, avatarId } });
-    } catch (error) {
-      throw writeError(await mismatch(error), error);
-    }
+    await writeExactly(peeked, size, (body) =>
+      c.env.MEDIA.put(key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { userId, avatarId } }),
+    );
     // The account deletes the replaced picture. If this call fails, the new one is not
     // deleted here (the profile may have taken it): its record does, unless the profile did.
     const changed: { previous: string | null; me: Me } = await account.setAvatar(avatarId);

@@ -11,7 +11,7 @@ import { jsonBody, parseWith, queryParams } from "../lib/validate.ts";
 import { mediaResponse } from "../media/downloads.ts";
 import { requireUrlSecret, signMediaUrl } from "../media/signed-urls.ts";
 import { requireAuthOnce } from "../middleware/auth.ts";
-import { declaredLength, exactLength, peek, requireAllowedType, writeError, type PeekedBody } from "../media/uploads.ts";
+import { declaredLength, peek, requestBody, requireAllowedType, writeExactly, type PeekedBody } from "../media/uploads.ts";
 import {
   MediaId,
   MediaName,
@@ -68,12 +68,9 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     try {
       const peeked = await peek(requestBody(c.req.raw));
       const detected = requireAllowedType(peeked.head, name);
-      const { body, mismatch } = exactLength(peeked, size);
-      try {
-        await c.env.MEDIA.put(r2Key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { chatId, mediaId } });
-      } catch (error) {
-        throw writeError(await mismatch(error), error);
-      }
+      await writeExactly(peeked, size, (body) =>
+        c.env.MEDIA.put(r2Key, body, { httpMetadata: { contentType: detected.contentType }, customMetadata: { chatId, mediaId } }),
+      );
       written = true;
       const result: UploadResult = unwrap(await room.uploadStored(userId, mediaId, { ...detected, size }));
       return c.json(result, 201);
@@ -106,10 +103,11 @@ export const chatMediaRoutes = new Hono<AppEnv>()
     if (declared !== target.size) {
       throw new AppError("validation_failed", 400, `part ${partNumber} must be exactly ${target.size} bytes`, { retryable: false });
     }
-    let source: ReadableStream<Uint8Array> | PeekedBody = requestBody(c.req.raw);
+    const body = requestBody(c.req.raw);
+    let source: ReadableStream<Uint8Array> | PeekedBody = body;
     let detected = null;
     if (partNumber === 1) {
-      const peeked = await peek(source as ReadableStream<Uint8Array>);
+      const peeked = await peek(body);
       try {
         detected = requireAllowedType(peeked.head, target.name ?? undefined);
       } catch (error) {
@@ -119,13 +117,9 @@ export const chatMediaRoutes = new Hono<AppEnv>()
       }
       source = peeked;
     }
-    const { body, mismatch } = exactLength(source, target.size);
-    let part: R2UploadedPart;
-    try {
-      part = await c.env.MEDIA.resumeMultipartUpload(target.r2Key, target.uploadId).uploadPart(partNumber, body);
-    } catch (error) {
-      throw writeError(await mismatch(error), error);
-    }
+    const part = await writeExactly(source, target.size, (exact) =>
+      c.env.MEDIA.resumeMultipartUpload(target.r2Key, target.uploadId).uploadPart(partNumber, exact),
+    );
     unwrap(await room.multipartPartStored(userId, mediaId, partNumber, part.etag, detected));
     const uploaded: UploadedPart = { partNumber, size: target.size };
     return c.json(uploaded);
@@ -180,11 +174,6 @@ async function assembled(bucket: R2Bucket, r2Key: string, size: number): Promise
   } catch {
     return false;
   }
-}
-
-function requestBody(request: Request): ReadableStream<Uint8Array> {
-  if (!request.body) throw new AppError("validation_failed", 400, "the file is empty", { retryable: false });
-  return request.body as ReadableStream<Uint8Array>;
 }
 
 /** Drops a failed upload's reservation (and its R2 object); a failure here is only logged: the expiry cleans up. */
