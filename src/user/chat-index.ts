@@ -28,13 +28,14 @@ export class ChatIndex {
   readonly #byId;
   readonly #streamEntries;
   readonly #receiptsMoved;
-  /** Whether the account hid a message for itself (the unique index of `hidden_messages`). */
-  readonly #hiddenAt;
+  /** Whether the account hid a message for itself (its hidden list, src/user/hidden-messages.ts). */
+  readonly #isHidden: (chatId: string, seq: number) => boolean;
   /** The latest `receiptsAt` given (loaded once): every change gets a later one, whatever the clocks. */
   #receiptsClock: number | null = null;
 
-  constructor(db: DrizzleSqliteDODatabase<typeof schema>) {
+  constructor(db: DrizzleSqliteDODatabase<typeof schema>, isHidden: (chatId: string, seq: number) => boolean) {
     this.#db = db;
+    this.#isHidden = isHidden;
     const { chats } = schema;
     const value = (name: string) => sql.placeholder(name);
     this.#upsert = db
@@ -109,12 +110,6 @@ export class ChatIndex {
       .returning({ chatId: chats.chatId, deliveredUpTo: chats.deliveredUpTo, seenUpTo: chats.seenUpTo, at: chats.receiptsAt })
       .prepare();
     this.#byId = db.select().from(chats).where(eq(chats.chatId, sql.placeholder("chatId"))).prepare();
-    const { hiddenMessages } = schema;
-    this.#hiddenAt = db
-      .select({ hiddenNo: hiddenMessages.hiddenNo })
-      .from(hiddenMessages)
-      .where(and(eq(hiddenMessages.chatId, sql.placeholder("chatId")), eq(hiddenMessages.seq, sql.placeholder("seq"))))
-      .prepare();
     this.#streamEntries = db
       .select({
         chatId: chats.chatId,
@@ -172,10 +167,6 @@ export class ChatIndex {
       .returning()
       .get();
     return row ? this.#toSummary(row) : null;
-  }
-
-  #isHidden(chatId: string, seq: number): boolean {
-    return this.#hiddenAt.get({ chatId, seq }) !== undefined;
   }
 
   /**

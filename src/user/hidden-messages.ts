@@ -37,6 +37,14 @@ export class HiddenMessages {
   }
 
   /**
+   * Whether the account hid the message at `seq`. Asked for every chat-list entry the
+   * account stores or sends, so an account that never hid anything (most) reads nothing.
+   */
+  isHidden(chatId: string, seq: number): boolean {
+    return this.headHiddenNo() > 0 && this.find(chatId, seq) !== null;
+  }
+
+  /**
    * Hides a message: a new entry with the next number, or the existing one (`duplicate`).
    * `too_many_hidden` past `cap` entries (Limits.maxHiddenMessages; tests pass a lower one).
    */

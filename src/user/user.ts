@@ -141,10 +141,10 @@ export class User extends DurableObject<Env> {
     this.#profile = new AccountProfile(this.#db);
     this.#devices = new Devices(this.#db);
     this.#openChatSockets = new OpenChatSockets(ctx.storage);
-    this.#chatIndex = new ChatIndex(this.#db);
+    this.#hidden = new HiddenMessages(this.#db);
+    this.#chatIndex = new ChatIndex(this.#db, (chatId, seq) => this.#hidden.isHidden(chatId, seq));
     this.#blocks = new Blocks(this.#db);
     this.#invitations = new Invitations(this.#db);
-    this.#hidden = new HiddenMessages(this.#db);
     this.#scheduler = new Scheduler(ctx.storage, {
       "invitation-expiry": (now) => this.#expireInvitations(now),
       "presence-sweep": (now) => this.#presence.sweep(now),
