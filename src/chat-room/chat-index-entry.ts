@@ -33,6 +33,16 @@ export function chatIndexEntries(
     }
     return number;
   };
+  // Nearly every member previews the same message: its preview (files parsed from JSON) is made once a round.
+  const previews = new Map<number, LastMessage>();
+  const previewOf = (message: NumberedMessage): LastMessage => {
+    let preview = previews.get(message.seq);
+    if (!preview) {
+      preview = lastMessageOf(message);
+      previews.set(message.seq, preview);
+    }
+    return preview;
+  };
   return (period) => {
     // A former member's entry stops at the event that ended their period.
     const upTo = period.leftSeq ?? headSeq;
@@ -49,8 +59,8 @@ export function chatIndexEntries(
       const peer = direct.find((member) => member.userId !== period.userId);
       if (peer) update.peerId = peer.userId;
     }
-    const lastMessage = lastVisibleMessage(log, membership, period, upTo);
-    if (lastMessage) update.lastMessage = lastMessage;
+    const message = lastVisibleMessage(log, membership, period, upTo);
+    if (message) update.lastMessage = previewOf(message);
     return update;
   };
 }
@@ -60,7 +70,7 @@ export function chatIndexEntries(
  * when it falls inside this period (nearly always); otherwise the latest inside one of
  * their earlier periods (a member added to a quiet chat, or added back), read from storage.
  */
-function lastVisibleMessage(log: EventLog, membership: Membership, period: PeriodRow, upTo: number): LastMessage | undefined {
+function lastVisibleMessage(log: EventLog, membership: Membership, period: PeriodRow, upTo: number): NumberedMessage | null {
   let message = log.messageAtOrBefore(upTo);
   if (message && message.seq < period.joinedSeq) {
     message = null;
@@ -71,7 +81,7 @@ function lastVisibleMessage(log: EventLog, membership: Membership, period: Perio
       if (candidate && candidate.seq >= joinedSeq) message = candidate;
     }
   }
-  return message ? lastMessageOf(message) : undefined;
+  return message;
 }
 
 /** A message as a chat list previews it: a deleted one shows only that it was deleted. */
